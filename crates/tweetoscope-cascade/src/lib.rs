@@ -1,0 +1,338 @@
+//! Event-time cascade state machine of the collector, free of I/O.
+//!
+//! Each source has its own clock: the largest event time it has sent. A cascade starts at its
+//! original tweet. When the source clock reaches `start + T_obs` for a window not yet handled, the
+//! partial series (events with time < `start + T_obs`) is emitted for that window, provided it holds
+//! at least `min_cascade_size` tweets. When the clock passes `last + terminated` the cascade is over:
+//! windows not reached yet are handled with everything observed, then one `size` is emitted per
+//! window whose series was emitted, and the cascade is dropped from memory. An end-of-source marker
+//! (or [`Collector::flush_all`]) does the same for every open cascade.
+//!
+//! The wall clock is never read: the same input always gives the same output.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use tweetoscope_messages::{CascadeId, CascadeSeries, CascadeSize, Tweet, TweetKind};
+
+/// Settings of the collector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorConfig {
+    /// Observation windows in seconds, e.g. `[600, 1200]`.
+    pub windows: Vec<u64>,
+    /// Idle time in seconds after which a cascade is over.
+    pub terminated: f64,
+    /// Minimum number of tweets in a window's series for anything to be emitted for that window.
+    pub min_cascade_size: usize,
+    /// How many ids of finished cascades each source remembers, to ignore late duplicates of them.
+    pub remembered_finished: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            windows: vec![600, 1200],
+            terminated: 1800.0,
+            min_cascade_size: 10,
+            remembered_finished: 100_000,
+        }
+    }
+}
+
+/// Something the collector emits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Emission {
+    /// A partial series for one window (topic `cascade_series`).
+    Series(CascadeSeries),
+    /// The final size of a cascade for one window (topic `cascade_properties`, key `T_obs`).
+    Size(CascadeSize),
+}
+
+/// What became of one incoming tweet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// An original tweet started a new cascade.
+    Started,
+    /// A retweet was added to its cascade.
+    Recorded,
+    /// A retweet arrived after the series of a window it belongs to was emitted: it counts in the
+    /// final size but not in that series.
+    RecordedLate,
+    /// The same tweet was seen before (same cascade, time and magnitude); ignored.
+    Duplicate,
+    /// A retweet of a cascade that is unknown or already over; ignored.
+    Orphan,
+    /// A retweet dated before its original tweet; ignored.
+    BeforeStart,
+}
+
+/// Total order on event times (they are validated finite upstream).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Time(f64);
+
+impl Eq for Time {}
+
+impl PartialOrd for Time {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Time {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WindowState {
+    Pending,
+    Sent,
+    TooSmall,
+}
+
+#[derive(Debug)]
+struct OpenCascade {
+    cid: CascadeId,
+    msg: String,
+    start: f64,
+    last: f64,
+    /// Absolute event times and magnitudes, sorted by time.
+    events: Vec<(f64, f64)>,
+    windows: Vec<WindowState>,
+}
+
+/// State of one source: its clock and its open cascades.
+#[derive(Debug, Default)]
+struct SourceState {
+    clock: f64,
+    next_seq: u64,
+    cascades: HashMap<u64, OpenCascade>,
+    ids: HashMap<CascadeId, u64>,
+    /// (start + T_obs, cascade, window index) of windows not handled yet.
+    deadlines: BTreeSet<(Time, u64, usize)>,
+    /// (last event time, cascade): the first one is the next to go idle.
+    idle: BTreeSet<(Time, u64)>,
+    finished: HashSet<CascadeId>,
+    finished_order: VecDeque<CascadeId>,
+}
+
+/// The collector: per-source cascades driven by event time.
+#[derive(Debug)]
+pub struct Collector {
+    config: CollectorConfig,
+    sources: HashMap<String, SourceState>,
+}
+
+impl Collector {
+    /// A collector with no open cascade.
+    pub fn new(config: CollectorConfig) -> Self {
+        Self {
+            config,
+            sources: HashMap::new(),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &CollectorConfig {
+        &self.config
+    }
+
+    /// Number of cascades held in memory, over all sources.
+    pub fn open_cascades(&self) -> usize {
+        self.sources.values().map(|s| s.cascades.len()).sum()
+    }
+
+    /// Number of sources with state in memory.
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Feeds one tweet of `source`; what it triggers is appended to `out`.
+    pub fn on_tweet(&mut self, source: &str, tweet: &Tweet, out: &mut Vec<Emission>) -> Outcome {
+        let config = &self.config;
+        let state = self.sources.entry(source.to_owned()).or_default();
+        if tweet.t > state.clock {
+            state.clock = tweet.t;
+            state.advance(config, out);
+        }
+        let outcome = match tweet.kind {
+            TweetKind::Tweet => state.start(config, tweet),
+            TweetKind::Retweet => state.record(config, tweet),
+        };
+        // A tweet older than the clock may already be due (window reached, or idle for too long).
+        state.advance(config, out);
+        outcome
+    }
+
+    /// The source has ended at time `t`: every cascade of it is finished and forgotten.
+    pub fn on_end_of_source(&mut self, source: &str, t: f64, out: &mut Vec<Emission>) {
+        if let Some(mut state) = self.sources.remove(source) {
+            if t > state.clock {
+                state.clock = t;
+                state.advance(&self.config, out);
+            }
+            state.finish_all(&self.config, out);
+        }
+    }
+
+    /// End of the whole stream: finishes every cascade of every source, in source-name order.
+    pub fn flush_all(&mut self, out: &mut Vec<Emission>) {
+        let mut names: Vec<String> = self.sources.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            if let Some(mut state) = self.sources.remove(&name) {
+                state.finish_all(&self.config, out);
+            }
+        }
+    }
+}
+
+impl SourceState {
+    fn start(&mut self, config: &CollectorConfig, tweet: &Tweet) -> Outcome {
+        if self.ids.contains_key(&tweet.tweet_id) || self.finished.contains(&tweet.tweet_id) {
+            return Outcome::Duplicate;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for (k, &window) in config.windows.iter().enumerate() {
+            self.deadlines
+                .insert((Time(tweet.t + window as f64), seq, k));
+        }
+        self.idle.insert((Time(tweet.t), seq));
+        self.ids.insert(tweet.tweet_id.clone(), seq);
+        self.cascades.insert(
+            seq,
+            OpenCascade {
+                cid: tweet.tweet_id.clone(),
+                msg: tweet.msg.clone(),
+                start: tweet.t,
+                last: tweet.t,
+                events: vec![(tweet.t, tweet.m)],
+                windows: vec![WindowState::Pending; config.windows.len()],
+            },
+        );
+        Outcome::Started
+    }
+
+    fn record(&mut self, config: &CollectorConfig, tweet: &Tweet) -> Outcome {
+        let Some(&seq) = self.ids.get(&tweet.tweet_id) else {
+            return Outcome::Orphan;
+        };
+        let cascade = self.cascades.get_mut(&seq).expect("ids and cascades agree");
+        if tweet.t < cascade.start {
+            return Outcome::BeforeStart;
+        }
+        let at = cascade.events.partition_point(|&(t, _)| t <= tweet.t);
+        let same_time = cascade.events[..at]
+            .iter()
+            .rev()
+            .take_while(|&&(t, _)| t == tweet.t);
+        if same_time.into_iter().any(|&(_, m)| m == tweet.m) {
+            return Outcome::Duplicate;
+        }
+        cascade.events.insert(at, (tweet.t, tweet.m));
+        if tweet.t > cascade.last {
+            self.idle.remove(&(Time(cascade.last), seq));
+            cascade.last = tweet.t;
+            self.idle.insert((Time(cascade.last), seq));
+        }
+        let late = config
+            .windows
+            .iter()
+            .zip(&cascade.windows)
+            .any(|(&w, s)| *s != WindowState::Pending && tweet.t < cascade.start + w as f64);
+        if late {
+            Outcome::RecordedLate
+        } else {
+            Outcome::Recorded
+        }
+    }
+
+    /// Handles every window reached and every cascade gone idle at the current clock.
+    fn advance(&mut self, config: &CollectorConfig, out: &mut Vec<Emission>) {
+        while let Some(&(deadline, seq, k)) = self.deadlines.first() {
+            if deadline.0 > self.clock {
+                break;
+            }
+            self.deadlines.pop_first();
+            let cascade = self.cascades.get_mut(&seq).expect("deadlines of open cascades");
+            close_window(cascade, config, k, out);
+        }
+        while let Some(&(last, seq)) = self.idle.first() {
+            if self.clock - last.0 <= config.terminated {
+                break;
+            }
+            self.finish(config, seq, out);
+        }
+    }
+
+    /// Ends cascade `seq`: pending windows first, then the sizes; forgets it.
+    fn finish(&mut self, config: &CollectorConfig, seq: u64, out: &mut Vec<Emission>) {
+        let mut cascade = self.cascades.remove(&seq).expect("open cascade");
+        self.idle.remove(&(Time(cascade.last), seq));
+        self.ids.remove(&cascade.cid);
+        for (k, &window) in config.windows.iter().enumerate() {
+            if cascade.windows[k] == WindowState::Pending {
+                self.deadlines
+                    .remove(&(Time(cascade.start + window as f64), seq, k));
+                close_window(&mut cascade, config, k, out);
+            }
+        }
+        for (k, &window) in config.windows.iter().enumerate() {
+            if cascade.windows[k] == WindowState::Sent {
+                out.push(Emission::Size(CascadeSize {
+                    cid: cascade.cid.clone(),
+                    t_obs: Some(window),
+                    n_tot: cascade.events.len() as u64,
+                    t_end: cascade.last - cascade.start,
+                }));
+            }
+        }
+        if config.remembered_finished > 0 {
+            if self.finished_order.len() == config.remembered_finished {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+            self.finished.insert(cascade.cid.clone());
+            self.finished_order.push_back(cascade.cid);
+        }
+    }
+
+    fn finish_all(&mut self, config: &CollectorConfig, out: &mut Vec<Emission>) {
+        let mut open: Vec<(Time, u64)> = self
+            .cascades
+            .iter()
+            .map(|(&seq, c)| (Time(c.start), seq))
+            .collect();
+        open.sort();
+        for (_, seq) in open {
+            self.finish(config, seq, out);
+        }
+    }
+}
+
+fn close_window(cascade: &mut OpenCascade, config: &CollectorConfig, k: usize, out: &mut Vec<Emission>) {
+    let window = config.windows[k];
+    let cutoff = cascade.start + window as f64;
+    let observed = cascade.events.partition_point(|&(t, _)| t < cutoff);
+    if observed < config.min_cascade_size {
+        cascade.windows[k] = WindowState::TooSmall;
+        return;
+    }
+    cascade.windows[k] = WindowState::Sent;
+    let tweets = cascade.events[..observed]
+        .iter()
+        .map(|&(t, m)| (t - cascade.start, m))
+        .collect();
+    out.push(Emission::Series(CascadeSeries::new(
+        cascade.cid.clone(),
+        cascade.msg.clone(),
+        window,
+        tweets,
+    )));
+}
+
+#[cfg(test)]
+mod tests;

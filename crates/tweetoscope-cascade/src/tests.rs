@@ -1,0 +1,210 @@
+use super::*;
+
+fn tweet(id: &str, t: f64, m: f64) -> Tweet {
+    Tweet {
+        kind: TweetKind::Tweet,
+        msg: format!("msg of {id}"),
+        t,
+        m,
+        tweet_id: id.into(),
+        info: String::new(),
+    }
+}
+
+fn retweet(id: &str, t: f64, m: f64) -> Tweet {
+    Tweet {
+        kind: TweetKind::Retweet,
+        ..tweet(id, t, m)
+    }
+}
+
+fn config(min: usize) -> CollectorConfig {
+    CollectorConfig {
+        windows: vec![600, 1200],
+        terminated: 1800.0,
+        min_cascade_size: min,
+        remembered_finished: 100,
+    }
+}
+
+/// Feeds `events` to one source and returns everything emitted.
+fn feed(c: &mut Collector, source: &str, events: &[Tweet]) -> Vec<Emission> {
+    let mut out = Vec::new();
+    for e in events {
+        c.on_tweet(source, e, &mut out);
+    }
+    out
+}
+
+fn series(out: &[Emission]) -> Vec<(&str, u64, usize)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Emission::Series(s) => Some((s.cid.0.as_str(), s.t_obs, s.tweets.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sizes(out: &[Emission]) -> Vec<(&str, u64, u64, f64)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Emission::Size(s) => Some((s.cid.0.as_str(), s.t_obs.unwrap(), s.n_tot, s.t_end)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A cascade `id` starting at `start` with retweets every `step` seconds, `n` events in all.
+fn cascade(id: &str, start: f64, n: usize, step: f64) -> Vec<Tweet> {
+    (0..n)
+        .map(|i| {
+            if i == 0 {
+                tweet(id, start, 100.0)
+            } else {
+                retweet(id, start + i as f64 * step, 10.0 + i as f64)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn windows_emit_partial_series_when_the_source_clock_reaches_them() {
+    let mut c = Collector::new(config(3));
+    // 20 events, one every 25 s: the source clock stays below start + 600.
+    let out = feed(&mut c, "s", &cascade("a", 1000.0, 20, 25.0));
+    assert!(series(&out).is_empty(), "no window reached yet");
+    // Another cascade moves the clock to start + 600 exactly: window 600 closes (t − start ≥ T_obs).
+    let out = feed(&mut c, "s", &[tweet("b", 1600.0, 1.0)]);
+    assert_eq!(series(&out), vec![("a", 600, 20)]);
+    let Emission::Series(s) = &out[0] else { unreachable!() };
+    assert_eq!(s.tweets[0], (0.0, 100.0), "times are relative to the first tweet");
+    assert_eq!(s.tweets[11], (275.0, 21.0));
+    assert_eq!(s.msg, "msg of a");
+    // Retweets of a after its 600 s window count only in the 1200 s one.
+    let out = feed(&mut c, "s", &[retweet("a", 1700.0, 5.0), retweet("a", 2199.0, 5.0)]);
+    assert!(series(&out).is_empty());
+    let out = feed(&mut c, "s", &[retweet("b", 2200.0, 1.0)]);
+    assert_eq!(series(&out), vec![("a", 1200, 22)], "1700 and 2199 are before 1000 + 1200");
+}
+
+#[test]
+fn termination_emits_one_size_per_emitted_window_and_forgets_the_cascade() {
+    let mut c = Collector::new(config(3));
+    let mut out = feed(&mut c, "s", &cascade("a", 0.0, 20, 50.0));
+    assert_eq!(c.open_cascades(), 1);
+    // Last event at 950: idle for exactly 1800 s is not over yet (strictly greater is).
+    out.extend(feed(&mut c, "s", &[tweet("z", 2750.0, 1.0)]));
+    assert!(sizes(&out).is_empty());
+    out.extend(feed(&mut c, "s", &[retweet("z", 2751.0, 1.0)]));
+    assert_eq!(
+        sizes(&out),
+        vec![("a", 600, 20, 950.0), ("a", 1200, 20, 950.0)]
+    );
+    assert_eq!(series(&out), vec![("a", 600, 12), ("a", 1200, 20)]);
+    assert_eq!(c.open_cascades(), 1, "only z is left");
+}
+
+#[test]
+fn minimum_size_applies_per_window() {
+    let mut c = Collector::new(config(10));
+    // 8 events before 600 s, 14 before 1200 s.
+    let mut events = cascade("a", 0.0, 8, 70.0);
+    events.extend((0..6).map(|i| retweet("a", 700.0 + i as f64, 1.0)));
+    events.extend(cascade("small", 10.0, 4, 1.0));
+    let mut out = feed(&mut c, "s", &events);
+    c.flush_all(&mut out);
+    assert_eq!(series(&out), vec![("a", 1200, 14)]);
+    assert_eq!(sizes(&out), vec![("a", 1200, 14, 705.0)]);
+    assert_eq!(c.open_cascades(), 0);
+}
+
+#[test]
+fn out_of_order_duplicate_orphan_and_early_retweets() {
+    let mut c = Collector::new(config(1));
+    let mut out = Vec::new();
+    assert_eq!(c.on_tweet("s", &tweet("a", 100.0, 5.0), &mut out), Outcome::Started);
+    assert_eq!(c.on_tweet("s", &retweet("a", 300.0, 1.0), &mut out), Outcome::Recorded);
+    // Older than the clock but after the start: kept, in time order.
+    assert_eq!(c.on_tweet("s", &retweet("a", 200.0, 2.0), &mut out), Outcome::Recorded);
+    assert_eq!(c.on_tweet("s", &retweet("a", 300.0, 1.0), &mut out), Outcome::Duplicate);
+    assert_eq!(c.on_tweet("s", &retweet("a", 300.0, 7.0), &mut out), Outcome::Recorded);
+    assert_eq!(c.on_tweet("s", &tweet("a", 100.0, 5.0), &mut out), Outcome::Duplicate);
+    assert_eq!(c.on_tweet("s", &retweet("a", 50.0, 1.0), &mut out), Outcome::BeforeStart);
+    assert_eq!(c.on_tweet("s", &retweet("nobody", 310.0, 1.0), &mut out), Outcome::Orphan);
+    // Window 600 closes at 700; a retweet dated 650 arriving after that is late for it.
+    assert_eq!(c.on_tweet("s", &tweet("b", 750.0, 1.0), &mut out), Outcome::Started);
+    assert_eq!(c.on_tweet("s", &retweet("a", 650.0, 3.0), &mut out), Outcome::RecordedLate);
+    c.flush_all(&mut out);
+    let Some(Emission::Series(s)) = out.iter().find(|e| matches!(e, Emission::Series(s) if s.cid.0 == "a" && s.t_obs == 600)) else {
+        panic!("series of a missing: {out:?}")
+    };
+    assert_eq!(s.tweets, vec![(0.0, 5.0), (100.0, 2.0), (200.0, 1.0), (200.0, 7.0)]);
+    let a_sizes: Vec<_> = sizes(&out).into_iter().filter(|s| s.0 == "a").collect();
+    assert_eq!(a_sizes, vec![("a", 600, 5, 550.0), ("a", 1200, 5, 550.0)]);
+}
+
+#[test]
+fn a_finished_cascade_is_not_restarted_by_a_late_copy() {
+    let mut c = Collector::new(config(1));
+    let mut out = feed(&mut c, "s", &cascade("a", 0.0, 3, 1.0));
+    out.extend(feed(&mut c, "s", &[tweet("b", 5000.0, 1.0)]));
+    assert_eq!(sizes(&out).len(), 2);
+    let mut more = Vec::new();
+    assert_eq!(c.on_tweet("s", &tweet("a", 0.0, 100.0), &mut more), Outcome::Duplicate);
+    assert_eq!(c.on_tweet("s", &retweet("a", 5001.0, 1.0), &mut more), Outcome::Orphan);
+    assert!(more.is_empty());
+}
+
+#[test]
+fn sources_have_independent_clocks() {
+    let mut c = Collector::new(config(1));
+    let mut out = feed(&mut c, "left", &cascade("a", 0.0, 3, 1.0));
+    // The right source is far ahead in its own time: nothing of the left source moves.
+    out.extend(feed(&mut c, "right", &cascade("b", 1_000_000.0, 3, 1.0)));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(c.sources(), 2);
+    out.extend(feed(&mut c, "left", &[tweet("c", 700.0, 1.0)]));
+    assert_eq!(series(&out), vec![("a", 600, 3)]);
+}
+
+#[test]
+fn end_of_source_flushes_with_everything_observed() {
+    let mut c = Collector::new(config(2));
+    let mut out = feed(&mut c, "s", &cascade("a", 0.0, 5, 100.0));
+    out.extend(feed(&mut c, "t", &cascade("b", 0.0, 5, 100.0)));
+    c.on_end_of_source("s", 450.0, &mut out);
+    assert_eq!(series(&out), vec![("a", 600, 5), ("a", 1200, 5)]);
+    assert_eq!(sizes(&out), vec![("a", 600, 5, 400.0), ("a", 1200, 5, 400.0)]);
+    assert_eq!(c.open_cascades(), 1, "source t is untouched");
+    c.on_end_of_source("unknown", 1.0, &mut out);
+    c.flush_all(&mut out);
+    assert_eq!(c.open_cascades(), 0);
+    assert_eq!(c.sources(), 0);
+    assert_eq!(series(&out).len(), 4);
+}
+
+#[test]
+fn windows_longer_than_the_cascade_are_emitted_at_its_end() {
+    let mut c = Collector::new(CollectorConfig {
+        windows: vec![600, 7200],
+        ..config(2)
+    });
+    let mut out = feed(&mut c, "s", &cascade("a", 0.0, 4, 10.0));
+    out.extend(feed(&mut c, "s", &[tweet("later", 2000.0, 1.0)]));
+    assert_eq!(series(&out), vec![("a", 600, 4), ("a", 7200, 4)]);
+    assert_eq!(sizes(&out), vec![("a", 600, 4, 30.0), ("a", 7200, 4, 30.0)]);
+}
+
+#[test]
+fn memory_is_bounded_by_open_cascades() {
+    let mut c = Collector::new(config(1));
+    let mut out = Vec::new();
+    for i in 0..1000 {
+        let start = i as f64 * 100.0;
+        c.on_tweet("s", &tweet(&format!("c{i}"), start, 1.0), &mut out);
+        c.on_tweet("s", &retweet(&format!("c{i}"), start + 1.0, 1.0), &mut out);
+    }
+    // Cascades idle for more than 1800 s are gone: at most ~19 remain open at any time.
+    assert!(c.open_cascades() <= 20, "{} open", c.open_cascades());
+    assert_eq!(sizes(&out).len(), 2 * (1000 - c.open_cascades()));
+}

@@ -1,0 +1,581 @@
+//! Message contracts of the Tweetoscope topics.
+//!
+//! Every value that travels on a topic has a typed form here, a strict parser that turns a payload
+//! into that form (or a [`Malformed`] reason for the dead-letter queue) and a serializer that writes
+//! the JSON format of `DESIGN.md`, compatible with the classic course contracts. Extra fields are
+//! accepted and ignored; a missing or mistyped required field, an unknown `type` or a value outside
+//! its domain (negative time, non-finite number, empty series) makes a message malformed.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+mod partitioning;
+pub use partitioning::{partition_for, stable_hash};
+
+/// Default topic names.
+pub mod topics {
+    /// Tweets and retweets from the generator, keyed by source id.
+    pub const TWEETS: &str = "tweets";
+    /// Partial cascades per observation window, keyed by cascade id.
+    pub const CASCADE_SERIES: &str = "cascade_series";
+    /// Final sizes (collector) and Hawkes parameters (estimator), keyed by observation window.
+    pub const CASCADE_PROPERTIES: &str = "cascade_properties";
+    /// Training samples for the learner, keyed by observation window.
+    pub const SAMPLES: &str = "samples";
+    /// Random-forest models, keyed by observation window (compacted).
+    pub const MODELS: &str = "models";
+    /// Popularity alerts (predicted final sizes).
+    pub const ALERTS: &str = "alerts";
+    /// Absolute relative errors of the predictions.
+    pub const STATS: &str = "stats";
+    /// Structured log records of every stage, keyed by stage name.
+    pub const LOGS: &str = "logs";
+    /// Suffix of the dead-letter topic of a topic: `tweets` → `tweets.dlq`.
+    pub const DLQ_SUFFIX: &str = ".dlq";
+
+    /// Name of the dead-letter topic that keeps the malformed messages of `topic`.
+    pub fn dead_letter(topic: &str) -> String {
+        format!("{topic}{DLQ_SUFFIX}")
+    }
+}
+
+/// Why a payload was refused; the message goes unchanged to the dead-letter topic with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {reason}")]
+pub struct Malformed {
+    /// Human-readable reason, naming the offending field where known.
+    pub reason: String,
+}
+
+impl Malformed {
+    /// A reason built from any displayable value.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Malformed> {
+    serde_json::from_slice(payload).map_err(|e| Malformed::new(e.to_string()))
+}
+
+fn finite(name: &str, value: f64) -> Result<f64, Malformed> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(Malformed::new(format!("`{name}` must be a finite number")))
+    }
+}
+
+fn non_negative(name: &str, value: f64) -> Result<f64, Malformed> {
+    if finite(name, value)? < 0.0 {
+        Err(Malformed::new(format!(
+            "`{name}` must be >= 0, got {value}"
+        )))
+    } else {
+        Ok(value)
+    }
+}
+
+fn positive_window(value: u64) -> Result<u64, Malformed> {
+    if value == 0 {
+        Err(Malformed::new("`T_obs` must be a positive number of seconds"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// Serializes a contract value to its JSON payload.
+pub fn to_payload<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("contract types always serialize")
+}
+
+/// A cascade id: the id of the original tweet, as text. Accepts a JSON string or integer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct CascadeId(pub String);
+
+impl<'de> Deserialize<'de> for CascadeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Text(s) if !s.is_empty() => Ok(CascadeId(s)),
+            Raw::Text(_) => Err(serde::de::Error::custom("cascade id must not be empty")),
+            Raw::Number(n) => Ok(CascadeId(n.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for CascadeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for CascadeId {
+    fn from(s: &str) -> Self {
+        CascadeId(s.to_owned())
+    }
+}
+
+/// Whether a tweet starts a cascade or extends one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TweetKind {
+    /// An original tweet: starts the cascade `tweet_id`.
+    Tweet,
+    /// A retweet of the original tweet `tweet_id`.
+    Retweet,
+}
+
+/// One tweet or retweet on the `tweets` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tweet {
+    /// Tweet or retweet.
+    #[serde(rename = "type")]
+    pub kind: TweetKind,
+    /// Free text.
+    #[serde(default)]
+    pub msg: String,
+    /// Event time on the source's clock, in seconds.
+    pub t: f64,
+    /// Magnitude: the follower count of the author.
+    pub m: f64,
+    /// Id of the original tweet (the cascade id).
+    pub tweet_id: CascadeId,
+    /// Free information.
+    #[serde(default)]
+    pub info: String,
+}
+
+/// Marks the end of a source's replay: the collector flushes that source's cascades.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndOfSource {
+    /// Always `"end"`.
+    #[serde(rename = "type")]
+    pub kind: EndTag,
+    /// Last event time of the source.
+    pub t: f64,
+}
+
+/// The tag of [`EndOfSource`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndTag {
+    /// End of a source's stream.
+    End,
+}
+
+/// Anything on the `tweets` topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceRecord {
+    /// A tweet or a retweet.
+    Tweet(Tweet),
+    /// The source has nothing more to send.
+    End(EndOfSource),
+}
+
+impl SourceRecord {
+    /// Parses a `tweets` payload.
+    pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        #[derive(Deserialize)]
+        struct Tag {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let tag: Tag = decode(payload)?;
+        match tag.kind.as_str() {
+            "tweet" | "retweet" => {
+                let tweet: Tweet = decode(payload)?;
+                non_negative("t", tweet.t)?;
+                non_negative("m", tweet.m)?;
+                Ok(SourceRecord::Tweet(tweet))
+            }
+            "end" => {
+                let end: EndOfSource = decode(payload)?;
+                finite("t", end.t)?;
+                Ok(SourceRecord::End(end))
+            }
+            other => Err(Malformed::new(format!(
+                "unknown `type` {other:?} on the tweets topic (expected tweet, retweet or end)"
+            ))),
+        }
+    }
+
+    /// The JSON payload of this record.
+    pub fn to_payload(&self) -> Vec<u8> {
+        match self {
+            SourceRecord::Tweet(t) => to_payload(t),
+            SourceRecord::End(e) => to_payload(e),
+        }
+    }
+}
+
+/// Tag that must read `"serie"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SerieTag {
+    /// The only value.
+    #[serde(rename = "serie")]
+    Serie,
+}
+
+/// The partial series of a cascade for one observation window, on `cascade_series`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeSeries {
+    /// Always `"serie"`.
+    #[serde(rename = "type")]
+    pub kind: SerieTag,
+    /// Cascade id.
+    pub cid: CascadeId,
+    /// Text of the original tweet.
+    #[serde(default)]
+    pub msg: String,
+    /// Observation window in seconds.
+    #[serde(rename = "T_obs")]
+    pub t_obs: u64,
+    /// `[time, magnitude]` pairs, times relative to the first tweet, sorted.
+    pub tweets: Vec<(f64, f64)>,
+}
+
+impl CascadeSeries {
+    /// Builds a series message.
+    pub fn new(cid: CascadeId, msg: String, t_obs: u64, tweets: Vec<(f64, f64)>) -> Self {
+        Self {
+            kind: SerieTag::Serie,
+            cid,
+            msg,
+            t_obs,
+            tweets,
+        }
+    }
+
+    /// Parses and validates a `cascade_series` payload.
+    pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        let s: CascadeSeries = decode(payload)?;
+        positive_window(s.t_obs)?;
+        if s.tweets.is_empty() {
+            return Err(Malformed::new("`tweets` must hold at least one [t, m] pair"));
+        }
+        let mut previous = f64::NEG_INFINITY;
+        for &(t, m) in &s.tweets {
+            finite("tweets[].t", t)?;
+            non_negative("tweets[].m", m)?;
+            if t < previous {
+                return Err(Malformed::new("`tweets` times must be sorted"));
+            }
+            previous = t;
+        }
+        Ok(s)
+    }
+}
+
+/// Final size of a cascade, from the collector, on `cascade_properties` keyed by `T_obs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeSize {
+    /// Cascade id.
+    pub cid: CascadeId,
+    /// Observation window this message answers (also the record key).
+    #[serde(rename = "T_obs", default, skip_serializing_if = "Option::is_none")]
+    pub t_obs: Option<u64>,
+    /// Number of tweets in the whole cascade.
+    pub n_tot: u64,
+    /// Time of the last tweet, relative to the first.
+    pub t_end: f64,
+}
+
+/// Hawkes parameters of a partial cascade, from the estimator, on `cascade_properties`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeParameters {
+    /// Cascade id.
+    pub cid: CascadeId,
+    /// Text of the original tweet.
+    #[serde(default)]
+    pub msg: String,
+    /// Observation window (also the record key).
+    #[serde(rename = "T_obs", default, skip_serializing_if = "Option::is_none")]
+    pub t_obs: Option<u64>,
+    /// Number of tweets observed in the window.
+    pub n_obs: u64,
+    /// Expected number of tweets still to come, G1 / (1 − n*), before any correction.
+    pub n_supp: f64,
+    /// `[p, beta]`.
+    pub params: [f64; 2],
+    /// Branching factor.
+    pub n_star: f64,
+    /// Expected number of direct children still to come from the observed tweets.
+    #[serde(rename = "G1")]
+    pub g1: f64,
+}
+
+/// Anything on `cascade_properties`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum CascadeProperty {
+    /// Final size, from the collector.
+    Size(CascadeSize),
+    /// Fitted parameters, from the estimator.
+    Parameters(CascadeParameters),
+}
+
+impl CascadeProperty {
+    /// Parses a `cascade_properties` record. The window comes from the `T_obs` field when present,
+    /// else from the record key (the classic format keys these messages by `T_obs`).
+    pub fn parse(key: Option<&[u8]>, payload: &[u8]) -> Result<(u64, Self), Malformed> {
+        let mut property: CascadeProperty = decode(payload)?;
+        let from_key = key
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.trim().parse::<u64>().ok());
+        let slot = match &mut property {
+            CascadeProperty::Size(s) => {
+                non_negative("t_end", s.t_end)?;
+                &mut s.t_obs
+            }
+            CascadeProperty::Parameters(p) => {
+                for (name, v) in [
+                    ("params[0]", p.params[0]),
+                    ("params[1]", p.params[1]),
+                    ("n_star", p.n_star),
+                    ("G1", p.g1),
+                ] {
+                    non_negative(name, v)?;
+                }
+                finite("n_supp", p.n_supp)?;
+                &mut p.t_obs
+            }
+        };
+        let window = slot.or(from_key).ok_or_else(|| {
+            Malformed::new("no observation window: neither a `T_obs` field nor a numeric key")
+        })?;
+        positive_window(window)?;
+        *slot = Some(window);
+        Ok((window, property))
+    }
+
+    /// Cascade id of either variant.
+    pub fn cid(&self) -> &CascadeId {
+        match self {
+            CascadeProperty::Size(s) => &s.cid,
+            CascadeProperty::Parameters(p) => &p.cid,
+        }
+    }
+}
+
+/// Tag that must read `"sample"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleTag {
+    /// The only value.
+    Sample,
+}
+
+/// A training sample for the random forest of one window, on `samples` keyed by `T_obs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Always `"sample"`.
+    #[serde(rename = "type")]
+    pub kind: SampleTag,
+    /// Cascade id.
+    pub cid: CascadeId,
+    /// Observation window (also the record key).
+    #[serde(rename = "T_obs", default, skip_serializing_if = "Option::is_none")]
+    pub t_obs: Option<u64>,
+    /// Features `[beta, n_star, G1]`.
+    #[serde(rename = "X")]
+    pub x: [f64; 3],
+    /// Target: the correction ω that would have predicted the true size exactly.
+    #[serde(rename = "W")]
+    pub w: f64,
+}
+
+impl Sample {
+    /// Builds a sample message.
+    pub fn new(cid: CascadeId, t_obs: u64, x: [f64; 3], w: f64) -> Self {
+        Self {
+            kind: SampleTag::Sample,
+            cid,
+            t_obs: Some(t_obs),
+            x,
+            w,
+        }
+    }
+
+    /// Parses a `samples` record; the window comes from `T_obs` or the key.
+    pub fn parse(key: Option<&[u8]>, payload: &[u8]) -> Result<Self, Malformed> {
+        let mut s: Sample = decode(payload)?;
+        for (i, v) in s.x.iter().enumerate() {
+            finite(&format!("X[{i}]"), *v)?;
+        }
+        finite("W", s.w)?;
+        let from_key = key
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.trim().parse::<u64>().ok());
+        let window = s
+            .t_obs
+            .or(from_key)
+            .ok_or_else(|| Malformed::new("no observation window: no `T_obs` field and no numeric key"))?;
+        s.t_obs = Some(positive_window(window)?);
+        Ok(s)
+    }
+
+    /// The window of a parsed sample.
+    pub fn window(&self) -> u64 {
+        self.t_obs.unwrap_or_default()
+    }
+}
+
+/// Tag that must read `"model"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelTag {
+    /// The only value.
+    Model,
+}
+
+/// A trained random forest for one window, on the compacted `models` topic keyed by `T_obs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMessage {
+    /// Always `"model"`.
+    #[serde(rename = "type")]
+    pub kind: ModelTag,
+    /// Observation window.
+    #[serde(rename = "T_obs")]
+    pub t_obs: u64,
+    /// Increases by one at every retraining of this window's model.
+    pub version: u64,
+    /// Number of samples the model was trained on.
+    pub n_samples: u64,
+    /// Names of the features, in order.
+    pub features: Vec<String>,
+    /// The serialized forest.
+    pub forest: serde_json::Value,
+}
+
+impl ModelMessage {
+    /// Parses a `models` payload.
+    pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        let m: ModelMessage = decode(payload)?;
+        positive_window(m.t_obs)?;
+        Ok(m)
+    }
+}
+
+/// Tag that must read `"alert"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertTag {
+    /// The only value.
+    Alert,
+}
+
+/// A predicted final size, on `alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Always `"alert"`.
+    #[serde(rename = "type")]
+    pub kind: AlertTag,
+    /// Cascade id.
+    pub cid: CascadeId,
+    /// Text of the original tweet.
+    #[serde(default)]
+    pub msg: String,
+    /// Observation window the prediction was made at.
+    #[serde(rename = "T_obs")]
+    pub t_obs: u64,
+    /// Predicted final size, rounded.
+    pub n_tot: u64,
+    /// Number of tweets observed when predicting.
+    #[serde(default)]
+    pub n_obs: u64,
+    /// Version of the random forest used (0: Hawkes prediction alone).
+    #[serde(default)]
+    pub model_version: u64,
+}
+
+impl Alert {
+    /// Parses an `alerts` payload.
+    pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        let a: Alert = decode(payload)?;
+        positive_window(a.t_obs)?;
+        Ok(a)
+    }
+}
+
+/// Tag that must read `"stat"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatTag {
+    /// The only value.
+    Stat,
+}
+
+/// The absolute relative error of a prediction, on `stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Always `"stat"`.
+    #[serde(rename = "type")]
+    pub kind: StatTag,
+    /// Cascade id.
+    pub cid: CascadeId,
+    /// Observation window.
+    #[serde(rename = "T_obs")]
+    pub t_obs: u64,
+    /// |N̂ − n_tot| / n_tot.
+    #[serde(rename = "ARE")]
+    pub are: f64,
+    /// Predicted final size.
+    #[serde(default)]
+    pub n_pred: f64,
+    /// True final size.
+    #[serde(default)]
+    pub n_tot: u64,
+    /// Relative error of the Hawkes prediction alone (ω = 1).
+    #[serde(default)]
+    pub are_hawkes: f64,
+    /// Version of the random forest used (0: none).
+    #[serde(default)]
+    pub model_version: u64,
+}
+
+impl Stat {
+    /// Parses a `stats` payload.
+    pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        let s: Stat = decode(payload)?;
+        positive_window(s.t_obs)?;
+        non_negative("ARE", s.are)?;
+        Ok(s)
+    }
+}
+
+/// A structured log record, on `logs` keyed by stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Unix time in seconds.
+    pub t: f64,
+    /// Stage that logged it.
+    pub source: String,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The message.
+    pub message: String,
+    /// Structured fields of the event.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LogRecord {
+    /// Parses a `logs` payload.
+    pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        let r: LogRecord = decode(payload)?;
+        finite("t", r.t)?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests;

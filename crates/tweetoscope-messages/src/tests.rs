@@ -1,0 +1,116 @@
+use super::*;
+
+#[test]
+fn tweet_round_trip_and_integer_ids() {
+    let raw = br#"{"type":"retweet","msg":"hi","t":12.5,"m":300,"tweet_id":42,"info":"x","extra":1}"#;
+    let SourceRecord::Tweet(t) = SourceRecord::parse(raw).unwrap() else {
+        panic!("expected a tweet")
+    };
+    assert_eq!(t.kind, TweetKind::Retweet);
+    assert_eq!(t.tweet_id, CascadeId::from("42"));
+    assert_eq!(t.m, 300.0);
+    let again = SourceRecord::parse(&SourceRecord::Tweet(t.clone()).to_payload()).unwrap();
+    assert_eq!(again, SourceRecord::Tweet(t));
+}
+
+#[test]
+fn tweets_topic_refuses_bad_input_with_a_reason() {
+    let cases: [(&[u8], &str); 6] = [
+        (b"not json", "expected"),
+        (br#"{"type":"tweet","t":1,"m":2}"#, "tweet_id"),
+        (br#"{"type":"tweet","t":"1","m":2,"tweet_id":1}"#, "invalid type"),
+        (br#"{"type":"like","t":1,"m":2,"tweet_id":1}"#, "unknown `type`"),
+        (br#"{"type":"tweet","t":-1,"m":2,"tweet_id":1}"#, "`t` must be >= 0"),
+        (br#"{"type":"tweet","t":1,"m":2,"tweet_id":""}"#, "empty"),
+    ];
+    for (payload, expected) in cases {
+        let err = SourceRecord::parse(payload).unwrap_err();
+        assert!(
+            err.reason.contains(expected),
+            "{:?}: {} lacks {expected:?}",
+            String::from_utf8_lossy(payload),
+            err.reason
+        );
+    }
+}
+
+#[test]
+fn end_of_source_parses() {
+    let r = SourceRecord::parse(br#"{"type":"end","t":99}"#).unwrap();
+    assert!(matches!(r, SourceRecord::End(EndOfSource { t, .. }) if t == 99.0));
+}
+
+#[test]
+fn series_matches_the_classic_layout() {
+    let s = CascadeSeries::new("tw1".into(), "m".into(), 600, vec![(0.0, 10.0), (5.0, 3.0)]);
+    let json: serde_json::Value = serde_json::from_slice(&to_payload(&s)).unwrap();
+    assert_eq!(json["type"], "serie");
+    assert_eq!(json["T_obs"], 600);
+    assert_eq!(json["tweets"], serde_json::json!([[0.0, 10.0], [5.0, 3.0]]));
+    assert_eq!(CascadeSeries::parse(&to_payload(&s)).unwrap(), s);
+}
+
+#[test]
+fn series_validation() {
+    let unsorted = br#"{"type":"serie","cid":"a","T_obs":600,"tweets":[[5,1],[1,1]]}"#;
+    assert!(CascadeSeries::parse(unsorted).unwrap_err().reason.contains("sorted"));
+    let empty = br#"{"type":"serie","cid":"a","T_obs":600,"tweets":[]}"#;
+    assert!(CascadeSeries::parse(empty).unwrap_err().reason.contains("at least one"));
+    let zero = br#"{"type":"serie","cid":"a","T_obs":0,"tweets":[[0,1]]}"#;
+    assert!(CascadeSeries::parse(zero).unwrap_err().reason.contains("T_obs"));
+    let wrong_tag = br#"{"type":"series","cid":"a","T_obs":6,"tweets":[[0,1]]}"#;
+    assert!(CascadeSeries::parse(wrong_tag).is_err());
+}
+
+#[test]
+fn properties_take_the_window_from_field_or_key() {
+    let size = br#"{"type":"size","cid":"c","n_tot":127,"t_end":4329}"#;
+    let (w, p) = CascadeProperty::parse(Some(b"1200"), size).unwrap();
+    assert_eq!(w, 1200);
+    assert!(matches!(p, CascadeProperty::Size(CascadeSize { n_tot: 127, t_obs: Some(1200), .. })));
+    assert!(CascadeProperty::parse(None, size).unwrap_err().reason.contains("window"));
+
+    let params = br#"{"type":"parameters","cid":"c","msg":"","n_obs":32,"n_supp":120,"params":[0.01,0.001],"n_star":0.4,"G1":12,"T_obs":600}"#;
+    let (w, p) = CascadeProperty::parse(Some(b"not a number"), params).unwrap();
+    assert_eq!(w, 600);
+    assert_eq!(p.cid().0, "c");
+    let bad = br#"{"type":"parameters","cid":"c","n_obs":32,"n_supp":1,"params":[-1,0.001],"n_star":0.4,"G1":12}"#;
+    assert!(CascadeProperty::parse(Some(b"600"), bad).unwrap_err().reason.contains("params[0]"));
+    let unknown = br#"{"type":"guess","cid":"c"}"#;
+    assert!(CascadeProperty::parse(Some(b"600"), unknown).is_err());
+}
+
+#[test]
+fn samples_stats_alerts_logs() {
+    let s = Sample::new("c".into(), 600, [0.001, 0.5, 10.0], 1.2);
+    let back = Sample::parse(Some(b"600"), &to_payload(&s)).unwrap();
+    assert_eq!(back, s);
+    let json: serde_json::Value = serde_json::from_slice(&to_payload(&s)).unwrap();
+    assert_eq!(json["X"], serde_json::json!([0.001, 0.5, 10.0]));
+    assert!(Sample::parse(Some(b"600"), br#"{"type":"sample","cid":"c","X":[1,2],"W":1}"#).is_err());
+
+    let stat = br#"{"type":"stat","cid":"c","T_obs":600,"ARE":0.093}"#;
+    assert_eq!(Stat::parse(stat).unwrap().are, 0.093);
+    assert!(Stat::parse(br#"{"type":"stat","cid":"c","T_obs":600,"ARE":-1}"#).is_err());
+
+    let alert = br#"{"type":"alert","cid":"c","msg":"m","T_obs":600,"n_tot":158}"#;
+    assert_eq!(Alert::parse(alert).unwrap().n_tot, 158);
+
+    let log = br#"{"t":1.5,"source":"collector","level":"INFO","message":"hello"}"#;
+    assert_eq!(LogRecord::parse(log).unwrap().source, "collector");
+    assert!(LogRecord::parse(br#"{"t":1.5,"source":"x"}"#).is_err());
+}
+
+#[test]
+fn partitions_are_stable_and_spread() {
+    assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    let mut counts = [0usize; 4];
+    for i in 0..4000 {
+        counts[partition_for(&format!("cascade-{i}"), 4) as usize] += 1;
+    }
+    for c in counts {
+        assert!((800..1200).contains(&c), "uneven spread {counts:?}");
+    }
+    assert_eq!(topics::dead_letter("tweets"), "tweets.dlq");
+}

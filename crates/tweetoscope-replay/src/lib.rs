@@ -1,0 +1,350 @@
+//! Tweet sources of the generator, free of I/O but for reading data files.
+//!
+//! A *cascade source* yields whole cascades as `(time since the first tweet, magnitude)` lists:
+//! [`news::NewsDataset`] reads the public NEWS data format, [`synthetic::SyntheticCascades`]
+//! simulates marked Hawkes cascades with known parameters. A [`Replay`] deals those cascades to
+//! several sources, each with its own clock, starts each cascade after a random delay with at most
+//! K live cascades per source, and yields the tweets in event-time order (monotone per source),
+//! ending each source with an end-of-source marker. Same seed, same replay.
+
+pub mod news;
+pub mod synthetic;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use rand::{Rng, SeedableRng};
+use tweetoscope_messages::{CascadeId, EndOfSource, EndTag, SourceRecord, Tweet, TweetKind};
+
+/// One cascade to replay: times relative to its first tweet (sorted, first is 0) and magnitudes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CascadeEvents {
+    /// `(t, m)` pairs.
+    pub events: Vec<(f64, f64)>,
+    /// Free text describing where the cascade comes from (goes into the tweets' `info`).
+    pub origin: String,
+}
+
+/// Settings of a multi-source replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayConfig {
+    /// Number of sources, each with its own clock and key.
+    pub sources: usize,
+    /// At most this many cascades are live at once on one source.
+    pub max_live_per_source: usize,
+    /// Mean of the exponential delay between two cascade starts on one source, in seconds.
+    pub mean_start_delay: f64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Id of the first cascade; the others follow.
+    pub first_tweet_id: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            sources: 3,
+            max_live_per_source: 50,
+            mean_start_delay: 30.0,
+            seed: 42,
+            first_tweet_id: 1,
+        }
+    }
+}
+
+/// One record of the replay, with the source it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayEvent {
+    /// Index of the source, `0..sources`.
+    pub source: usize,
+    /// Time since the replay began, shared by every source: what pacing uses.
+    pub elapsed: f64,
+    /// The tweet, retweet or end-of-source marker; `t` is on the source's own clock.
+    pub record: SourceRecord,
+}
+
+/// Name of source `index` (the record key on the `tweets` topic).
+pub fn source_name(index: usize) -> String {
+    format!("source-{index}")
+}
+
+#[derive(Debug)]
+struct Pending {
+    elapsed: f64,
+    source: usize,
+    seq: u64,
+    kind: PendingKind,
+}
+
+#[derive(Debug)]
+enum PendingKind {
+    /// The next event of live cascade `slot`.
+    Event { slot: usize, index: usize },
+    /// Time for the source to start its next cascade.
+    NextStart,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.elapsed
+            .total_cmp(&other.elapsed)
+            .then(self.source.cmp(&other.source))
+            .then(self.seq.cmp(&other.seq))
+    }
+}
+
+struct LiveCascade {
+    id: u64,
+    start: f64,
+    cascade: CascadeEvents,
+}
+
+struct SourceClock {
+    /// Source time when the replay began.
+    origin: f64,
+    /// End times (elapsed) of the live cascades.
+    live_ends: BinaryHeap<Reverse<OrderedF64>>,
+    /// Pending entries of this source in the queue.
+    queued: usize,
+    last_t: f64,
+    ended: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrderedF64(f64);
+impl Eq for OrderedF64 {}
+impl PartialOrd for OrderedF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrderedF64 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Multi-source event-time replay of a stream of cascades.
+pub struct Replay<I> {
+    config: ReplayConfig,
+    cascades: I,
+    exhausted: bool,
+    rng: rand::rngs::StdRng,
+    queue: BinaryHeap<Reverse<Pending>>,
+    sources: Vec<SourceClock>,
+    slots: Vec<Option<LiveCascade>>,
+    free_slots: Vec<usize>,
+    next_id: u64,
+    seq: u64,
+    ends: Vec<ReplayEvent>,
+}
+
+impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
+    /// A replay of `cascades` under `config`.
+    ///
+    /// # Panics
+    /// If `config.sources` or `config.max_live_per_source` is zero (validated by the caller).
+    pub fn new(config: ReplayConfig, cascades: I) -> Self {
+        assert!(config.sources > 0 && config.max_live_per_source > 0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+        let mut queue = BinaryHeap::new();
+        let mut sources = Vec::with_capacity(config.sources);
+        let mut seq = 0;
+        for source in 0..config.sources {
+            // Each source's clock reads some arbitrary time when the replay begins.
+            let origin = 1_000.0 * rng.gen_range(1..1_000_000) as f64;
+            let first = exponential(&mut rng, config.mean_start_delay);
+            queue.push(Reverse(Pending {
+                elapsed: first,
+                source,
+                seq,
+                kind: PendingKind::NextStart,
+            }));
+            seq += 1;
+            sources.push(SourceClock {
+                origin,
+                live_ends: BinaryHeap::new(),
+                queued: 1,
+                last_t: origin,
+                ended: false,
+            });
+        }
+        Self {
+            next_id: config.first_tweet_id,
+            config,
+            cascades,
+            exhausted: false,
+            rng,
+            queue,
+            sources,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            seq,
+            ends: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, elapsed: f64, source: usize, kind: PendingKind) {
+        self.seq += 1;
+        self.sources[source].queued += 1;
+        self.queue.push(Reverse(Pending {
+            elapsed,
+            source,
+            seq: self.seq,
+            kind,
+        }));
+    }
+
+    fn tweet(&mut self, source: usize, elapsed: f64, slot: usize, index: usize) -> ReplayEvent {
+        let live = self.slots[slot].as_ref().expect("live slot");
+        let (_, m) = live.cascade.events[index];
+        let t = self.sources[source].origin + elapsed;
+        let record = SourceRecord::Tweet(Tweet {
+            kind: if index == 0 {
+                TweetKind::Tweet
+            } else {
+                TweetKind::Retweet
+            },
+            msg: format!("cascade {}", live.id),
+            t,
+            m,
+            tweet_id: CascadeId(live.id.to_string()),
+            info: live.cascade.origin.clone(),
+        });
+        self.sources[source].last_t = t;
+        ReplayEvent {
+            source,
+            elapsed,
+            record,
+        }
+    }
+
+    /// Starts the source's next cascade (if any is left) and schedules the one after.
+    fn start_next(&mut self, source: usize, now: f64) -> Option<ReplayEvent> {
+        if self.exhausted {
+            return None;
+        }
+        let Some(cascade) = self.cascades.next() else {
+            self.exhausted = true;
+            return None;
+        };
+        if cascade.events.is_empty() {
+            return self.start_next(source, now);
+        }
+        let duration = cascade.events.last().map_or(0.0, |e| e.0);
+        let id = self.next_id;
+        self.next_id += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let n = cascade.events.len();
+        self.slots[slot] = Some(LiveCascade {
+            id,
+            start: now,
+            cascade,
+        });
+        let clock = &mut self.sources[source];
+        clock.live_ends.push(Reverse(OrderedF64(now + duration)));
+        // The next start comes after a random delay, and not before a live slot is free.
+        let mut next = now + exponential(&mut self.rng, self.config.mean_start_delay);
+        let clock = &mut self.sources[source];
+        while let Some(&Reverse(OrderedF64(end))) = clock.live_ends.peek() {
+            if end <= next {
+                clock.live_ends.pop();
+            } else if clock.live_ends.len() >= self.config.max_live_per_source {
+                next = end;
+                clock.live_ends.pop();
+            } else {
+                break;
+            }
+        }
+        self.push(next, source, PendingKind::NextStart);
+        let event = self.tweet(source, now, slot, 0);
+        self.after_event(source, slot, 0, n);
+        Some(event)
+    }
+
+    fn after_event(&mut self, source: usize, slot: usize, index: usize, n: usize) {
+        if index + 1 < n {
+            let live = self.slots[slot].as_ref().expect("live slot");
+            let at = live.start + live.cascade.events[index + 1].0;
+            self.push(at, source, PendingKind::Event {
+                slot,
+                index: index + 1,
+            });
+        } else {
+            self.slots[slot] = None;
+            self.free_slots.push(slot);
+        }
+    }
+
+    fn end_source_if_done(&mut self, source: usize, elapsed: f64) {
+        let clock = &mut self.sources[source];
+        if clock.queued == 0 && !clock.ended {
+            clock.ended = true;
+            self.ends.push(ReplayEvent {
+                source,
+                elapsed,
+                record: SourceRecord::End(EndOfSource {
+                    kind: EndTag::End,
+                    t: clock.last_t,
+                }),
+            });
+        }
+    }
+}
+
+impl<I: Iterator<Item = CascadeEvents>> Iterator for Replay<I> {
+    type Item = ReplayEvent;
+
+    fn next(&mut self) -> Option<ReplayEvent> {
+        loop {
+            if let Some(end) = self.ends.pop() {
+                return Some(end);
+            }
+            let Reverse(pending) = self.queue.pop()?;
+            let source = pending.source;
+            self.sources[source].queued -= 1;
+            let event = match pending.kind {
+                PendingKind::NextStart => self.start_next(source, pending.elapsed),
+                PendingKind::Event { slot, index } => {
+                    let n = self.slots[slot].as_ref().expect("live").cascade.events.len();
+                    let event = self.tweet(source, pending.elapsed, slot, index);
+                    self.after_event(source, slot, index, n);
+                    Some(event)
+                }
+            };
+            self.end_source_if_done(source, pending.elapsed);
+            if let Some(event) = event {
+                return Some(event);
+            }
+        }
+    }
+}
+
+/// Exponential draw with the given mean (0 gives 0).
+fn exponential<R: Rng>(rng: &mut R, mean: f64) -> f64 {
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+    -mean * u.ln()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,636 @@
+//! Command line, environment and configuration file.
+//!
+//! Every option is a flag with an environment-variable fallback `TWEETOSCOPE_<NAME>`; a TOML file
+//! given by `--config FILE` (or `TWEETOSCOPE_CONFIG`) supplies values for options that neither a
+//! flag nor the environment set. Precedence: flag > environment > file > built-in default.
+//! Values are checked before anything starts; a bad one stops the program with a message that
+//! names the option and what it accepts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Prefix of every environment variable.
+pub const ENV_PREFIX: &str = "TWEETOSCOPE_";
+
+/// Tweetoscope: predicts how popular a tweet will be from the first minutes of its retweets.
+#[derive(Debug, Parser)]
+#[command(name = "tweetoscope", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file; its keys are the long option names (e.g. `terminated = 1800`).
+    #[arg(long, global = true, env = "TWEETOSCOPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Kafka bootstrap servers (host:port,...). `run` starts an embedded broker when absent.
+    #[arg(long, global = true, env = "TWEETOSCOPE_BROKERS", value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// Partitions of the topics this process creates.
+    #[arg(long, global = true, env = "TWEETOSCOPE_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub partitions: i32,
+    /// Prefix of the consumer group ids (`<prefix>-<stage>`).
+    #[arg(long, global = true, env = "TWEETOSCOPE_GROUP_PREFIX", default_value = "tweetoscope")]
+    pub group_prefix: String,
+    /// Kafka consumer session timeout in milliseconds.
+    #[arg(long, global = true, env = "TWEETOSCOPE_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1_000..=3_600_000))]
+    pub session_timeout_ms: u32,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz ("off" to disable).
+    /// Default: 127.0.0.1 with a port per stage (run 9100, generator 9101 ... logger 9108).
+    #[arg(long, global = true, env = "TWEETOSCOPE_METRICS_ADDR", value_name = "ADDR|off")]
+    pub metrics_addr: Option<MetricsAddr>,
+    /// Log filter, e.g. `info` or `info,tweetoscope::stages::estimator=debug`.
+    #[arg(long, global = true, env = "TWEETOSCOPE_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: text for people, json for machines; auto picks text on a terminal.
+    #[arg(long, global = true, env = "TWEETOSCOPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// Ship logs to this Grafana Loki base URL (e.g. http://127.0.0.1:3100).
+    #[arg(long, global = true, env = "TWEETOSCOPE_LOKI_URL", value_name = "URL")]
+    pub loki_url: Option<reqwest::Url>,
+    /// Do not publish log records to the logs topic.
+    #[arg(long, global = true, env = "TWEETOSCOPE_NO_LOG_TOPIC")]
+    pub no_log_topic: bool,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// Serve on this address.
+    At(SocketAddr),
+    /// Do not serve.
+    Off,
+}
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(MetricsAddr::Off);
+        }
+        s.parse().map(MetricsAddr::At).map_err(|_| {
+            format!("{s:?} is not an address like 127.0.0.1:9100 or 0.0.0.0:9100, nor \"off\"")
+        })
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Topic names.
+#[derive(Debug, Clone, Args)]
+pub struct TopicArgs {
+    /// Topic of the tweets.
+    #[arg(long, global = true, env = "TWEETOSCOPE_TWEETS_TOPIC", default_value = "tweets")]
+    pub tweets_topic: String,
+    /// Topic of the partial cascades.
+    #[arg(long, global = true, env = "TWEETOSCOPE_SERIES_TOPIC", default_value = "cascade_series")]
+    pub series_topic: String,
+    /// Topic of the sizes and parameters.
+    #[arg(long, global = true, env = "TWEETOSCOPE_PROPERTIES_TOPIC", default_value = "cascade_properties")]
+    pub properties_topic: String,
+    /// Topic of the training samples.
+    #[arg(long, global = true, env = "TWEETOSCOPE_SAMPLES_TOPIC", default_value = "samples")]
+    pub samples_topic: String,
+    /// Topic of the models.
+    #[arg(long, global = true, env = "TWEETOSCOPE_MODELS_TOPIC", default_value = "models")]
+    pub models_topic: String,
+    /// Topic of the alerts.
+    #[arg(long, global = true, env = "TWEETOSCOPE_ALERTS_TOPIC", default_value = "alerts")]
+    pub alerts_topic: String,
+    /// Topic of the stats.
+    #[arg(long, global = true, env = "TWEETOSCOPE_STATS_TOPIC", default_value = "stats")]
+    pub stats_topic: String,
+    /// Topic of the logs.
+    #[arg(long, global = true, env = "TWEETOSCOPE_LOGS_TOPIC", default_value = "logs")]
+    pub logs_topic: String,
+}
+
+impl TopicArgs {
+    /// Every topic of the pipeline, without dead-letter topics.
+    pub fn all(&self) -> Vec<String> {
+        vec![
+            self.tweets_topic.clone(),
+            self.series_topic.clone(),
+            self.properties_topic.clone(),
+            self.samples_topic.clone(),
+            self.models_topic.clone(),
+            self.alerts_topic.clone(),
+            self.stats_topic.clone(),
+            self.logs_topic.clone(),
+        ]
+    }
+
+    /// Topics a stage reads, whose dead-letter topics must exist.
+    pub fn consumed(&self) -> Vec<String> {
+        vec![
+            self.tweets_topic.clone(),
+            self.series_topic.clone(),
+            self.properties_topic.clone(),
+            self.samples_topic.clone(),
+            self.models_topic.clone(),
+            self.alerts_topic.clone(),
+            self.stats_topic.clone(),
+            self.logs_topic.clone(),
+        ]
+    }
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay cascades (NEWS files or synthetic Hawkes) onto the tweets topic.
+    Generator(GeneratorArgs),
+    /// Group tweets into cascades; emit partial series per window and final sizes.
+    Collector(CollectorArgs),
+    /// Fit a marked Hawkes process to each partial cascade.
+    Estimator(EstimatorArgs),
+    /// Join parameters and sizes: predictions, alerts, errors (stats) and training samples.
+    Predictor(PredictorArgs),
+    /// Train one random forest per window from the samples; publish the models.
+    Learner(LearnerArgs),
+    /// Push prediction errors per window to a Prometheus Pushgateway.
+    Monitor(MonitorArgs),
+    /// Post alerts for cascades predicted to be popular to Alertmanager.
+    Dashboard(DashboardArgs),
+    /// Show the structured logs of every stage.
+    Logger(LoggerArgs),
+    /// Run every stage in this process (on an embedded broker unless --brokers is given).
+    Run(Box<RunArgs>),
+    /// Fit one cascade from a CSV file with columns `t,m` and print the fit as JSON.
+    Fit(FitArgs),
+}
+
+/// Observation windows, termination and minimum size.
+#[derive(Debug, Clone, Args)]
+pub struct CascadeArgs {
+    /// Observation windows in seconds, comma-separated.
+    #[arg(long, env = "TWEETOSCOPE_WINDOWS", value_delimiter = ',', default_value = "600,1200", value_parser = clap::value_parser!(u64).range(1..))]
+    pub windows: Vec<u64>,
+    /// Seconds without retweet after which a cascade is over.
+    #[arg(long, env = "TWEETOSCOPE_TERMINATED", default_value_t = 1800.0)]
+    pub terminated: f64,
+    /// Minimum number of tweets in a window for the cascade to be processed at that window.
+    #[arg(long, env = "TWEETOSCOPE_MIN_CASCADE_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_cascade_size: u64,
+}
+
+/// Generator options.
+#[derive(Debug, Clone, Args)]
+pub struct GeneratorArgs {
+    /// Where cascades come from.
+    #[arg(long, env = "TWEETOSCOPE_DATA", value_enum, default_value_t = DataSource::Synthetic)]
+    pub data: DataSource,
+    /// NEWS index CSV (`start_ind,end_ind`), with --data news.
+    #[arg(long, env = "TWEETOSCOPE_NEWS_INDEX", value_name = "FILE")]
+    pub news_index: Option<PathBuf>,
+    /// NEWS data CSV (`time,magnitude`), with --data news.
+    #[arg(long, env = "TWEETOSCOPE_NEWS_DATA", value_name = "FILE")]
+    pub news_data: Option<PathBuf>,
+    /// Index whose cascade sizes synthetic cascades follow (default: the bundled NEWS index).
+    #[arg(long, env = "TWEETOSCOPE_SIZE_INDEX", value_name = "FILE")]
+    pub size_index: Option<PathBuf>,
+    /// Number of synthetic cascades (with --data news: at most this many, 0 for all).
+    #[arg(long, env = "TWEETOSCOPE_CASCADES", default_value_t = 300)]
+    pub cascades: usize,
+    /// Number of sources, each with its own clock.
+    #[arg(long, env = "TWEETOSCOPE_SOURCES", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub sources: u64,
+    /// Most cascades live at once on one source.
+    #[arg(long, env = "TWEETOSCOPE_MAX_LIVE", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_live: u64,
+    /// Mean delay in seconds between two cascade starts on a source.
+    #[arg(long, env = "TWEETOSCOPE_MEAN_START_DELAY", default_value_t = 60.0)]
+    pub mean_start_delay: f64,
+    /// Replay speed-up over event time (100: 100 s of tweets a second); 0 replays as fast as possible.
+    #[arg(long, env = "TWEETOSCOPE_SPEED_UP", default_value_t = 0.0)]
+    pub speed_up: f64,
+    /// Seed of every random choice of the replay.
+    #[arg(long, env = "TWEETOSCOPE_SEED", default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Origin of the replayed cascades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataSource {
+    /// Marked Hawkes cascades simulated with known parameters.
+    Synthetic,
+    /// The NEWS data set files (--news-index, --news-data).
+    News,
+}
+
+/// Collector options.
+#[derive(Debug, Clone, Args)]
+pub struct CollectorArgs {
+    #[command(flatten)]
+    pub cascade: CascadeArgs,
+}
+
+/// Estimator options.
+#[derive(Debug, Clone, Args)]
+pub struct EstimatorArgs {
+    /// Maximum likelihood instead of the MAP estimate with the log-normal prior.
+    #[arg(long, env = "TWEETOSCOPE_MLE")]
+    pub mle: bool,
+    /// Largest branching factor n* a fit may reach (below 1).
+    #[arg(long, env = "TWEETOSCOPE_MAX_BRANCHING", default_value_t = 0.99)]
+    pub max_branching: f64,
+    /// Exponent α of the power-law marks (> 2).
+    #[arg(long, env = "TWEETOSCOPE_MARK_ALPHA", default_value_t = 2.4)]
+    pub mark_alpha: f64,
+    /// Minimum μ of the power-law marks (> 0).
+    #[arg(long, env = "TWEETOSCOPE_MARK_MU", default_value_t = 10.0)]
+    pub mark_mu: f64,
+    /// Fits run at once (default: the number of cores).
+    #[arg(long, env = "TWEETOSCOPE_FIT_WORKERS")]
+    pub fit_workers: Option<usize>,
+}
+
+/// Predictor options.
+#[derive(Debug, Clone, Args)]
+pub struct PredictorArgs {
+    /// Most half-joined (cascade, window) entries kept; the oldest go first.
+    #[arg(long, env = "TWEETOSCOPE_MAX_PENDING", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending: u64,
+}
+
+/// Learner options.
+#[derive(Debug, Clone, Args)]
+pub struct LearnerArgs {
+    /// Retrain a window's forest after this many new samples.
+    #[arg(long, env = "TWEETOSCOPE_RETRAIN_EVERY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retrain_every: u64,
+    /// Train on at most the newest this many samples per window.
+    #[arg(long, env = "TWEETOSCOPE_TRAINING_WINDOW", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub training_window: u64,
+    /// Trees per forest.
+    #[arg(long, env = "TWEETOSCOPE_TREES", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub trees: u64,
+    /// Seed of the forests.
+    #[arg(long, env = "TWEETOSCOPE_FOREST_SEED", default_value_t = 1)]
+    pub forest_seed: u64,
+}
+
+/// Monitor options.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    /// Pushgateway base URL, e.g. http://127.0.0.1:9091 (none: only keep and log the figures).
+    #[arg(long, env = "TWEETOSCOPE_PUSHGATEWAY_URL", value_name = "URL")]
+    pub pushgateway_url: Option<reqwest::Url>,
+    /// Seconds between two pushes.
+    #[arg(long, env = "TWEETOSCOPE_PUSH_INTERVAL", default_value_t = 5.0)]
+    pub push_interval: f64,
+    /// Job label of the pushed group.
+    #[arg(long, env = "TWEETOSCOPE_PUSH_JOB", default_value = "tweetoscope")]
+    pub push_job: String,
+}
+
+/// Dashboard options.
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    /// Alertmanager base URL, e.g. http://127.0.0.1:9093 (none: only log the alerts).
+    #[arg(long, env = "TWEETOSCOPE_ALERTMANAGER_URL", value_name = "URL")]
+    pub alertmanager_url: Option<reqwest::Url>,
+    /// Alert on cascades predicted to reach at least this many tweets.
+    #[arg(long, env = "TWEETOSCOPE_ALERT_THRESHOLD", default_value_t = 500)]
+    pub alert_threshold: u64,
+    /// How many of the most popular predictions to keep for the summary.
+    #[arg(long, env = "TWEETOSCOPE_TOP", default_value_t = 10)]
+    pub top: usize,
+}
+
+/// Logger options.
+#[derive(Debug, Clone, Args)]
+pub struct LoggerArgs {
+    /// Show records at this level and above.
+    #[arg(long, env = "TWEETOSCOPE_LEVEL", value_enum, default_value_t = Level::Info)]
+    pub level: Level,
+    /// Show only records of this stage.
+    #[arg(long, env = "TWEETOSCOPE_LOG_SOURCE", value_name = "STAGE")]
+    pub log_source: Option<String>,
+}
+
+/// A log level, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Level {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Information and above.
+    Info,
+    /// Debugging and above.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl Level {
+    /// Parses a level name as written in log records (`INFO`, `warn`, ...).
+    pub fn from_name(name: &str) -> Option<Level> {
+        Level::from_str(name, true).ok()
+    }
+}
+
+/// Options of `run`: every stage's.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    #[command(flatten)]
+    pub cascade: CascadeArgs,
+    #[command(flatten)]
+    pub estimator: EstimatorArgs,
+    #[command(flatten)]
+    pub predictor: PredictorArgs,
+    #[command(flatten)]
+    pub learner: LearnerArgs,
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
+    /// Give up when nothing progresses for this many seconds after the replay ended.
+    #[arg(long, env = "TWEETOSCOPE_STALL_TIMEOUT", default_value_t = 60.0)]
+    pub stall_timeout: f64,
+    /// Print the summary as JSON instead of text.
+    #[arg(long, env = "TWEETOSCOPE_JSON_SUMMARY")]
+    pub json: bool,
+}
+
+/// Options of `fit`.
+#[derive(Debug, Clone, Args)]
+pub struct FitArgs {
+    /// CSV with columns `t,m` (header allowed), one tweet a line.
+    pub file: PathBuf,
+    /// Observation horizon in seconds after the first tweet (default: just after the last tweet).
+    #[arg(long)]
+    pub until: Option<f64>,
+    /// Maximum likelihood instead of MAP.
+    #[arg(long)]
+    pub mle: bool,
+    #[command(flatten)]
+    pub marks: FitMarkArgs,
+}
+
+/// Mark distribution of `fit`.
+#[derive(Debug, Clone, Args)]
+pub struct FitMarkArgs {
+    /// Largest branching factor n* a fit may reach (below 1).
+    #[arg(long, default_value_t = 0.99)]
+    pub max_branching: f64,
+    /// Exponent α of the power-law marks (> 2).
+    #[arg(long, default_value_t = 2.4)]
+    pub mark_alpha: f64,
+    /// Minimum μ of the power-law marks (> 0).
+    #[arg(long, default_value_t = 10.0)]
+    pub mark_mu: f64,
+}
+
+/// A configuration problem, said so that the user knows what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(option: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+    ConfigError(format!(
+        "invalid value {value} for --{option}: {expected}"
+    ))
+}
+
+impl CascadeArgs {
+    /// Checks the values; returns the windows sorted.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.windows.is_empty() {
+            return Err(bad("windows", "(empty)", "give at least one window, e.g. 600,1200"));
+        }
+        let mut sorted = self.windows.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.windows.len() {
+            return Err(bad(
+                "windows",
+                format!("{:?}", self.windows),
+                "each window must appear once",
+            ));
+        }
+        if !(self.terminated.is_finite() && self.terminated > 0.0) {
+            return Err(bad("terminated", self.terminated, "a number of seconds > 0, e.g. 1800"));
+        }
+        Ok(())
+    }
+
+    /// The collector settings these options give.
+    pub fn collector_config(&self) -> tweetoscope_cascade::CollectorConfig {
+        let mut windows = self.windows.clone();
+        windows.sort_unstable();
+        tweetoscope_cascade::CollectorConfig {
+            windows,
+            terminated: self.terminated,
+            min_cascade_size: self.min_cascade_size as usize,
+            ..Default::default()
+        }
+    }
+}
+
+fn check_marks(alpha: f64, mu: f64, max_branching: f64) -> Result<(), ConfigError> {
+    if !(alpha.is_finite() && alpha > 2.0) {
+        return Err(bad("mark-alpha", alpha, "the power-law exponent must be > 2 (mean marks must be finite)"));
+    }
+    if !(mu.is_finite() && mu > 0.0) {
+        return Err(bad("mark-mu", mu, "the smallest mark must be > 0"));
+    }
+    if !(max_branching > 0.0 && max_branching < 1.0) {
+        return Err(bad("max-branching", max_branching, "a branching factor strictly between 0 and 1, e.g. 0.99"));
+    }
+    Ok(())
+}
+
+impl EstimatorArgs {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_marks(self.mark_alpha, self.mark_mu, self.max_branching)?;
+        if self.fit_workers == Some(0) {
+            return Err(bad("fit-workers", 0, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl FitMarkArgs {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_marks(self.mark_alpha, self.mark_mu, self.max_branching)
+    }
+}
+
+impl GeneratorArgs {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.speed_up.is_finite() && self.speed_up >= 0.0) {
+            return Err(bad("speed-up", self.speed_up, "a factor >= 0 (0 replays as fast as possible)"));
+        }
+        if !(self.mean_start_delay.is_finite() && self.mean_start_delay >= 0.0) {
+            return Err(bad("mean-start-delay", self.mean_start_delay, "a number of seconds >= 0"));
+        }
+        if self.data == DataSource::News && (self.news_index.is_none() || self.news_data.is_none()) {
+            return Err(ConfigError(
+                "--data news needs both --news-index FILE and --news-data FILE (see README, \"Real data\")"
+                    .into(),
+            ));
+        }
+        if self.data == DataSource::Synthetic && self.cascades == 0 {
+            return Err(bad("cascades", 0, "at least 1 synthetic cascade"));
+        }
+        Ok(())
+    }
+}
+
+impl MonitorArgs {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.push_interval.is_finite() && self.push_interval > 0.0) {
+            return Err(bad("push-interval", self.push_interval, "a number of seconds > 0"));
+        }
+        Ok(())
+    }
+}
+
+impl RunArgs {
+    /// Checks every stage's values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.generator.validate()?;
+        self.cascade.validate()?;
+        self.estimator.validate()?;
+        self.monitor.validate()?;
+        if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0) {
+            return Err(bad("stall-timeout", self.stall_timeout, "a number of seconds > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Environment variable names of every option of the command tree.
+fn known_env_vars(command: &clap::Command, out: &mut Vec<String>) {
+    for arg in command.get_arguments() {
+        if let Some(env) = arg.get_env() {
+            out.push(env.to_string_lossy().into_owned());
+        }
+    }
+    for sub in command.get_subcommands() {
+        known_env_vars(sub, out);
+    }
+}
+
+/// Reads the configuration file (if any) into environment fallbacks, before the command line is
+/// parsed. A variable already set in the environment wins over the file. Must run before any
+/// thread is started.
+pub fn apply_config_file(args: &[String]) -> Result<Option<PathBuf>, ConfigError> {
+    let path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(str::to_owned))
+        })
+        .or_else(|| std::env::var("TWEETOSCOPE_CONFIG").ok())
+        .map(PathBuf::from);
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError(format!("cannot read the config file {}: {e}", path.display())))?;
+    let vars = config_file_vars(&text, &path)?;
+    for (name, value) in vars {
+        if std::env::var_os(&name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+    Ok(Some(path))
+}
+
+/// The `(variable, value)` pairs a configuration file sets; unknown keys and values that are not
+/// scalars (or lists of scalars) are errors naming the key.
+pub fn config_file_vars(text: &str, path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
+    use clap::CommandFactory;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError(format!("{} is not valid TOML: {e}", path.display())))?;
+    let mut known = Vec::new();
+    known_env_vars(&Cli::command(), &mut known);
+    let mut vars = Vec::new();
+    for (key, value) in table {
+        let name = format!("{ENV_PREFIX}{}", key.replace('-', "_").to_uppercase());
+        if name == "TWEETOSCOPE_CONFIG" || !known.contains(&name) {
+            let mut keys: Vec<String> = known
+                .iter()
+                .filter(|k| k.as_str() != "TWEETOSCOPE_CONFIG")
+                .map(|k| k[ENV_PREFIX.len()..].to_lowercase().replace('_', "-"))
+                .collect();
+            keys.sort();
+            keys.dedup();
+            return Err(ConfigError(format!(
+                "{}: unknown key `{key}`; known keys: {}",
+                path.display(),
+                keys.join(", ")
+            )));
+        }
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let text = match &value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(",")),
+            v => scalar(v),
+        }
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{}: key `{key}` must be a string, number, boolean or list of them",
+                path.display()
+            ))
+        })?;
+        vars.push((name, text));
+    }
+    Ok(vars)
+}
+
+/// Default metrics port of each command.
+pub fn default_metrics_port(command: &Command) -> u16 {
+    match command {
+        Command::Run(_) => 9100,
+        Command::Generator(_) => 9101,
+        Command::Collector(_) => 9102,
+        Command::Estimator(_) => 9103,
+        Command::Predictor(_) => 9104,
+        Command::Learner(_) => 9105,
+        Command::Monitor(_) => 9106,
+        Command::Dashboard(_) => 9107,
+        Command::Logger(_) => 9108,
+        Command::Fit(_) => 0,
+    }
+}

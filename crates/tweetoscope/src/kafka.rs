@@ -1,0 +1,620 @@
+//! Kafka plumbing shared by the stages: clients, topics, the embedded broker, and the processing
+//! loop that reads a topic, hands each message to a stage, writes what the stage returns, sends
+//! malformed input to the dead-letter topic, and commits a message's offset only once everything it
+//! caused has been delivered (at-least-once).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tweetoscope_messages::{topics, Malformed};
+
+use crate::metrics::Metrics;
+
+/// How to reach Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group id prefix.
+    pub group_prefix: String,
+    /// Consumer session timeout.
+    pub session_timeout_ms: u32,
+}
+
+impl KafkaSettings {
+    /// Base client configuration.
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+
+    /// A producer tuned for throughput with per-partition order kept: idempotent, batched, lz4.
+    pub fn producer(&self) -> anyhow::Result<FutureProducer> {
+        self.base()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "300000")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
+    }
+
+    /// A consumer in the group `<prefix>-<stage>`, committing manually, reading from the
+    /// beginning when the group has no offset yet.
+    pub fn consumer(
+        &self,
+        stage: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<StreamConsumer<StageContext>> {
+        let group = format!("{}-{stage}", self.group_prefix);
+        self.base()
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                (self.session_timeout_ms.max(7_000) + 1_000).to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(StageContext { stage, metrics })
+            .with_context(|| format!("cannot create a Kafka consumer for {}", self.brokers))
+    }
+
+    /// A consumer outside any group that reads every partition of `topic` from the beginning
+    /// (for broadcast topics such as `models`).
+    pub fn broadcast_consumer(&self, topic: &str) -> anyhow::Result<StreamConsumer> {
+        let consumer: StreamConsumer = self
+            .base()
+            .set(
+                "group.id",
+                format!("{}-broadcast-{}", self.group_prefix, std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("cannot create a broadcast consumer")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        Ok(consumer)
+    }
+
+    /// Partition count of `topic`.
+    pub fn partitions_of(&self, producer: &FutureProducer, topic: &str) -> anyhow::Result<i32> {
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+        let n = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if n == 0 {
+            return Err(anyhow!("topic {topic} has no partition (does it exist?)"));
+        }
+        Ok(n)
+    }
+}
+
+/// Consumer context that turns librdkafka statistics into the consumer-lag metric.
+pub struct StageContext {
+    stage: &'static str,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for StageContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[self.stage, topic, &id.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StageContext {}
+
+/// Topics of the pipeline with their dead-letter topics, and how each is configured.
+pub fn topic_plan(all: &[String], models_topic: &str) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
+    let mut plan = Vec::new();
+    for t in all {
+        let config = if t == models_topic {
+            vec![("cleanup.policy", "compact")]
+        } else {
+            vec![]
+        };
+        plan.push((t.clone(), config));
+        plan.push((topics::dead_letter(t), vec![]));
+    }
+    plan
+}
+
+/// Creates the topics on a real broker; existing ones are left as they are.
+pub async fn create_topics(
+    settings: &KafkaSettings,
+    all: &[String],
+    models_topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .base()
+        .create()
+        .context("cannot create a Kafka admin client")?;
+    let plan = topic_plan(all, models_topic);
+    let replication = settings.replication_factor();
+    let new_topics: Vec<NewTopic> = plan
+        .iter()
+        .map(|(name, config)| {
+            let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+            for (k, v) in config {
+                t = t.set(k, v);
+            }
+            t
+        })
+        .collect();
+    let results = admin
+        .create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .await
+        .with_context(|| format!("cannot create topics on {}", settings.brokers))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(anyhow!("cannot create topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+impl KafkaSettings {
+    /// Replication factor of created topics: `TWEETOSCOPE_REPLICATION` or 1.
+    fn replication_factor(&self) -> i32 {
+        std::env::var("TWEETOSCOPE_REPLICATION")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    }
+}
+
+/// The in-process Kafka-protocol broker (`rdkafka::mocking::MockCluster`) on its own thread.
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker cluster with every topic of `all` (and its dead-letter topic).
+    pub fn start(all: &[String], models_topic: &str, partitions: i32) -> anyhow::Result<Self> {
+        let plan = topic_plan(all, models_topic);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("embedded-broker".into())
+            .spawn(move || {
+                let cluster = match rdkafka::mocking::MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow!("cannot start the embedded broker: {e}")));
+                        return;
+                    }
+                };
+                for (topic, _) in &plan {
+                    if let Err(e) = cluster.create_topic(topic, partitions, 1) {
+                        let _ = ready_tx.send(Err(anyhow!("cannot create topic {topic}: {e}")));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                let _ = stop_rx.recv();
+                drop(cluster);
+            })?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| anyhow!("the embedded broker thread died"))??;
+        Ok(Self {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Its bootstrap servers.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A record a stage wants written.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Option<String>,
+    /// Explicit partition (else the key decides).
+    pub partition: Option<i32>,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Outgoing {
+    /// A record with a key.
+    pub fn keyed(topic: &str, key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key.into()),
+            partition: None,
+            payload,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A record without key.
+    pub fn unkeyed(topic: &str, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: None,
+            partition: None,
+            payload,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same record on an explicit partition.
+    pub fn on_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// A boxed future of the records a message causes.
+pub type Later = Pin<Box<dyn Future<Output = Vec<Outgoing>> + Send>>;
+
+/// What a stage made of one message.
+pub enum Handled {
+    /// These records, now.
+    Now(Vec<Outgoing>),
+    /// These records, once the work (e.g. a fit on a worker thread) is done.
+    Later(Later),
+    /// The message is malformed: it goes to the dead-letter topic.
+    Malformed(Malformed),
+}
+
+/// Writes records, retrying while the local queue is full, and counts them.
+#[derive(Clone)]
+pub struct Sink {
+    producer: FutureProducer,
+    metrics: Arc<Metrics>,
+    stage: &'static str,
+}
+
+impl Sink {
+    /// A sink for `stage`.
+    pub fn new(producer: FutureProducer, metrics: Arc<Metrics>, stage: &'static str) -> Self {
+        Self {
+            producer,
+            metrics,
+            stage,
+        }
+    }
+
+    /// The producer.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Enqueues `record` now; the returned future resolves when Kafka has it (true) or gave up.
+    pub async fn enqueue(&self, record: Outgoing) -> impl Future<Output = bool> + Send + 'static {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let delivery = loop {
+            let mut r = FutureRecord::<String, Vec<u8>>::to(&record.topic)
+                .payload(&record.payload)
+                .headers(headers.clone());
+            if let Some(k) = &record.key {
+                r = r.key(k);
+            }
+            if let Some(p) = record.partition {
+                r = r.partition(p);
+            }
+            match self.producer.send_result(r) {
+                Ok(delivery) => break Some(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    tracing::error!(stage = self.stage, topic = %record.topic, error = %e, "cannot produce");
+                    break None;
+                }
+            }
+        };
+        let metrics = self.metrics.clone();
+        let stage = self.stage;
+        let topic = record.topic;
+        async move {
+            let ok = match delivery {
+                Some(d) => match d.await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err((e, _))) => {
+                        tracing::error!(stage, topic = %topic, error = %e, "delivery failed");
+                        false
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if ok {
+                metrics.produced.with_label_values(&[stage, &topic]).inc();
+            } else {
+                metrics.produce_failures.with_label_values(&[stage, &topic]).inc();
+            }
+            ok
+        }
+    }
+
+    /// Enqueues every record in order, then waits for all deliveries.
+    pub async fn send_all(&self, records: Vec<Outgoing>) -> bool {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            pending.push(self.enqueue(r).await);
+        }
+        let mut ok = true;
+        for p in pending {
+            ok &= p.await;
+        }
+        ok
+    }
+}
+
+/// The dead-letter record for a malformed message: payload and key unchanged, the reason and the
+/// origin in headers.
+pub fn dead_letter(stage: &str, message: &BorrowedMessage<'_>, reason: &Malformed) -> Outgoing {
+    Outgoing {
+        topic: topics::dead_letter(message.topic()),
+        key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        partition: None,
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers: vec![
+            ("tweetoscope-error".into(), reason.reason.clone()),
+            ("tweetoscope-stage".into(), stage.into()),
+            (
+                "tweetoscope-origin".into(),
+                format!("{}/{}/{}", message.topic(), message.partition(), message.offset()),
+            ),
+        ],
+    }
+}
+
+/// Largest payload a stage accepts; larger ones are dead-lettered unparsed.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// Settings of one processing loop.
+pub struct LoopSettings {
+    /// Stage name (metrics label, logs).
+    pub stage: &'static str,
+    /// Most messages in flight (handled, outputs not yet delivered).
+    pub max_in_flight: usize,
+    /// How often stored offsets are committed.
+    pub commit_interval: Duration,
+}
+
+impl LoopSettings {
+    /// Defaults for `stage`.
+    pub fn new(stage: &'static str) -> Self {
+        Self {
+            stage,
+            max_in_flight: 1_000,
+            commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Reads `consumer` until `shutdown` turns true; each message goes to `handle`, its outputs to
+/// `sink`; the offset of a message is committed only after its outputs (or its dead letter) are
+/// delivered, in partition order. On shutdown, in-flight work is finished (for at most 30 s),
+/// offsets are committed synchronously and the consumer leaves its group.
+pub async fn process<C, H>(
+    settings: LoopSettings,
+    consumer: StreamConsumer<C>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+    mut handle: H,
+) -> anyhow::Result<()>
+where
+    C: ConsumerContext + 'static,
+    H: FnMut(&BorrowedMessage<'_>) -> Handled,
+{
+    let stage = settings.stage;
+    type Done = (String, i32, i64);
+    let mut in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>> =
+        FuturesOrdered::new();
+    let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+    let mut dirty = false;
+    let mut commit_tick = tokio::time::interval(settings.commit_interval);
+    let processing = metrics.processing_seconds.with_label_values(&[stage]);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {}
+            Some((topic, partition, offset)) = in_flight.next(), if !in_flight.is_empty() => {
+                next_offsets.insert((topic, partition), offset + 1);
+                dirty = true;
+            }
+            _ = commit_tick.tick() => {
+                if dirty {
+                    commit(&consumer, &next_offsets, CommitMode::Async);
+                    dirty = false;
+                }
+            }
+            received = consumer.recv(), if in_flight.len() < settings.max_in_flight => {
+                let message = match received {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(stage, error = %e, "Kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let started = Instant::now();
+                let topic = message.topic().to_owned();
+                metrics.consumed.with_label_values(&[stage, &topic]).inc();
+                let position = (topic.clone(), message.partition(), message.offset());
+                let too_big = message.payload().map_or(0, <[u8]>::len) > MAX_PAYLOAD_BYTES;
+                let handled = if too_big {
+                    Handled::Malformed(Malformed::new(format!(
+                        "payload larger than {MAX_PAYLOAD_BYTES} bytes"
+                    )))
+                } else {
+                    handle(&message)
+                };
+                let letter = match &handled {
+                    Handled::Malformed(reason) => {
+                        metrics.malformed.with_label_values(&[stage, &topic]).inc();
+                        tracing::warn!(
+                            stage,
+                            topic = %topic,
+                            partition = position.1,
+                            offset = position.2,
+                            reason = %reason.reason,
+                            "malformed message sent to the dead-letter topic"
+                        );
+                        Some(dead_letter(stage, &message, reason))
+                    }
+                    _ => None,
+                };
+                drop(message);
+                let sink = sink.clone();
+                let histogram = processing.clone();
+                let future: Pin<Box<dyn Future<Output = Done> + Send>> = match handled {
+                    Handled::Now(records) => {
+                        let mut pending = Vec::with_capacity(records.len());
+                        for r in records {
+                            pending.push(sink.enqueue(r).await);
+                        }
+                        Box::pin(async move {
+                            for p in pending {
+                                p.await;
+                            }
+                            histogram.observe(started.elapsed().as_secs_f64());
+                            position
+                        })
+                    }
+                    Handled::Later(work) => Box::pin(async move {
+                        let records = work.await;
+                        sink.send_all(records).await;
+                        histogram.observe(started.elapsed().as_secs_f64());
+                        position
+                    }),
+                    Handled::Malformed(_) => {
+                        let letter = letter.expect("built above");
+                        let pending = sink.enqueue(letter).await;
+                        Box::pin(async move {
+                            pending.await;
+                            position
+                        })
+                    }
+                };
+                in_flight.push_back(future);
+            }
+        }
+    }
+    // Finish what is in flight, then commit for good.
+    let drain = async {
+        while let Some((topic, partition, offset)) = in_flight.next().await {
+            next_offsets.insert((topic, partition), offset + 1);
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+        tracing::warn!(stage, "in-flight work not finished within 30 s; it will be redone");
+    }
+    commit(&consumer, &next_offsets, CommitMode::Sync);
+    close_consumer(consumer).await;
+    Ok(())
+}
+
+fn commit<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    offsets: &HashMap<(String, i32), i64>,
+    mode: CommitMode,
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        if tpl
+            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .is_err()
+        {
+            continue;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(error = %e, "offset commit failed; it is retried at the next interval");
+    }
+}
+
+/// Leaves the group and drops the consumer on a worker thread, giving up after 10 s (librdkafka can
+/// hang on close when the broker is gone).
+pub async fn close_consumer<C: ConsumerContext + 'static>(consumer: StreamConsumer<C>) {
+    let closing = tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+    });
+    if tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("Kafka consumer did not close within 10 s");
+    }
+}
