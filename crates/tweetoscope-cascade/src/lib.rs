@@ -256,7 +256,10 @@ impl SourceState {
                 break;
             }
             self.deadlines.pop_first();
-            let cascade = self.cascades.get_mut(&seq).expect("deadlines of open cascades");
+            let cascade = self
+                .cascades
+                .get_mut(&seq)
+                .expect("deadlines of open cascades");
             close_window(cascade, config, k, out);
         }
         while let Some(&(last, seq)) = self.idle.first() {
@@ -313,7 +316,12 @@ impl SourceState {
     }
 }
 
-fn close_window(cascade: &mut OpenCascade, config: &CollectorConfig, k: usize, out: &mut Vec<Emission>) {
+fn close_window(
+    cascade: &mut OpenCascade,
+    config: &CollectorConfig,
+    k: usize,
+    out: &mut Vec<Emission>,
+) {
     let window = config.windows[k];
     let cutoff = cascade.start + window as f64;
     let observed = cascade.events.partition_point(|&(t, _)| t < cutoff);

@@ -76,15 +76,29 @@ fn windows_emit_partial_series_when_the_source_clock_reaches_them() {
     // Another cascade moves the clock to start + 600 exactly: window 600 closes (t − start ≥ T_obs).
     let out = feed(&mut c, "s", &[tweet("b", 1600.0, 1.0)]);
     assert_eq!(series(&out), vec![("a", 600, 20)]);
-    let Emission::Series(s) = &out[0] else { unreachable!() };
-    assert_eq!(s.tweets[0], (0.0, 100.0), "times are relative to the first tweet");
+    let Emission::Series(s) = &out[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        s.tweets[0],
+        (0.0, 100.0),
+        "times are relative to the first tweet"
+    );
     assert_eq!(s.tweets[11], (275.0, 21.0));
     assert_eq!(s.msg, "msg of a");
     // Retweets of a after its 600 s window count only in the 1200 s one.
-    let out = feed(&mut c, "s", &[retweet("a", 1700.0, 5.0), retweet("a", 2199.0, 5.0)]);
+    let out = feed(
+        &mut c,
+        "s",
+        &[retweet("a", 1700.0, 5.0), retweet("a", 2199.0, 5.0)],
+    );
     assert!(series(&out).is_empty());
     let out = feed(&mut c, "s", &[retweet("b", 2200.0, 1.0)]);
-    assert_eq!(series(&out), vec![("a", 1200, 22)], "1700 and 2199 are before 1000 + 1200");
+    assert_eq!(
+        series(&out),
+        vec![("a", 1200, 22)],
+        "1700 and 2199 are before 1000 + 1200"
+    );
 }
 
 #[test]
@@ -122,23 +136,59 @@ fn minimum_size_applies_per_window() {
 fn out_of_order_duplicate_orphan_and_early_retweets() {
     let mut c = Collector::new(config(1));
     let mut out = Vec::new();
-    assert_eq!(c.on_tweet("s", &tweet("a", 100.0, 5.0), &mut out), Outcome::Started);
-    assert_eq!(c.on_tweet("s", &retweet("a", 300.0, 1.0), &mut out), Outcome::Recorded);
+    assert_eq!(
+        c.on_tweet("s", &tweet("a", 100.0, 5.0), &mut out),
+        Outcome::Started
+    );
+    assert_eq!(
+        c.on_tweet("s", &retweet("a", 300.0, 1.0), &mut out),
+        Outcome::Recorded
+    );
     // Older than the clock but after the start: kept, in time order.
-    assert_eq!(c.on_tweet("s", &retweet("a", 200.0, 2.0), &mut out), Outcome::Recorded);
-    assert_eq!(c.on_tweet("s", &retweet("a", 300.0, 1.0), &mut out), Outcome::Duplicate);
-    assert_eq!(c.on_tweet("s", &retweet("a", 300.0, 7.0), &mut out), Outcome::Recorded);
-    assert_eq!(c.on_tweet("s", &tweet("a", 100.0, 5.0), &mut out), Outcome::Duplicate);
-    assert_eq!(c.on_tweet("s", &retweet("a", 50.0, 1.0), &mut out), Outcome::BeforeStart);
-    assert_eq!(c.on_tweet("s", &retweet("nobody", 310.0, 1.0), &mut out), Outcome::Orphan);
+    assert_eq!(
+        c.on_tweet("s", &retweet("a", 200.0, 2.0), &mut out),
+        Outcome::Recorded
+    );
+    assert_eq!(
+        c.on_tweet("s", &retweet("a", 300.0, 1.0), &mut out),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        c.on_tweet("s", &retweet("a", 300.0, 7.0), &mut out),
+        Outcome::Recorded
+    );
+    assert_eq!(
+        c.on_tweet("s", &tweet("a", 100.0, 5.0), &mut out),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        c.on_tweet("s", &retweet("a", 50.0, 1.0), &mut out),
+        Outcome::BeforeStart
+    );
+    assert_eq!(
+        c.on_tweet("s", &retweet("nobody", 310.0, 1.0), &mut out),
+        Outcome::Orphan
+    );
     // Window 600 closes at 700; a retweet dated 650 arriving after that is late for it.
-    assert_eq!(c.on_tweet("s", &tweet("b", 750.0, 1.0), &mut out), Outcome::Started);
-    assert_eq!(c.on_tweet("s", &retweet("a", 650.0, 3.0), &mut out), Outcome::RecordedLate);
+    assert_eq!(
+        c.on_tweet("s", &tweet("b", 750.0, 1.0), &mut out),
+        Outcome::Started
+    );
+    assert_eq!(
+        c.on_tweet("s", &retweet("a", 650.0, 3.0), &mut out),
+        Outcome::RecordedLate
+    );
     c.flush_all(&mut out);
-    let Some(Emission::Series(s)) = out.iter().find(|e| matches!(e, Emission::Series(s) if s.cid.0 == "a" && s.t_obs == 600)) else {
+    let Some(Emission::Series(s)) = out
+        .iter()
+        .find(|e| matches!(e, Emission::Series(s) if s.cid.0 == "a" && s.t_obs == 600))
+    else {
         panic!("series of a missing: {out:?}")
     };
-    assert_eq!(s.tweets, vec![(0.0, 5.0), (100.0, 2.0), (200.0, 1.0), (200.0, 7.0)]);
+    assert_eq!(
+        s.tweets,
+        vec![(0.0, 5.0), (100.0, 2.0), (200.0, 1.0), (200.0, 7.0)]
+    );
     let a_sizes: Vec<_> = sizes(&out).into_iter().filter(|s| s.0 == "a").collect();
     assert_eq!(a_sizes, vec![("a", 600, 5, 550.0), ("a", 1200, 5, 550.0)]);
 }
@@ -150,8 +200,14 @@ fn a_finished_cascade_is_not_restarted_by_a_late_copy() {
     out.extend(feed(&mut c, "s", &[tweet("b", 5000.0, 1.0)]));
     assert_eq!(sizes(&out).len(), 2);
     let mut more = Vec::new();
-    assert_eq!(c.on_tweet("s", &tweet("a", 0.0, 100.0), &mut more), Outcome::Duplicate);
-    assert_eq!(c.on_tweet("s", &retweet("a", 5001.0, 1.0), &mut more), Outcome::Orphan);
+    assert_eq!(
+        c.on_tweet("s", &tweet("a", 0.0, 100.0), &mut more),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        c.on_tweet("s", &retweet("a", 5001.0, 1.0), &mut more),
+        Outcome::Orphan
+    );
     assert!(more.is_empty());
 }
 
@@ -174,7 +230,10 @@ fn end_of_source_flushes_with_everything_observed() {
     out.extend(feed(&mut c, "t", &cascade("b", 0.0, 5, 100.0)));
     c.on_end_of_source("s", 450.0, &mut out);
     assert_eq!(series(&out), vec![("a", 600, 5), ("a", 1200, 5)]);
-    assert_eq!(sizes(&out), vec![("a", 600, 5, 400.0), ("a", 1200, 5, 400.0)]);
+    assert_eq!(
+        sizes(&out),
+        vec![("a", 600, 5, 400.0), ("a", 1200, 5, 400.0)]
+    );
     assert_eq!(c.open_cascades(), 1, "source t is untouched");
     c.on_end_of_source("unknown", 1.0, &mut out);
     c.flush_all(&mut out);

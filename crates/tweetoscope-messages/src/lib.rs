@@ -80,7 +80,9 @@ fn non_negative(name: &str, value: f64) -> Result<f64, Malformed> {
 
 fn positive_window(value: u64) -> Result<u64, Malformed> {
     if value == 0 {
-        Err(Malformed::new("`T_obs` must be a positive number of seconds"))
+        Err(Malformed::new(
+            "`T_obs` must be a positive number of seconds",
+        ))
     } else {
         Ok(value)
     }
@@ -260,7 +262,9 @@ impl CascadeSeries {
         let s: CascadeSeries = decode(payload)?;
         positive_window(s.t_obs)?;
         if s.tweets.is_empty() {
-            return Err(Malformed::new("`tweets` must hold at least one [t, m] pair"));
+            return Err(Malformed::new(
+                "`tweets` must hold at least one [t, m] pair",
+            ));
         }
         let mut previous = f64::NEG_INFINITY;
         for &(t, m) in &s.tweets {
@@ -415,10 +419,9 @@ impl Sample {
         let from_key = key
             .and_then(|k| std::str::from_utf8(k).ok())
             .and_then(|k| k.trim().parse::<u64>().ok());
-        let window = s
-            .t_obs
-            .or(from_key)
-            .ok_or_else(|| Malformed::new("no observation window: no `T_obs` field and no numeric key"))?;
+        let window = s.t_obs.or(from_key).ok_or_else(|| {
+            Malformed::new("no observation window: no `T_obs` field and no numeric key")
+        })?;
         s.t_obs = Some(positive_window(window)?);
         Ok(s)
     }

@@ -2,7 +2,8 @@ use super::*;
 
 #[test]
 fn tweet_round_trip_and_integer_ids() {
-    let raw = br#"{"type":"retweet","msg":"hi","t":12.5,"m":300,"tweet_id":42,"info":"x","extra":1}"#;
+    let raw =
+        br#"{"type":"retweet","msg":"hi","t":12.5,"m":300,"tweet_id":42,"info":"x","extra":1}"#;
     let SourceRecord::Tweet(t) = SourceRecord::parse(raw).unwrap() else {
         panic!("expected a tweet")
     };
@@ -18,9 +19,18 @@ fn tweets_topic_refuses_bad_input_with_a_reason() {
     let cases: [(&[u8], &str); 6] = [
         (b"not json", "expected"),
         (br#"{"type":"tweet","t":1,"m":2}"#, "tweet_id"),
-        (br#"{"type":"tweet","t":"1","m":2,"tweet_id":1}"#, "invalid type"),
-        (br#"{"type":"like","t":1,"m":2,"tweet_id":1}"#, "unknown `type`"),
-        (br#"{"type":"tweet","t":-1,"m":2,"tweet_id":1}"#, "`t` must be >= 0"),
+        (
+            br#"{"type":"tweet","t":"1","m":2,"tweet_id":1}"#,
+            "invalid type",
+        ),
+        (
+            br#"{"type":"like","t":1,"m":2,"tweet_id":1}"#,
+            "unknown `type`",
+        ),
+        (
+            br#"{"type":"tweet","t":-1,"m":2,"tweet_id":1}"#,
+            "`t` must be >= 0",
+        ),
         (br#"{"type":"tweet","t":1,"m":2,"tweet_id":""}"#, "empty"),
     ];
     for (payload, expected) in cases {
@@ -53,11 +63,20 @@ fn series_matches_the_classic_layout() {
 #[test]
 fn series_validation() {
     let unsorted = br#"{"type":"serie","cid":"a","T_obs":600,"tweets":[[5,1],[1,1]]}"#;
-    assert!(CascadeSeries::parse(unsorted).unwrap_err().reason.contains("sorted"));
+    assert!(CascadeSeries::parse(unsorted)
+        .unwrap_err()
+        .reason
+        .contains("sorted"));
     let empty = br#"{"type":"serie","cid":"a","T_obs":600,"tweets":[]}"#;
-    assert!(CascadeSeries::parse(empty).unwrap_err().reason.contains("at least one"));
+    assert!(CascadeSeries::parse(empty)
+        .unwrap_err()
+        .reason
+        .contains("at least one"));
     let zero = br#"{"type":"serie","cid":"a","T_obs":0,"tweets":[[0,1]]}"#;
-    assert!(CascadeSeries::parse(zero).unwrap_err().reason.contains("T_obs"));
+    assert!(CascadeSeries::parse(zero)
+        .unwrap_err()
+        .reason
+        .contains("T_obs"));
     let wrong_tag = br#"{"type":"series","cid":"a","T_obs":6,"tweets":[[0,1]]}"#;
     assert!(CascadeSeries::parse(wrong_tag).is_err());
 }
@@ -67,15 +86,28 @@ fn properties_take_the_window_from_field_or_key() {
     let size = br#"{"type":"size","cid":"c","n_tot":127,"t_end":4329}"#;
     let (w, p) = CascadeProperty::parse(Some(b"1200"), size).unwrap();
     assert_eq!(w, 1200);
-    assert!(matches!(p, CascadeProperty::Size(CascadeSize { n_tot: 127, t_obs: Some(1200), .. })));
-    assert!(CascadeProperty::parse(None, size).unwrap_err().reason.contains("window"));
+    assert!(matches!(
+        p,
+        CascadeProperty::Size(CascadeSize {
+            n_tot: 127,
+            t_obs: Some(1200),
+            ..
+        })
+    ));
+    assert!(CascadeProperty::parse(None, size)
+        .unwrap_err()
+        .reason
+        .contains("window"));
 
     let params = br#"{"type":"parameters","cid":"c","msg":"","n_obs":32,"n_supp":120,"params":[0.01,0.001],"n_star":0.4,"G1":12,"T_obs":600}"#;
     let (w, p) = CascadeProperty::parse(Some(b"not a number"), params).unwrap();
     assert_eq!(w, 600);
     assert_eq!(p.cid().0, "c");
     let bad = br#"{"type":"parameters","cid":"c","n_obs":32,"n_supp":1,"params":[-1,0.001],"n_star":0.4,"G1":12}"#;
-    assert!(CascadeProperty::parse(Some(b"600"), bad).unwrap_err().reason.contains("params[0]"));
+    assert!(CascadeProperty::parse(Some(b"600"), bad)
+        .unwrap_err()
+        .reason
+        .contains("params[0]"));
     let unknown = br#"{"type":"guess","cid":"c"}"#;
     assert!(CascadeProperty::parse(Some(b"600"), unknown).is_err());
 }
@@ -87,7 +119,11 @@ fn samples_stats_alerts_logs() {
     assert_eq!(back, s);
     let json: serde_json::Value = serde_json::from_slice(&to_payload(&s)).unwrap();
     assert_eq!(json["X"], serde_json::json!([0.001, 0.5, 10.0]));
-    assert!(Sample::parse(Some(b"600"), br#"{"type":"sample","cid":"c","X":[1,2],"W":1}"#).is_err());
+    assert!(Sample::parse(
+        Some(b"600"),
+        br#"{"type":"sample","cid":"c","X":[1,2],"W":1}"#
+    )
+    .is_err());
 
     let stat = br#"{"type":"stat","cid":"c","T_obs":600,"ARE":0.093}"#;
     assert_eq!(Stat::parse(stat).unwrap().are, 0.093);

@@ -283,10 +283,14 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
         if index + 1 < n {
             let live = self.slots[slot].as_ref().expect("live slot");
             let at = live.start + live.cascade.events[index + 1].0;
-            self.push(at, source, PendingKind::Event {
-                slot,
-                index: index + 1,
-            });
+            self.push(
+                at,
+                source,
+                PendingKind::Event {
+                    slot,
+                    index: index + 1,
+                },
+            );
         } else {
             self.slots[slot] = None;
             self.free_slots.push(slot);
@@ -323,7 +327,12 @@ impl<I: Iterator<Item = CascadeEvents>> Iterator for Replay<I> {
             let event = match pending.kind {
                 PendingKind::NextStart => self.start_next(source, pending.elapsed),
                 PendingKind::Event { slot, index } => {
-                    let n = self.slots[slot].as_ref().expect("live").cascade.events.len();
+                    let n = self.slots[slot]
+                        .as_ref()
+                        .expect("live")
+                        .cascade
+                        .events
+                        .len();
                     let event = self.tweet(source, pending.elapsed, slot, index);
                     self.after_event(source, slot, index, n);
                     Some(event)

@@ -45,11 +45,15 @@ pub enum NewsError {
 
 /// Row ranges of an index file: one `(start, end)` per cascade, 0-based, end exclusive.
 pub fn read_index(path: &Path) -> Result<Vec<(usize, usize)>, NewsError> {
-    let text = read(path)?;
+    parse_index(&read(path)?, &path.display().to_string())
+}
+
+/// Row ranges of index text; `name` names it in errors.
+pub fn parse_index(text: &str, name: &str) -> Result<Vec<(usize, usize)>, NewsError> {
     let mut ranges = Vec::new();
-    for (line_no, fields) in rows(&text) {
+    for (line_no, fields) in rows(text) {
         let bad = |what: String| NewsError::Format {
-            path: path.display().to_string(),
+            path: name.to_owned(),
             line: line_no,
             what,
         };
@@ -174,9 +178,7 @@ fn rows(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .filter(|(i, l)| {
-            let is_header = *i == 0
-                && l.split(',')
-                    .any(|f| f.trim().parse::<f64>().is_err());
+            let is_header = *i == 0 && l.split(',').any(|f| f.trim().parse::<f64>().is_err());
             !is_header
         })
         .map(|(i, l)| (i + 1, l.split(',').collect()))

@@ -128,7 +128,10 @@ impl Iterator for SyntheticCascades {
     fn next(&mut self) -> Option<CascadeEvents> {
         let c = self.next_with_truth()?;
         Some(CascadeEvents {
-            origin: format!("synthetic p={:.6} beta={:.6} n_star={:.4}", c.p, c.beta, c.n_star),
+            origin: format!(
+                "synthetic p={:.6} beta={:.6} n_star={:.4}",
+                c.p, c.beta, c.n_star
+            ),
             events: c.events,
         })
     }

@@ -25,7 +25,9 @@ fn replay(cascades: usize, seed: u64, sources: usize, live: usize) -> Vec<Replay
 #[test]
 fn every_cascade_is_replayed_whole_with_monotone_source_clocks() {
     let events = replay(40, 3, 3, 5);
-    let expected: usize = SyntheticCascades::new(small(40, 3)).map(|c| c.events.len()).sum();
+    let expected: usize = SyntheticCascades::new(small(40, 3))
+        .map(|c| c.events.len())
+        .sum();
     let tweets = events
         .iter()
         .filter(|e| matches!(e.record, SourceRecord::Tweet(_)))
@@ -84,7 +86,10 @@ fn at_most_k_live_cascades_per_source() {
             .map(|(_, &span)| span)
             .collect();
         for &(start, _) in &spans {
-            let live = spans.iter().filter(|&&(s, e)| s <= start && start < e).count();
+            let live = spans
+                .iter()
+                .filter(|&&(s, e)| s <= start && start < e)
+                .count();
             assert!(live <= 2, "{live} cascades live at once on source {source}");
         }
     }
@@ -96,11 +101,16 @@ fn cascade_ids_are_unique_across_sources() {
     let mut owner: HashMap<String, usize> = HashMap::new();
     for e in &events {
         if let SourceRecord::Tweet(t) = &e.record {
-            assert_eq!(*owner.entry(t.tweet_id.0.clone()).or_insert(e.source), e.source);
+            assert_eq!(
+                *owner.entry(t.tweet_id.0.clone()).or_insert(e.source),
+                e.source
+            );
         }
     }
     assert_eq!(owner.len(), 30);
-    assert!(owner.keys().all(|id| (100..130).contains(&id.parse::<u64>().unwrap())));
+    assert!(owner
+        .keys()
+        .all(|id| (100..130).contains(&id.parse::<u64>().unwrap())));
 }
 
 #[test]
@@ -123,8 +133,14 @@ fn synthetic_sizes_follow_their_targets_in_expectation() {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (m_big, m_small) = (mean(&big), mean(&small_sizes));
-    assert!((250.0..600.0).contains(&m_big), "mean size {m_big} for target 400");
-    assert!((18.0..45.0).contains(&m_small), "mean size {m_small} for target 30");
+    assert!(
+        (250.0..600.0).contains(&m_big),
+        "mean size {m_big} for target 400"
+    );
+    assert!(
+        (18.0..45.0).contains(&m_small),
+        "mean size {m_small} for target 30"
+    );
 }
 
 #[test]
@@ -137,20 +153,40 @@ fn news_files_load_and_replay() {
     std::fs::write(&data, "time,magnitude\n10,100\n12,5\n11,7\n0,3\n4,2\n").unwrap();
     let set = news::NewsDataset::load(&index, &data).unwrap();
     assert_eq!(set.len(), 2);
-    assert_eq!(set.cascade(0).events, vec![(0.0, 100.0), (1.0, 7.0), (2.0, 5.0)]);
+    assert_eq!(
+        set.cascade(0).events,
+        vec![(0.0, 100.0), (1.0, 7.0), (2.0, 5.0)]
+    );
     assert_eq!(news::index_sizes(&index).unwrap(), vec![3, 2]);
     let events: Vec<_> = Replay::new(ReplayConfig::default(), set.cascades()).collect();
-    assert_eq!(events.len(), 5 + 3, "5 tweets and one end marker per source");
+    assert_eq!(
+        events.len(),
+        5 + 3,
+        "5 tweets and one end marker per source"
+    );
 
     std::fs::write(&index, "start_ind,end_ind\n1,3\n4,9\n").unwrap();
-    let err = news::NewsDataset::load(&index, &data).unwrap_err().to_string();
-    assert!(err.contains("cascade 2 ends at row 9") && err.contains("only 5"), "{err}");
+    let err = news::NewsDataset::load(&index, &data)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cascade 2 ends at row 9") && err.contains("only 5"),
+        "{err}"
+    );
     std::fs::write(&data, "1,2\n3,oops\n").unwrap();
-    let err = news::NewsDataset::load(&index, &data).unwrap_err().to_string();
-    assert!(err.contains("data.csv:2") && err.contains("magnitude"), "{err}");
+    let err = news::NewsDataset::load(&index, &data)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data.csv:2") && err.contains("magnitude"),
+        "{err}"
+    );
     std::fs::write(&index, "1,2,3\n").unwrap();
     let err = news::read_index(&index).unwrap_err().to_string();
-    assert!(err.contains("index.csv:1") && err.contains("2 columns"), "{err}");
+    assert!(
+        err.contains("index.csv:1") && err.contains("2 columns"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -22,6 +22,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "TWEETOSCOPE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
+    /// Options of every command.
     pub common: CommonArgs,
     /// What to run.
     #[command(subcommand)]
@@ -32,34 +33,54 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Kafka bootstrap servers (host:port,...). `run` starts an embedded broker when absent.
-    #[arg(long, global = true, env = "TWEETOSCOPE_BROKERS", value_name = "HOST:PORT,...")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_BROKERS",
+        value_name = "HOST:PORT,..."
+    )]
     pub brokers: Option<String>,
     /// Partitions of the topics this process creates.
     #[arg(long, global = true, env = "TWEETOSCOPE_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub partitions: i32,
     /// Prefix of the consumer group ids (`<prefix>-<stage>`).
-    #[arg(long, global = true, env = "TWEETOSCOPE_GROUP_PREFIX", default_value = "tweetoscope")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_GROUP_PREFIX",
+        default_value = "tweetoscope"
+    )]
     pub group_prefix: String,
     /// Kafka consumer session timeout in milliseconds.
     #[arg(long, global = true, env = "TWEETOSCOPE_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1_000..=3_600_000))]
     pub session_timeout_ms: u32,
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz ("off" to disable).
     /// Default: 127.0.0.1 with a port per stage (run 9100, generator 9101 ... logger 9108).
-    #[arg(long, global = true, env = "TWEETOSCOPE_METRICS_ADDR", value_name = "ADDR|off")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_METRICS_ADDR",
+        value_name = "ADDR|off"
+    )]
     pub metrics_addr: Option<MetricsAddr>,
-    /// Log filter, e.g. `info` or `info,tweetoscope::stages::estimator=debug`.
-    #[arg(long, global = true, env = "TWEETOSCOPE_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter, e.g. `info` or `info,tweetoscope::stages::estimator=debug`
+    /// (default: `info`; for `run`, `warn,tweetoscope::run=info` so the progress stays readable).
+    #[arg(long, global = true, env = "TWEETOSCOPE_LOG")]
+    pub log: Option<String>,
     /// Log format: text for people, json for machines; auto picks text on a terminal.
     #[arg(long, global = true, env = "TWEETOSCOPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
     /// Ship logs to this Grafana Loki base URL (e.g. http://127.0.0.1:3100).
     #[arg(long, global = true, env = "TWEETOSCOPE_LOKI_URL", value_name = "URL")]
     pub loki_url: Option<reqwest::Url>,
+    /// The topics exist already (created by an operator or a Kubernetes job): do not create them.
+    #[arg(long, global = true, env = "TWEETOSCOPE_NO_CREATE_TOPICS")]
+    pub no_create_topics: bool,
     /// Do not publish log records to the logs topic.
     #[arg(long, global = true, env = "TWEETOSCOPE_NO_LOG_TOPIC")]
     pub no_log_topic: bool,
     #[command(flatten)]
+    /// Topic names.
     pub topics: TopicArgs,
 }
 
@@ -99,28 +120,68 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct TopicArgs {
     /// Topic of the tweets.
-    #[arg(long, global = true, env = "TWEETOSCOPE_TWEETS_TOPIC", default_value = "tweets")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_TWEETS_TOPIC",
+        default_value = "tweets"
+    )]
     pub tweets_topic: String,
     /// Topic of the partial cascades.
-    #[arg(long, global = true, env = "TWEETOSCOPE_SERIES_TOPIC", default_value = "cascade_series")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_SERIES_TOPIC",
+        default_value = "cascade_series"
+    )]
     pub series_topic: String,
     /// Topic of the sizes and parameters.
-    #[arg(long, global = true, env = "TWEETOSCOPE_PROPERTIES_TOPIC", default_value = "cascade_properties")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_PROPERTIES_TOPIC",
+        default_value = "cascade_properties"
+    )]
     pub properties_topic: String,
     /// Topic of the training samples.
-    #[arg(long, global = true, env = "TWEETOSCOPE_SAMPLES_TOPIC", default_value = "samples")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_SAMPLES_TOPIC",
+        default_value = "samples"
+    )]
     pub samples_topic: String,
     /// Topic of the models.
-    #[arg(long, global = true, env = "TWEETOSCOPE_MODELS_TOPIC", default_value = "models")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_MODELS_TOPIC",
+        default_value = "models"
+    )]
     pub models_topic: String,
     /// Topic of the alerts.
-    #[arg(long, global = true, env = "TWEETOSCOPE_ALERTS_TOPIC", default_value = "alerts")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_ALERTS_TOPIC",
+        default_value = "alerts"
+    )]
     pub alerts_topic: String,
     /// Topic of the stats.
-    #[arg(long, global = true, env = "TWEETOSCOPE_STATS_TOPIC", default_value = "stats")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_STATS_TOPIC",
+        default_value = "stats"
+    )]
     pub stats_topic: String,
     /// Topic of the logs.
-    #[arg(long, global = true, env = "TWEETOSCOPE_LOGS_TOPIC", default_value = "logs")]
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_LOGS_TOPIC",
+        default_value = "logs"
+    )]
     pub logs_topic: String,
 }
 
@@ -241,6 +302,7 @@ pub enum DataSource {
 #[derive(Debug, Clone, Args)]
 pub struct CollectorArgs {
     #[command(flatten)]
+    /// Windows, termination, minimum size.
     pub cascade: CascadeArgs,
 }
 
@@ -354,18 +416,25 @@ impl Level {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
+    /// Generator options.
     pub generator: GeneratorArgs,
     #[command(flatten)]
+    /// Windows, termination, minimum size.
     pub cascade: CascadeArgs,
     #[command(flatten)]
+    /// Estimator options.
     pub estimator: EstimatorArgs,
     #[command(flatten)]
+    /// Predictor options.
     pub predictor: PredictorArgs,
     #[command(flatten)]
+    /// Learner options.
     pub learner: LearnerArgs,
     #[command(flatten)]
+    /// Monitor options.
     pub monitor: MonitorArgs,
     #[command(flatten)]
+    /// Dashboard options.
     pub dashboard: DashboardArgs,
     /// Give up when nothing progresses for this many seconds after the replay ended.
     #[arg(long, env = "TWEETOSCOPE_STALL_TIMEOUT", default_value_t = 60.0)]
@@ -387,6 +456,7 @@ pub struct FitArgs {
     #[arg(long)]
     pub mle: bool,
     #[command(flatten)]
+    /// Mark distribution and branching cap.
     pub marks: FitMarkArgs,
 }
 
@@ -410,16 +480,18 @@ pub struct FitMarkArgs {
 pub struct ConfigError(pub String);
 
 fn bad(option: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
-    ConfigError(format!(
-        "invalid value {value} for --{option}: {expected}"
-    ))
+    ConfigError(format!("invalid value {value} for --{option}: {expected}"))
 }
 
 impl CascadeArgs {
     /// Checks the values; returns the windows sorted.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.windows.is_empty() {
-            return Err(bad("windows", "(empty)", "give at least one window, e.g. 600,1200"));
+            return Err(bad(
+                "windows",
+                "(empty)",
+                "give at least one window, e.g. 600,1200",
+            ));
         }
         let mut sorted = self.windows.clone();
         sorted.sort_unstable();
@@ -432,7 +504,11 @@ impl CascadeArgs {
             ));
         }
         if !(self.terminated.is_finite() && self.terminated > 0.0) {
-            return Err(bad("terminated", self.terminated, "a number of seconds > 0, e.g. 1800"));
+            return Err(bad(
+                "terminated",
+                self.terminated,
+                "a number of seconds > 0, e.g. 1800",
+            ));
         }
         Ok(())
     }
@@ -452,13 +528,21 @@ impl CascadeArgs {
 
 fn check_marks(alpha: f64, mu: f64, max_branching: f64) -> Result<(), ConfigError> {
     if !(alpha.is_finite() && alpha > 2.0) {
-        return Err(bad("mark-alpha", alpha, "the power-law exponent must be > 2 (mean marks must be finite)"));
+        return Err(bad(
+            "mark-alpha",
+            alpha,
+            "the power-law exponent must be > 2 (mean marks must be finite)",
+        ));
     }
     if !(mu.is_finite() && mu > 0.0) {
         return Err(bad("mark-mu", mu, "the smallest mark must be > 0"));
     }
     if !(max_branching > 0.0 && max_branching < 1.0) {
-        return Err(bad("max-branching", max_branching, "a branching factor strictly between 0 and 1, e.g. 0.99"));
+        return Err(bad(
+            "max-branching",
+            max_branching,
+            "a branching factor strictly between 0 and 1, e.g. 0.99",
+        ));
     }
     Ok(())
 }
@@ -485,12 +569,21 @@ impl GeneratorArgs {
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.speed_up.is_finite() && self.speed_up >= 0.0) {
-            return Err(bad("speed-up", self.speed_up, "a factor >= 0 (0 replays as fast as possible)"));
+            return Err(bad(
+                "speed-up",
+                self.speed_up,
+                "a factor >= 0 (0 replays as fast as possible)",
+            ));
         }
         if !(self.mean_start_delay.is_finite() && self.mean_start_delay >= 0.0) {
-            return Err(bad("mean-start-delay", self.mean_start_delay, "a number of seconds >= 0"));
+            return Err(bad(
+                "mean-start-delay",
+                self.mean_start_delay,
+                "a number of seconds >= 0",
+            ));
         }
-        if self.data == DataSource::News && (self.news_index.is_none() || self.news_data.is_none()) {
+        if self.data == DataSource::News && (self.news_index.is_none() || self.news_data.is_none())
+        {
             return Err(ConfigError(
                 "--data news needs both --news-index FILE and --news-data FILE (see README, \"Real data\")"
                     .into(),
@@ -507,7 +600,11 @@ impl MonitorArgs {
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.push_interval.is_finite() && self.push_interval > 0.0) {
-            return Err(bad("push-interval", self.push_interval, "a number of seconds > 0"));
+            return Err(bad(
+                "push-interval",
+                self.push_interval,
+                "a number of seconds > 0",
+            ));
         }
         Ok(())
     }
@@ -521,7 +618,11 @@ impl RunArgs {
         self.estimator.validate()?;
         self.monitor.validate()?;
         if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0) {
-            return Err(bad("stall-timeout", self.stall_timeout, "a number of seconds > 0"));
+            return Err(bad(
+                "stall-timeout",
+                self.stall_timeout,
+                "a number of seconds > 0",
+            ));
         }
         Ok(())
     }
@@ -556,8 +657,12 @@ pub fn apply_config_file(args: &[String]) -> Result<Option<PathBuf>, ConfigError
     let Some(path) = path else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| ConfigError(format!("cannot read the config file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
+    })?;
     let vars = config_file_vars(&text, &path)?;
     for (name, value) in vars {
         if std::env::var_os(&name).is_none() {
@@ -569,7 +674,10 @@ pub fn apply_config_file(args: &[String]) -> Result<Option<PathBuf>, ConfigError
 
 /// The `(variable, value)` pairs a configuration file sets; unknown keys and values that are not
 /// scalars (or lists of scalars) are errors naming the key.
-pub fn config_file_vars(text: &str, path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
+pub fn config_file_vars(
+    text: &str,
+    path: &std::path::Path,
+) -> Result<Vec<(String, String)>, ConfigError> {
     use clap::CommandFactory;
     let table: toml::Table = text
         .parse()

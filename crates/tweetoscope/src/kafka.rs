@@ -145,7 +145,10 @@ impl ClientContext for StageContext {
 impl ConsumerContext for StageContext {}
 
 /// Topics of the pipeline with their dead-letter topics, and how each is configured.
-pub fn topic_plan(all: &[String], models_topic: &str) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
+pub fn topic_plan(
+    all: &[String],
+    models_topic: &str,
+) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
     let mut plan = Vec::new();
     for t in all {
         let config = if t == models_topic {
@@ -183,7 +186,10 @@ pub async fn create_topics(
         })
         .collect();
     let results = admin
-        .create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            &new_topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .with_context(|| format!("cannot create topics on {}", settings.brokers))?;
     for result in results {
@@ -224,7 +230,8 @@ impl EmbeddedBroker {
                 let cluster = match rdkafka::mocking::MockCluster::new(1) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow!("cannot start the embedded broker: {e}")));
+                        let _ =
+                            ready_tx.send(Err(anyhow!("cannot start the embedded broker: {e}")));
                         return;
                     }
                 };
@@ -392,7 +399,10 @@ impl Sink {
             if ok {
                 metrics.produced.with_label_values(&[stage, &topic]).inc();
             } else {
-                metrics.produce_failures.with_label_values(&[stage, &topic]).inc();
+                metrics
+                    .produce_failures
+                    .with_label_values(&[stage, &topic])
+                    .inc();
             }
             ok
         }
@@ -417,7 +427,9 @@ impl Sink {
 pub fn dead_letter(stage: &str, message: &BorrowedMessage<'_>, reason: &Malformed) -> Outgoing {
     Outgoing {
         topic: topics::dead_letter(message.topic()),
-        key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
         partition: None,
         payload: message.payload().unwrap_or_default().to_vec(),
         headers: vec![
@@ -425,7 +437,12 @@ pub fn dead_letter(stage: &str, message: &BorrowedMessage<'_>, reason: &Malforme
             ("tweetoscope-stage".into(), stage.into()),
             (
                 "tweetoscope-origin".into(),
-                format!("{}/{}/{}", message.topic(), message.partition(), message.offset()),
+                format!(
+                    "{}/{}/{}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                ),
             ),
         ],
     }
@@ -574,8 +591,14 @@ where
             next_offsets.insert((topic, partition), offset + 1);
         }
     };
-    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
-        tracing::warn!(stage, "in-flight work not finished within 30 s; it will be redone");
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            stage,
+            "in-flight work not finished within 30 s; it will be redone"
+        );
     }
     commit(&consumer, &next_offsets, CommitMode::Sync);
     close_consumer(consumer).await;

@@ -73,25 +73,33 @@ pub struct Metrics {
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 
@@ -112,11 +120,15 @@ impl Metrics {
         r.register(Box::new(processing_seconds.clone()))
             .expect("unique metric");
         let fit_seconds = Histogram::with_opts(
-            HistogramOpts::new("tweetoscope_estimator_fit_seconds", "Duration of one Hawkes fit")
-                .buckets(prometheus::exponential_buckets(0.000_01, 2.5, 14).expect("buckets")),
+            HistogramOpts::new(
+                "tweetoscope_estimator_fit_seconds",
+                "Duration of one Hawkes fit",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_01, 2.5, 14).expect("buckets")),
         )
         .expect("valid metric");
-        r.register(Box::new(fit_seconds.clone())).expect("unique metric");
+        r.register(Box::new(fit_seconds.clone()))
+            .expect("unique metric");
         let are = HistogramVec::new(
             HistogramOpts::new(
                 "tweetoscope_predictor_are",
@@ -130,8 +142,18 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(are.clone())).expect("unique metric");
         let m = Metrics {
-            consumed: counter_vec(&r, "tweetoscope_messages_consumed_total", "Messages read", &["stage", "topic"]),
-            produced: counter_vec(&r, "tweetoscope_messages_produced_total", "Messages written", &["stage", "topic"]),
+            consumed: counter_vec(
+                &r,
+                "tweetoscope_messages_consumed_total",
+                "Messages read",
+                &["stage", "topic"],
+            ),
+            produced: counter_vec(
+                &r,
+                "tweetoscope_messages_produced_total",
+                "Messages written",
+                &["stage", "topic"],
+            ),
             malformed: counter_vec(
                 &r,
                 "tweetoscope_malformed_messages_total",
@@ -163,7 +185,11 @@ impl Metrics {
                 "Tweets handled by the collector, by outcome",
                 &["outcome"],
             ),
-            open_cascades: gauge(&r, "tweetoscope_collector_open_cascades", "Cascades held in memory by the collector"),
+            open_cascades: gauge(
+                &r,
+                "tweetoscope_collector_open_cascades",
+                "Cascades held in memory by the collector",
+            ),
             sources_ended: counter(
                 &r,
                 "tweetoscope_collector_sources_ended_total",
@@ -177,7 +203,12 @@ impl Metrics {
                 &["reason"],
             ),
             are,
-            predictions: counter_vec(&r, "tweetoscope_predictor_predictions_total", "Predictions made", &["window"]),
+            predictions: counter_vec(
+                &r,
+                "tweetoscope_predictor_predictions_total",
+                "Predictions made",
+                &["window"],
+            ),
             join_evictions: counter(
                 &r,
                 "tweetoscope_predictor_join_evictions_total",
@@ -200,16 +231,38 @@ impl Metrics {
                 "Samples in the learner's training window",
                 &["window"],
             ),
-            trainings: counter_vec(&r, "tweetoscope_learner_trainings_total", "Training runs", &["window"]),
-            alerts_sent: counter(&r, "tweetoscope_dashboard_alerts_sent_total", "Alerts posted to Alertmanager"),
+            trainings: counter_vec(
+                &r,
+                "tweetoscope_learner_trainings_total",
+                "Training runs",
+                &["window"],
+            ),
+            alerts_sent: counter(
+                &r,
+                "tweetoscope_dashboard_alerts_sent_total",
+                "Alerts posted to Alertmanager",
+            ),
             alert_failures: counter(
                 &r,
                 "tweetoscope_dashboard_alert_failures_total",
                 "Alerts that Alertmanager did not accept",
             ),
-            pushes: counter(&r, "tweetoscope_monitor_pushes_total", "Pushes to the Pushgateway"),
-            push_failures: counter(&r, "tweetoscope_monitor_push_failures_total", "Failed pushes to the Pushgateway"),
-            logs_shown: counter_vec(&r, "tweetoscope_logger_records_total", "Log records shown", &["level"]),
+            pushes: counter(
+                &r,
+                "tweetoscope_monitor_pushes_total",
+                "Pushes to the Pushgateway",
+            ),
+            push_failures: counter(
+                &r,
+                "tweetoscope_monitor_push_failures_total",
+                "Failed pushes to the Pushgateway",
+            ),
+            logs_shown: counter_vec(
+                &r,
+                "tweetoscope_logger_records_total",
+                "Log records shown",
+                &["level"],
+            ),
             logs_dropped: counter(
                 &r,
                 "tweetoscope_log_records_dropped_total",
@@ -297,9 +350,19 @@ pub async fn serve(
                         metrics.render(),
                     ),
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                    "/readyz" if readiness.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
-                    "/readyz" => ("503 Service Unavailable", "text/plain", "starting\n".to_owned()),
-                    _ => ("404 Not Found", "text/plain", "try /metrics, /healthz or /readyz\n".to_owned()),
+                    "/readyz" if readiness.is_ready() => {
+                        ("200 OK", "text/plain", "ready\n".to_owned())
+                    }
+                    "/readyz" => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "starting\n".to_owned(),
+                    ),
+                    _ => (
+                        "404 Not Found",
+                        "text/plain",
+                        "try /metrics, /healthz or /readyz\n".to_owned(),
+                    ),
                 };
                 let response = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -1,0 +1,395 @@
+//! `tweetoscope run`: every stage as a task of this process, on the embedded broker unless
+//! `--brokers` is given; shows progress and ends with a summary once every cascade that reached a
+//! window has its prediction error, or when nothing has moved for `--stall-timeout` seconds.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::config::{CommonArgs, RunArgs};
+use crate::kafka::{create_topics, EmbeddedBroker, KafkaSettings};
+use crate::metrics::Metrics;
+use crate::stages::dashboard::TopCascades;
+use crate::stages::generator::GeneratorReport;
+use crate::stages::monitor::{mean, median, ErrorBoard};
+use crate::stages::{self, StageEnv};
+use crate::telemetry::{ship_to_topic, LogQueue, STAGE_SPAN};
+
+/// Errors of one window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WindowSummary {
+    /// Predictions whose error is known.
+    pub predictions: usize,
+    /// Median ARE of the served predictions.
+    pub median_are: f64,
+    /// Mean ARE of the served predictions.
+    pub mean_are: f64,
+    /// Median ARE of the Hawkes prediction alone.
+    pub median_are_hawkes: f64,
+    /// Mean ARE of the Hawkes prediction alone.
+    pub mean_are_hawkes: f64,
+}
+
+/// One of the most popular predictions.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopEntry {
+    /// Cascade id.
+    pub cid: String,
+    /// Window of the prediction.
+    pub window: u64,
+    /// Predicted final size.
+    pub predicted: u64,
+    /// Tweets observed when predicting.
+    pub observed: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunSummary {
+    /// Bootstrap servers used (the embedded broker's when no --brokers).
+    pub brokers: String,
+    /// Whether the broker was the embedded one.
+    pub embedded: bool,
+    /// Cascades started by the collector.
+    pub cascades: u64,
+    /// Tweets replayed.
+    pub tweets: u64,
+    /// Wall time from start to summary.
+    pub seconds: f64,
+    /// Tweets per second over the whole run.
+    pub tweets_per_second: f64,
+    /// (cascade, window) pairs that reached their window with enough tweets (sizes emitted).
+    pub expected_predictions: u64,
+    /// Whether every expected prediction got its error before the end.
+    pub complete: bool,
+    /// Errors per window.
+    pub windows: BTreeMap<u64, WindowSummary>,
+    /// The most popular predictions.
+    pub top: Vec<TopEntry>,
+    /// Malformed messages dead-lettered, all stages.
+    pub dead_letters: u64,
+    /// Fits that failed.
+    pub fit_failures: u64,
+    /// Models trained.
+    pub models_trained: u64,
+}
+
+fn sum_counter(counter: &prometheus::IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    counter
+        .collect()
+        .iter()
+        .flat_map(|family| {
+            family
+                .get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value() as u64)
+        })
+        .sum()
+}
+
+/// Runs the whole pipeline; `log_queue` (if any) is published on the logs topic.
+pub async fn run_pipeline(
+    common: &CommonArgs,
+    args: &RunArgs,
+    metrics: Arc<Metrics>,
+    log_queue: Option<LogQueue>,
+) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    let topics = common.topics.clone();
+    let (embedded, brokers) = match &common.brokers {
+        Some(b) => (None, b.clone()),
+        None => {
+            let broker =
+                EmbeddedBroker::start(&topics.all(), &topics.models_topic, common.partitions)?;
+            let bootstrap = broker.bootstrap().to_owned();
+            (Some(broker), bootstrap)
+        }
+    };
+    let kafka = KafkaSettings {
+        brokers: brokers.clone(),
+        group_prefix: common.group_prefix.clone(),
+        session_timeout_ms: if embedded.is_some() {
+            6_000
+        } else {
+            common.session_timeout_ms
+        },
+    };
+    if embedded.is_none() && !common.no_create_topics {
+        create_topics(
+            &kafka,
+            &topics.all(),
+            &topics.models_topic,
+            common.partitions,
+        )
+        .await?;
+    }
+    tracing::info!(brokers = %brokers, embedded = embedded.is_some(), "pipeline starting");
+    let (stop, shutdown) = watch::channel(false);
+    let shipper = match log_queue {
+        Some(queue) => Some(ship_to_topic(
+            queue,
+            &kafka,
+            topics.logs_topic.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let env = StageEnv {
+        kafka,
+        topics: topics.clone(),
+        metrics: metrics.clone(),
+        shutdown,
+    };
+    let board = ErrorBoard::default();
+    let top = TopCascades::new(args.dashboard.top);
+    let span = |name: &str| tracing::info_span!(STAGE_SPAN, name);
+    let mut stages: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = vec![
+        (
+            "collector",
+            tokio::spawn(
+                stages::collector::run(env.clone(), args.cascade.clone())
+                    .instrument(span("collector")),
+            ),
+        ),
+        (
+            "estimator",
+            tokio::spawn(
+                stages::estimator::run(env.clone(), args.estimator.clone())
+                    .instrument(span("estimator")),
+            ),
+        ),
+        (
+            "predictor",
+            tokio::spawn(
+                stages::predictor::run(env.clone(), args.predictor.clone())
+                    .instrument(span("predictor")),
+            ),
+        ),
+        (
+            "learner",
+            tokio::spawn(
+                stages::learner::run(env.clone(), args.learner.clone()).instrument(span("learner")),
+            ),
+        ),
+        (
+            "monitor",
+            tokio::spawn(
+                stages::monitor::run(env.clone(), args.monitor.clone(), board.clone())
+                    .instrument(span("monitor")),
+            ),
+        ),
+        (
+            "dashboard",
+            tokio::spawn(
+                stages::dashboard::run(env.clone(), args.dashboard.clone(), top.clone())
+                    .instrument(span("dashboard")),
+            ),
+        ),
+    ];
+    let mut generator: Option<JoinHandle<anyhow::Result<GeneratorReport>>> = Some(tokio::spawn(
+        stages::generator::run(env.clone(), args.generator.clone()).instrument(span("generator")),
+    ));
+    let mut report = None;
+    let interactive = std::io::stderr().is_terminal();
+    let mut last_signature = (0u64, 0u64, 0u64);
+    let mut last_change = Instant::now();
+    let mut last_line = Instant::now();
+    let mut complete = false;
+    let sources = args.generator.sources;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some(handle) = generator.as_mut() {
+            if handle.is_finished() {
+                report = Some(handle.await??);
+                generator = None;
+            }
+        }
+        if let Some((name, _)) = stages.iter().find(|(_, h)| h.is_finished()) {
+            let name = *name;
+            let index = stages
+                .iter()
+                .position(|(n, _)| *n == name)
+                .expect("present");
+            let (_, handle) = stages.swap_remove(index);
+            let _ = stop.send(true);
+            return match handle.await? {
+                Ok(()) => Err(anyhow::anyhow!("the {name} stage stopped unexpectedly")),
+                Err(e) => Err(e.context(format!("the {name} stage failed"))),
+            };
+        }
+        let tweets = sum_counter(&metrics.generator_tweets);
+        let cascades = Metrics::count(&metrics.collector_tweets, &["started"]);
+        let expected = Metrics::count(&metrics.produced, &["collector", &topics.properties_topic]);
+        let fitted = Metrics::count(&metrics.produced, &["estimator", &topics.properties_topic]);
+        let predicted = board.count() as u64;
+        let ended = metrics.sources_ended.get();
+        let signature = (sum_counter(&metrics.consumed), fitted, predicted);
+        if signature != last_signature {
+            last_signature = signature;
+            last_change = Instant::now();
+        }
+        let line = format!(
+            "tweets {tweets} | cascades seen {cascades}, finished windows {expected} | fitted {fitted} | predicted {predicted}"
+        );
+        if interactive {
+            eprint!("\r{line}   ");
+        } else if last_line.elapsed() >= Duration::from_secs(5) {
+            eprintln!("{line}");
+            last_line = Instant::now();
+        }
+        if report.is_some() && ended >= sources && predicted >= expected {
+            complete = true;
+            break;
+        }
+        if report.is_some() && last_change.elapsed().as_secs_f64() > args.stall_timeout {
+            tracing::warn!(
+                expected,
+                predicted,
+                "no progress for {} s: stopping with predictions missing",
+                args.stall_timeout
+            );
+            break;
+        }
+    }
+    if interactive {
+        eprintln!();
+    }
+    let _ = stop.send(true);
+    for (name, handle) in stages {
+        match tokio::time::timeout(Duration::from_secs(60), handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::error!(stage = name, error = %format!("{e:#}"), "stage failed while stopping")
+            }
+            Ok(Err(e)) => tracing::error!(stage = name, error = %e, "stage panicked"),
+            Err(_) => tracing::error!(stage = name, "stage did not stop within 60 s"),
+        }
+    }
+    if let Some(shipper) = shipper {
+        let _ = shipper.await;
+    }
+    drop(embedded);
+    let report = report.unwrap_or_default();
+    let seconds = started.elapsed().as_secs_f64();
+    let windows = board
+        .snapshot()
+        .into_iter()
+        .map(|(w, e)| {
+            (
+                w,
+                WindowSummary {
+                    predictions: e.are.len(),
+                    median_are: median(&e.are),
+                    mean_are: mean(&e.are),
+                    median_are_hawkes: median(&e.are_hawkes),
+                    mean_are_hawkes: mean(&e.are_hawkes),
+                },
+            )
+        })
+        .collect();
+    Ok(RunSummary {
+        brokers,
+        embedded: common.brokers.is_none(),
+        cascades: Metrics::count(&metrics.collector_tweets, &["started"]),
+        tweets: report.tweets,
+        seconds,
+        tweets_per_second: report.tweets as f64 / seconds,
+        expected_predictions: Metrics::count(
+            &metrics.produced,
+            &["collector", &topics.properties_topic],
+        ),
+        complete,
+        windows,
+        top: top
+            .snapshot()
+            .into_iter()
+            .map(|a| TopEntry {
+                cid: a.cid.0,
+                window: a.t_obs,
+                predicted: a.n_tot,
+                observed: a.n_obs,
+            })
+            .collect(),
+        dead_letters: sum_counter(&metrics.malformed),
+        fit_failures: sum_counter(&metrics.fit_failures),
+        models_trained: sum_counter(&metrics.trainings),
+    })
+}
+
+impl RunSummary {
+    /// The summary as text for people.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Tweetoscope run on {} ({}): {} cascades, {} tweets in {:.1} s ({:.0} tweets/s)",
+            if self.embedded {
+                "the embedded broker"
+            } else {
+                "Kafka"
+            },
+            self.brokers,
+            self.cascades,
+            self.tweets,
+            self.seconds,
+            self.tweets_per_second
+        );
+        let got: usize = self.windows.values().map(|w| w.predictions).sum();
+        let _ = writeln!(
+            out,
+            "predictions with known error: {got} of {} expected{}",
+            self.expected_predictions,
+            if self.complete {
+                ""
+            } else {
+                " (INCOMPLETE: see the warnings above)"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "\n{:>8} {:>12} {:>11} {:>9} {:>19} {:>17}",
+            "window",
+            "predictions",
+            "median ARE",
+            "mean ARE",
+            "median ARE Hawkes",
+            "mean ARE Hawkes"
+        );
+        for (w, s) in &self.windows {
+            let _ = writeln!(
+                out,
+                "{:>7}s {:>12} {:>11.3} {:>9.3} {:>19.3} {:>17.3}",
+                w, s.predictions, s.median_are, s.mean_are, s.median_are_hawkes, s.mean_are_hawkes
+            );
+        }
+        if !self.top.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nTop predicted cascades:\n{:>10} {:>8} {:>10} {:>9}",
+                "cascade", "window", "predicted", "observed"
+            );
+            for t in &self.top {
+                let _ = writeln!(
+                    out,
+                    "{:>10} {:>7}s {:>10} {:>9}",
+                    t.cid, t.window, t.predicted, t.observed
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\ndead letters: {}, fit failures: {}, models trained: {}",
+            self.dead_letters, self.fit_failures, self.models_trained
+        );
+        out
+    }
+}

@@ -1,0 +1,195 @@
+//! Dashboard stage: reads `alerts` and posts those predicted at or above a threshold to
+//! Alertmanager (`POST /api/v2/alerts`); keeps the most popular predictions for reports.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::Message;
+use tweetoscope_messages::Alert;
+
+use super::StageEnv;
+use crate::config::DashboardArgs;
+use crate::kafka::{process, Handled, LoopSettings, Sink};
+
+const STAGE: &str = "dashboard";
+
+/// The most popular predictions seen, one entry per cascade (its newest window).
+#[derive(Debug, Clone)]
+pub struct TopCascades {
+    inner: Arc<Mutex<Vec<Alert>>>,
+    size: usize,
+}
+
+impl TopCascades {
+    /// Keeps at most `size` cascades.
+    pub fn new(size: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Vec::new())),
+            size,
+        }
+    }
+
+    /// Offers an alert; a later window replaces an earlier one of the same cascade.
+    pub fn offer(&self, alert: &Alert) {
+        let mut top = self.inner.lock().expect("top lock");
+        if let Some(existing) = top.iter_mut().find(|a| a.cid == alert.cid) {
+            if alert.t_obs >= existing.t_obs {
+                *existing = alert.clone();
+            }
+        } else {
+            top.push(alert.clone());
+        }
+        top.sort_by(|a, b| b.n_tot.cmp(&a.n_tot).then(a.cid.cmp(&b.cid)));
+        top.truncate(self.size);
+    }
+
+    /// The kept alerts, most popular first.
+    pub fn snapshot(&self) -> Vec<Alert> {
+        self.inner.lock().expect("top lock").clone()
+    }
+}
+
+/// Severity of a popularity alert: critical at twice the threshold.
+pub fn severity(predicted: u64, threshold: u64) -> &'static str {
+    if predicted >= threshold.saturating_mul(2) {
+        "critical"
+    } else {
+        "warning"
+    }
+}
+
+/// The Alertmanager v2 body for one alert.
+pub fn alertmanager_body(alert: &Alert, threshold: u64) -> serde_json::Value {
+    serde_json::json!([{
+        "labels": {
+            "alertname": "PopularTweet",
+            "service": "tweetoscope",
+            "cid": alert.cid.0,
+            "window": alert.t_obs.to_string(),
+            "severity": severity(alert.n_tot, threshold),
+        },
+        "annotations": {
+            "summary": format!("Tweet {} is predicted to reach {} retweets", alert.cid, alert.n_tot),
+            "predicted_size": alert.n_tot.to_string(),
+            "observed": alert.n_obs.to_string(),
+            "model_version": alert.model_version.to_string(),
+            "msg": alert.msg,
+        },
+    }])
+}
+
+/// Posts one alert.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    alert: &Alert,
+    threshold: u64,
+) -> Result<(), String> {
+    let target = url.join("api/v2/alerts").map_err(|e| e.to_string())?;
+    let response = client
+        .post(target)
+        .json(&alertmanager_body(alert, threshold))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        let status = response.status();
+        Err(format!(
+            "Alertmanager answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        ))
+    }
+}
+
+/// Runs the dashboard until shutdown, keeping the most popular predictions in `top`.
+pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow::Result<()> {
+    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
+    consumer.subscribe(&[env.topics.alerts_topic.as_str()])?;
+    let client = reqwest::Client::new();
+    let metrics = env.metrics.clone();
+    let threshold = args.alert_threshold;
+    let url = args.alertmanager_url.clone();
+    tracing::info!(threshold, alertmanager = ?url.as_ref().map(|u| u.as_str()), "dashboard started");
+    let sink = Sink::new(env.kafka.producer()?, env.metrics.clone(), STAGE);
+    process(
+        LoopSettings::new(STAGE),
+        consumer,
+        sink,
+        env.metrics.clone(),
+        env.shutdown.clone(),
+        move |message| {
+            let alert = match Alert::parse(message.payload().unwrap_or_default()) {
+                Ok(a) => a,
+                Err(m) => return Handled::Malformed(m),
+            };
+            top.offer(&alert);
+            if alert.n_tot < threshold {
+                return Handled::Now(Vec::new());
+            }
+            tracing::info!(cid = %alert.cid, window = alert.t_obs, predicted = alert.n_tot, "popular tweet");
+            let Some(url) = url.clone() else {
+                return Handled::Now(Vec::new());
+            };
+            let client = client.clone();
+            let metrics = metrics.clone();
+            Handled::Later(Box::pin(async move {
+                match post(&client, &url, &alert, threshold).await {
+                    Ok(()) => metrics.alerts_sent.inc(),
+                    Err(e) => {
+                        metrics.alert_failures.inc();
+                        tracing::warn!(cid = %alert.cid, error = %e, "alert not delivered to Alertmanager");
+                    }
+                }
+                Vec::new()
+            }))
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tweetoscope_messages::AlertTag;
+
+    fn alert(cid: &str, window: u64, n: u64) -> Alert {
+        Alert {
+            kind: AlertTag::Alert,
+            cid: cid.into(),
+            msg: "m".into(),
+            t_obs: window,
+            n_tot: n,
+            n_obs: 12,
+            model_version: 2,
+        }
+    }
+
+    #[test]
+    fn top_keeps_the_newest_window_per_cascade() {
+        let top = TopCascades::new(2);
+        top.offer(&alert("a", 600, 100));
+        top.offer(&alert("b", 600, 300));
+        top.offer(&alert("a", 1200, 80));
+        top.offer(&alert("c", 600, 50));
+        let kept: Vec<_> = top
+            .snapshot()
+            .into_iter()
+            .map(|a| (a.cid.0, a.t_obs, a.n_tot))
+            .collect();
+        assert_eq!(kept, vec![("b".into(), 600, 300), ("a".into(), 1200, 80)]);
+    }
+
+    #[test]
+    fn alertmanager_payload_carries_cid_window_and_size() {
+        let body = alertmanager_body(&alert("tw42", 600, 1200), 500);
+        assert_eq!(body[0]["labels"]["cid"], "tw42");
+        assert_eq!(body[0]["labels"]["window"], "600");
+        assert_eq!(body[0]["labels"]["severity"], "critical");
+        assert_eq!(body[0]["annotations"]["predicted_size"], "1200");
+        assert_eq!(severity(600, 500), "warning");
+    }
+}

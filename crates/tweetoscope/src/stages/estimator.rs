@@ -1,0 +1,148 @@
+//! Estimator stage: `cascade_series` → `cascade_properties` parameters. Fits run on worker threads
+//! (at most `fit_workers` at once) so the consumer loop never stalls.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::Message;
+use tokio::sync::Semaphore;
+use tweetoscope_hawkes::{FitConfig, MarkDistribution, Prior};
+use tweetoscope_messages::{
+    partition_for, to_payload, CascadeParameters, CascadeProperty, CascadeSeries, Malformed,
+};
+
+use super::StageEnv;
+use crate::config::EstimatorArgs;
+use crate::kafka::{process, Handled, LoopSettings, Outgoing, Sink};
+
+const STAGE: &str = "estimator";
+
+/// The fit settings the options give.
+pub fn fit_config(args: &EstimatorArgs) -> anyhow::Result<FitConfig> {
+    Ok(FitConfig {
+        marks: MarkDistribution::new(args.mark_alpha, args.mark_mu)?,
+        prior: if args.mle {
+            None
+        } else {
+            Some(Prior::default())
+        },
+        max_branching: args.max_branching,
+        ..FitConfig::default()
+    })
+}
+
+/// Checks a series before fitting: it must lie inside its window.
+pub fn check_series(series: &CascadeSeries) -> Result<(), Malformed> {
+    let first = series.tweets[0].0;
+    let last = series.tweets[series.tweets.len() - 1].0;
+    if last - first >= series.t_obs as f64 {
+        return Err(Malformed::new(format!(
+            "`tweets` span {} s, not inside the window T_obs = {} s",
+            last - first,
+            series.t_obs
+        )));
+    }
+    Ok(())
+}
+
+/// The parameters message of a fitted series.
+pub fn parameters_message(
+    series: &CascadeSeries,
+    fit: &tweetoscope_hawkes::HawkesFit,
+) -> CascadeParameters {
+    CascadeParameters {
+        cid: series.cid.clone(),
+        msg: series.msg.clone(),
+        t_obs: Some(series.t_obs),
+        n_obs: fit.n_obs as u64,
+        n_supp: fit.g1 / (1.0 - fit.n_star),
+        params: [fit.p, fit.beta],
+        n_star: fit.n_star,
+        g1: fit.g1,
+    }
+}
+
+/// Runs the estimator until shutdown.
+pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
+    let config = Arc::new(fit_config(&args)?);
+    let workers = args.fit_workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    let permits = Arc::new(Semaphore::new(workers));
+    let producer = env.kafka.producer()?;
+    let partitions = env
+        .kafka
+        .partitions_of(&producer, &env.topics.properties_topic)?;
+    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
+    consumer.subscribe(&[env.topics.series_topic.as_str()])?;
+    tracing::info!(
+        workers,
+        mle = args.mle,
+        max_branching = args.max_branching,
+        "estimator started"
+    );
+    let metrics = env.metrics.clone();
+    let topic = env.topics.properties_topic.clone();
+    let sink = Sink::new(producer, env.metrics.clone(), STAGE);
+    process(
+        LoopSettings {
+            max_in_flight: 4 * workers + 64,
+            ..LoopSettings::new(STAGE)
+        },
+        consumer,
+        sink,
+        env.metrics.clone(),
+        env.shutdown.clone(),
+        move |message| {
+            let series = match CascadeSeries::parse(message.payload().unwrap_or_default())
+                .and_then(|s| check_series(&s).map(|()| s))
+            {
+                Ok(s) => s,
+                Err(m) => return Handled::Malformed(m),
+            };
+            let config = config.clone();
+            let permits = permits.clone();
+            let metrics = metrics.clone();
+            let topic = topic.clone();
+            Handled::Later(Box::pin(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return Vec::new();
+                };
+                let fitted = tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let t0 = series.tweets[0].0;
+                    let times: Vec<f64> = series.tweets.iter().map(|e| e.0 - t0).collect();
+                    let marks: Vec<f64> = series.tweets.iter().map(|e| e.1).collect();
+                    let result =
+                        tweetoscope_hawkes::fit(&times, &marks, series.t_obs as f64, &config);
+                    (series, result, started.elapsed())
+                })
+                .await;
+                match fitted {
+                    Ok((series, Ok(fit), elapsed)) => {
+                        metrics.fit_seconds.observe(elapsed.as_secs_f64());
+                        let parameters = parameters_message(&series, &fit);
+                        vec![Outgoing::keyed(
+                            &topic,
+                            series.t_obs.to_string(),
+                            to_payload(&CascadeProperty::Parameters(parameters)),
+                        )
+                        .on_partition(partition_for(&series.cid.0, partitions))]
+                    }
+                    Ok((series, Err(e), _)) => {
+                        metrics.fit_failures.with_label_values(&["fit_error"]).inc();
+                        tracing::warn!(cid = %series.cid, window = series.t_obs, error = %e, "fit failed");
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        metrics.fit_failures.with_label_values(&["panic"]).inc();
+                        tracing::error!(error = %e, "fit worker panicked");
+                        Vec::new()
+                    }
+                }
+            }))
+        },
+    )
+    .await
+}

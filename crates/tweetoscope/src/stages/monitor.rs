@@ -1,0 +1,245 @@
+//! Monitor stage: reads `stats`, keeps the relative errors per window, and pushes their summary
+//! to a Prometheus Pushgateway with an async HTTP PUT.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::Message;
+use tweetoscope_messages::Stat;
+
+use super::StageEnv;
+use crate::config::MonitorArgs;
+use crate::kafka::{process, Handled, LoopSettings, Sink};
+
+const STAGE: &str = "monitor";
+
+/// Relative errors of one window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowErrors {
+    /// ARE of each prediction, in arrival order.
+    pub are: Vec<f64>,
+    /// ARE of the Hawkes prediction alone.
+    pub are_hawkes: Vec<f64>,
+}
+
+/// Median of a list (NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Mean of a list (NaN when empty).
+pub fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// Errors per window, shared with whoever reports them.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorBoard(Arc<Mutex<BTreeMap<u64, WindowErrors>>>);
+
+impl ErrorBoard {
+    /// Records one stat.
+    pub fn add(&self, stat: &Stat) {
+        let mut board = self.0.lock().expect("board lock");
+        let w = board.entry(stat.t_obs).or_default();
+        w.are.push(stat.are);
+        w.are_hawkes.push(stat.are_hawkes);
+    }
+
+    /// A copy of the errors per window.
+    pub fn snapshot(&self) -> BTreeMap<u64, WindowErrors> {
+        self.0.lock().expect("board lock").clone()
+    }
+
+    /// Number of stats recorded.
+    pub fn count(&self) -> usize {
+        self.0
+            .lock()
+            .expect("board lock")
+            .values()
+            .map(|w| w.are.len())
+            .sum()
+    }
+
+    /// The Prometheus text pushed to the Pushgateway.
+    pub fn exposition(&self) -> String {
+        let board = self.snapshot();
+        let mut out = String::new();
+        type Family = (&'static str, &'static str, fn(&WindowErrors) -> f64);
+        let families: [Family; 5] = [
+            (
+                "tweetoscope_are_median",
+                "Median absolute relative error of the predictions",
+                |w| median(&w.are),
+            ),
+            (
+                "tweetoscope_are_mean",
+                "Mean absolute relative error of the predictions",
+                |w| mean(&w.are),
+            ),
+            (
+                "tweetoscope_are_last",
+                "Absolute relative error of the newest prediction",
+                |w| *w.are.last().unwrap_or(&f64::NAN),
+            ),
+            (
+                "tweetoscope_are_hawkes_median",
+                "Median absolute relative error of the Hawkes prediction alone",
+                |w| median(&w.are_hawkes),
+            ),
+            (
+                "tweetoscope_are_count",
+                "Predictions whose error is known",
+                |w| w.are.len() as f64,
+            ),
+        ];
+        for (name, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (window, errors) in &board {
+                let _ = writeln!(out, "{name}{{window=\"{window}\"}} {}", value(errors));
+            }
+        }
+        out
+    }
+}
+
+/// Pushes the board to `{url}/metrics/job/{job}` (PUT replaces the group).
+pub async fn push(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    job: &str,
+    board: &ErrorBoard,
+) -> Result<(), String> {
+    let target = url
+        .join(&format!("metrics/job/{job}"))
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .put(target)
+        .header("Content-Type", "text/plain; version=0.0.4")
+        .body(board.exposition())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Err(format!("Pushgateway answered {status}: {body}"))
+    }
+}
+
+/// Runs the monitor until shutdown, recording into `board`.
+pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow::Result<()> {
+    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
+    consumer.subscribe(&[env.topics.stats_topic.as_str()])?;
+    let pusher = args.pushgateway_url.clone().map(|url| {
+        let board = board.clone();
+        let metrics = env.metrics.clone();
+        let mut shutdown = env.shutdown.clone();
+        let job = args.push_job.clone();
+        let every = Duration::from_secs_f64(args.push_interval);
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = shutdown.changed() => true,
+                };
+                metrics.pushes.inc();
+                if let Err(e) = push(&client, &url, &job, &board).await {
+                    metrics.push_failures.inc();
+                    tracing::warn!(error = %e, "push to the Pushgateway failed");
+                }
+                if stopping {
+                    break;
+                }
+            }
+        })
+    });
+    tracing::info!(pushgateway = ?args.pushgateway_url.as_ref().map(|u| u.as_str()), "monitor started");
+    let sink = Sink::new(env.kafka.producer()?, env.metrics.clone(), STAGE);
+    let recorder = board.clone();
+    let result = process(
+        LoopSettings::new(STAGE),
+        consumer,
+        sink,
+        env.metrics.clone(),
+        env.shutdown.clone(),
+        move |message| match Stat::parse(message.payload().unwrap_or_default()) {
+            Ok(stat) => {
+                recorder.add(&stat);
+                Handled::Now(Vec::new())
+            }
+            Err(m) => Handled::Malformed(m),
+        },
+    )
+    .await;
+    if let Some(p) = pusher {
+        let _ = p.await;
+    }
+    for (window, errors) in board.snapshot() {
+        tracing::info!(
+            window,
+            predictions = errors.are.len(),
+            median_are = median(&errors.are),
+            "prediction errors"
+        );
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tweetoscope_messages::StatTag;
+
+    #[test]
+    fn medians_and_exposition() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        let board = ErrorBoard::default();
+        for (window, are) in [(600, 0.125), (600, 0.375), (1200, 0.0625)] {
+            board.add(&Stat {
+                kind: StatTag::Stat,
+                cid: "c".into(),
+                t_obs: window,
+                are,
+                n_pred: 1.0,
+                n_tot: 1,
+                are_hawkes: 2.0 * are,
+                model_version: 0,
+            });
+        }
+        let text = board.exposition();
+        assert!(
+            text.contains("tweetoscope_are_median{window=\"600\"} 0.25"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tweetoscope_are_count{window=\"1200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tweetoscope_are_hawkes_median{window=\"600\"} 0.5"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE tweetoscope_are_last gauge"));
+        assert_eq!(board.count(), 3);
+    }
+}

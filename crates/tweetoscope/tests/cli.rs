@@ -1,0 +1,141 @@
+//! The command line: bad options fail at start with a message saying what to fix; `fit` prints
+//! one JSON object.
+
+use std::process::Command;
+
+fn tweetoscope(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tweetoscope"));
+    command
+        .args(args)
+        .env_remove("TWEETOSCOPE_BROKERS")
+        .env_remove("TWEETOSCOPE_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tweetoscope-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_values_are_refused_with_what_to_fix() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["run", "--windows", "600,abc"], "--windows"),
+        (&["run", "--terminated=-5"], "--terminated"),
+        (&["run", "--max-branching", "1.5"], "--max-branching"),
+        (&["run", "--metrics-addr", "nowhere"], "--metrics-addr"),
+        (
+            &["run", "--windows", "600,600"],
+            "each window must appear once",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, _, err) = tweetoscope(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_stage_without_broker_says_how_to_give_one() {
+    let (code, _, err) = tweetoscope(&["collector", "--metrics-addr", "off"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--brokers") && err.contains("TWEETOSCOPE_BROKERS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_file_keys_are_checked_and_flags_win() {
+    let bad = temp_file("bad.toml", "windows = [600]\nterminatd = 1800\n");
+    let (code, _, err) = tweetoscope(&["--config", bad.to_str().unwrap(), "run"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown key `terminatd`") && err.contains("terminated"),
+        "{err}"
+    );
+
+    let broken = temp_file("broken.toml", "windows = [600\n");
+    let (code, _, err) = tweetoscope(&["--config", broken.to_str().unwrap(), "run"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not valid TOML"), "{err}");
+
+    // The file's bad value is reported with the option it sets...
+    let wrong = temp_file("wrong.toml", "max-branching = 3.0\n");
+    let (code, _, err) = tweetoscope(&["--config", wrong.to_str().unwrap(), "run"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--max-branching"), "{err}");
+    // ...and a flag overrides the file.
+    let (code, _, err) = tweetoscope(
+        &[
+            "--config",
+            wrong.to_str().unwrap(),
+            "run",
+            "--max-branching",
+            "0.9",
+            "--windows",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--windows"),
+        "the file's max-branching was overridden: {err}"
+    );
+}
+
+#[test]
+fn fit_prints_one_json_object_with_the_documented_keys() {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let marks = tweetoscope_hawkes::MarkDistribution::default();
+    let events = tweetoscope_hawkes::simulate::simulate_cascade_from(
+        5_000.0,
+        0.02,
+        1.0 / 600.0,
+        &marks,
+        3_600.0,
+        5_000,
+        &mut rng,
+    );
+    assert!(events.len() > 30, "{} events", events.len());
+    let mut csv = String::from("t,m\n");
+    for (t, m) in &events {
+        csv.push_str(&format!("{t},{m}\n"));
+    }
+    let path = temp_file("cascade.csv", &csv);
+    let (code, out, err) = tweetoscope(&["fit", path.to_str().unwrap(), "--until", "1200"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for key in ["p", "beta", "n_star", "G1", "n_obs", "n_pred"] {
+        assert!(v.get(key).is_some(), "missing {key} in {out}");
+    }
+    let observed = events.iter().filter(|e| e.0 < 1200.0).count() as u64;
+    assert_eq!(v["n_obs"].as_u64(), Some(observed));
+    assert!(v["n_pred"].as_f64().unwrap() >= observed as f64);
+    assert!(v["n_star"].as_f64().unwrap() < 1.0);
+
+    let (code, out_mle, _) = tweetoscope(
+        &["fit", path.to_str().unwrap(), "--until", "1200", "--mle"],
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert_ne!(out, out_mle, "MLE and MAP differ");
+
+    let bad = temp_file("bad.csv", "t,m\n0,1\nx,2\n");
+    let (code, _, err) = tweetoscope(&["fit", bad.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.csv:3"), "{err}");
+}
