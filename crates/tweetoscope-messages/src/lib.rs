@@ -455,8 +455,22 @@ pub struct ModelMessage {
     pub n_samples: u64,
     /// Names of the features, in order.
     pub features: Vec<String>,
+    /// What the forest predicts: ω itself, or ln ω (absent: ω, as in older models).
+    #[serde(default)]
+    pub target: ModelTarget,
     /// The serialized forest.
     pub forest: serde_json::Value,
+}
+
+/// The quantity a model's forest predicts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelTarget {
+    /// The correction factor ω.
+    #[default]
+    Omega,
+    /// Its logarithm ln ω.
+    LnOmega,
 }
 
 impl ModelMessage {

@@ -238,6 +238,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Fit one cascade from a CSV file with columns `t,m` and print the fit as JSON.
     Fit(FitArgs),
+    /// Evaluate the predictions offline over a data set (no broker): ARE per window and method.
+    Eval(Box<crate::eval::EvalArgs>),
 }
 
 /// Observation windows, termination and minimum size.
@@ -739,6 +741,6 @@ pub fn default_metrics_port(command: &Command) -> u16 {
         Command::Monitor(_) => 9106,
         Command::Dashboard(_) => 9107,
         Command::Logger(_) => 9108,
-        Command::Fit(_) => 0,
+        Command::Fit(_) | Command::Eval(_) => 0,
     }
 }

@@ -34,6 +34,36 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Eval(eval) = &cli.command {
+        let report = eval
+            .validate()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| tweetoscope::eval::evaluate(eval));
+        return match report {
+            Ok(report) => {
+                print!("{}", report.to_text());
+                if let Some(dir) = &eval.out {
+                    if let Err(e) = report.write(dir) {
+                        eprintln!("error: cannot write the report to {}: {e:#}", dir.display());
+                        return ExitCode::from(1);
+                    }
+                    println!(
+                        "\nreport written to {}/report.json and report.svg",
+                        dir.display()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,6 +99,7 @@ fn stage_name(command: &Command) -> &'static str {
         Command::Logger(_) => "logger",
         Command::Run(_) => "run",
         Command::Fit(_) => "fit",
+        Command::Eval(_) => "eval",
     }
 }
 
@@ -187,7 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             stages::dashboard::run(env, a, top).instrument(span).await?
         }
         Command::Logger(a) => stages::logger::run(env, a).instrument(span).await?,
-        Command::Run(_) | Command::Fit(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Fit(_) | Command::Eval(_) => unreachable!("handled above"),
     }
     if let Some(shipper) = shipper {
         // The generator ends by itself: stop the shipper after a last flush.
@@ -207,6 +238,7 @@ fn validate(command: &Command) -> Result<(), ConfigError> {
         Command::Monitor(a) => a.validate(),
         Command::Run(a) => a.validate(),
         Command::Fit(a) => a.marks.validate(),
+        Command::Eval(a) => a.validate(),
         Command::Predictor(_)
         | Command::Learner(_)
         | Command::Dashboard(_)

@@ -35,21 +35,7 @@ pub fn cascades(
     args: &GeneratorArgs,
 ) -> anyhow::Result<Box<dyn Iterator<Item = CascadeEvents> + Send>> {
     match args.data {
-        DataSource::Synthetic => {
-            let target_sizes = match &args.size_index {
-                Some(path) => tweetoscope_replay::news::index_sizes(path)?,
-                None => parse_index(BUNDLED_INDEX, "bundled news-index.csv")?
-                    .into_iter()
-                    .map(|(s, e)| e - s)
-                    .collect(),
-            };
-            Ok(Box::new(SyntheticCascades::new(SyntheticConfig {
-                cascades: args.cascades,
-                target_sizes,
-                seed: args.seed,
-                ..SyntheticConfig::default()
-            })))
-        }
+        DataSource::Synthetic => Ok(Box::new(SyntheticCascades::new(synthetic_config(args)?))),
         DataSource::News => {
             let (Some(index), Some(data)) = (&args.news_index, &args.news_data) else {
                 anyhow::bail!("--data news needs --news-index and --news-data");
@@ -63,6 +49,23 @@ pub fn cascades(
             Ok(Box::new((0..take).map(move |i| set.cascade(i))))
         }
     }
+}
+
+/// The synthetic source the options describe (sizes follow `--size-index` or the bundled index).
+pub fn synthetic_config(args: &GeneratorArgs) -> anyhow::Result<SyntheticConfig> {
+    let target_sizes = match &args.size_index {
+        Some(path) => tweetoscope_replay::news::index_sizes(path)?,
+        None => parse_index(BUNDLED_INDEX, "bundled news-index.csv")?
+            .into_iter()
+            .map(|(s, e)| e - s)
+            .collect(),
+    };
+    Ok(SyntheticConfig {
+        cascades: args.cascades,
+        target_sizes,
+        seed: args.seed,
+        ..SyntheticConfig::default()
+    })
 }
 
 /// The replay settings the options give.

@@ -8,7 +8,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
 use tweetoscope_forest::ForestParams;
-use tweetoscope_messages::{to_payload, ModelMessage, ModelTag, Sample};
+use tweetoscope_messages::{to_payload, ModelMessage, ModelTag, ModelTarget, Sample};
 
 use super::StageEnv;
 use crate::config::LearnerArgs;
@@ -27,6 +27,20 @@ pub struct WindowSamples {
     version: u64,
 }
 
+/// Smallest ω the forests work with: W = 0 (no retweet after the window) maps here.
+pub const OMEGA_FLOOR: f64 = 1e-2;
+
+/// The forests learn ln ω rather than ω: W is heavy-tailed (a small G1 gives a huge W), and a mean
+/// of logs estimates the typical correction instead of chasing outliers.
+pub fn target_from_omega(w: f64) -> f64 {
+    w.max(OMEGA_FLOOR).ln()
+}
+
+/// Inverse of [`target_from_omega`].
+pub fn omega_from_target(y: f64) -> f64 {
+    y.exp()
+}
+
 /// Samples per window and when to retrain.
 pub struct Trainer {
     windows: HashMap<u64, WindowSamples>,
@@ -43,7 +57,7 @@ pub struct TrainingJob {
     pub version: u64,
     /// Features.
     pub rows: Vec<[f64; 3]>,
-    /// Targets.
+    /// Targets: the ω of each sample (the forest is fitted on ln ω).
     pub targets: Vec<f64>,
 }
 
@@ -98,14 +112,16 @@ pub fn forest_params(args: &LearnerArgs) -> ForestParams {
 
 /// Fits the forest of a job and wraps it in a model message.
 pub fn train(job: &TrainingJob, params: &ForestParams) -> Result<ModelMessage, String> {
+    let targets: Vec<f64> = job.targets.iter().map(|&w| target_from_omega(w)).collect();
     let forest =
-        tweetoscope_forest::fit_rows(&job.rows, &job.targets, params).map_err(|e| e.to_string())?;
+        tweetoscope_forest::fit_rows(&job.rows, &targets, params).map_err(|e| e.to_string())?;
     Ok(ModelMessage {
         kind: ModelTag::Model,
         t_obs: job.window,
         version: job.version,
         n_samples: job.rows.len() as u64,
         features: vec!["beta".into(), "n_star".into(), "G1".into()],
+        target: ModelTarget::LnOmega,
         forest: serde_json::to_value(&forest).map_err(|e| e.to_string())?,
     })
 }
@@ -254,7 +270,8 @@ mod tests {
         let parsed = ModelMessage::parse(&to_payload(&model)).unwrap();
         let forest: tweetoscope_forest::RandomForest =
             serde_json::from_value(parsed.forest).unwrap();
-        let predicted = forest.predict_one(&[0.001, 0.5, 10.0]);
+        assert_eq!(parsed.target, ModelTarget::LnOmega);
+        let predicted = omega_from_target(forest.predict_one(&[0.001, 0.5, 10.0]));
         assert!(
             (predicted - (1.5 + (10.0f64 / 37.0).sin())).abs() < 0.2,
             "{predicted}"

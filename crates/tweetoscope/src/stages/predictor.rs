@@ -12,7 +12,7 @@ use rdkafka::Message;
 use tweetoscope_forest::RandomForest;
 use tweetoscope_messages::{
     to_payload, Alert, AlertTag, CascadeId, CascadeParameters, CascadeProperty, Malformed,
-    ModelMessage, Sample, Stat, StatTag,
+    ModelMessage, ModelTarget, Sample, Stat, StatTag,
 };
 
 use super::StageEnv;
@@ -24,7 +24,7 @@ const STAGE: &str = "predictor";
 /// The newest forest of each window, with its version.
 #[derive(Default)]
 pub struct ModelStore {
-    models: HashMap<u64, (u64, RandomForest)>,
+    models: HashMap<u64, (u64, ModelTarget, RandomForest)>,
 }
 
 impl ModelStore {
@@ -38,17 +38,24 @@ impl ModelStore {
                 forest.n_features()
             ));
         }
-        self.models.insert(message.t_obs, (message.version, forest));
+        self.models
+            .insert(message.t_obs, (message.version, message.target, forest));
         Ok(())
     }
 
     /// The correction ω for these features and the version used (1 and 0 without a model).
     pub fn omega(&self, window: u64, features: [f64; 3]) -> (f64, u64) {
         match self.models.get(&window) {
-            Some((version, forest)) => match forest.try_predict_one(&features) {
-                Ok(w) if w.is_finite() => (w.max(0.0), *version),
-                _ => (1.0, 0),
-            },
+            Some((version, target, forest)) => {
+                let omega = forest.try_predict_one(&features).map(|y| match target {
+                    ModelTarget::Omega => y.max(0.0),
+                    ModelTarget::LnOmega => crate::stages::learner::omega_from_target(y),
+                });
+                match omega {
+                    Ok(w) if w.is_finite() => (w, *version),
+                    _ => (1.0, 0),
+                }
+            }
             None => (1.0, 0),
         }
     }
@@ -402,6 +409,7 @@ mod tests {
             version: 3,
             n_samples: 50,
             features: vec!["beta".into(), "n_star".into(), "G1".into()],
+            target: ModelTarget::Omega,
             forest: serde_json::from_str(&forest.to_json()).unwrap(),
         };
         let mut store = ModelStore::default();
@@ -412,6 +420,18 @@ mod tests {
             (alert.n_tot, alert.model_version, p.n_hawkes),
             (60, 3, 40.0)
         );
+        // A model that predicts ln ω = ln 2 gives the same correction.
+        let log_forest =
+            tweetoscope_forest::fit_rows(&rows, &[2f64.ln(); 50], &Default::default()).unwrap();
+        let mut log_store = ModelStore::default();
+        log_store
+            .install(&ModelMessage {
+                target: ModelTarget::LnOmega,
+                forest: serde_json::from_str(&log_forest.to_json()).unwrap(),
+                ..message.clone()
+            })
+            .unwrap();
+        assert_eq!(predict(600, &params("a"), &log_store).unwrap().0.n_tot, 60);
         let (other, _) = predict(1200, &params("a"), &store).unwrap();
         assert_eq!(other.n_tot, 40, "no model for 1200");
         let size = CascadeSize {
