@@ -272,7 +272,7 @@ pub struct GeneratorArgs {
     #[arg(long, env = "TWEETOSCOPE_SIZE_INDEX", value_name = "FILE")]
     pub size_index: Option<PathBuf>,
     /// Number of synthetic cascades (with --data news: at most this many, 0 for all).
-    #[arg(long, env = "TWEETOSCOPE_CASCADES", default_value_t = 300)]
+    #[arg(long, env = "TWEETOSCOPE_CASCADES", default_value_t = 1000)]
     pub cascades: usize,
     /// Number of sources, each with its own clock.
     #[arg(long, env = "TWEETOSCOPE_SOURCES", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10_000))]

@@ -23,6 +23,8 @@ pub struct WindowErrors {
     pub are: Vec<f64>,
     /// ARE of the Hawkes prediction alone.
     pub are_hawkes: Vec<f64>,
+    /// (served ARE, Hawkes-alone ARE) of the predictions a random forest corrected.
+    pub with_model: Vec<(f64, f64)>,
 }
 
 /// Median of a list (NaN when empty).
@@ -56,6 +58,9 @@ impl ErrorBoard {
         let w = board.entry(stat.t_obs).or_default();
         w.are.push(stat.are);
         w.are_hawkes.push(stat.are_hawkes);
+        if stat.model_version > 0 {
+            w.with_model.push((stat.are, stat.are_hawkes));
+        }
     }
 
     /// A copy of the errors per window.
