@@ -94,6 +94,8 @@ enum WindowState {
 #[derive(Debug)]
 struct OpenCascade {
     cid: CascadeId,
+    /// Opaque position of the original tweet in the input (e.g. its Kafka offset).
+    position: u64,
     msg: String,
     start: f64,
     last: f64,
@@ -150,6 +152,18 @@ impl Collector {
 
     /// Feeds one tweet of `source`; what it triggers is appended to `out`.
     pub fn on_tweet(&mut self, source: &str, tweet: &Tweet, out: &mut Vec<Emission>) -> Outcome {
+        self.on_tweet_at(source, tweet, 0, out)
+    }
+
+    /// Like [`Collector::on_tweet`], recording `position` (e.g. the Kafka offset) as where the
+    /// cascade starts if this tweet starts one: see [`Collector::oldest_open_position`].
+    pub fn on_tweet_at(
+        &mut self,
+        source: &str,
+        tweet: &Tweet,
+        position: u64,
+        out: &mut Vec<Emission>,
+    ) -> Outcome {
         let config = &self.config;
         let state = self.sources.entry(source.to_owned()).or_default();
         if tweet.t > state.clock {
@@ -157,7 +171,7 @@ impl Collector {
             state.advance(config, out);
         }
         let outcome = match tweet.kind {
-            TweetKind::Tweet => state.start(config, tweet),
+            TweetKind::Tweet => state.start(config, tweet, position),
             TweetKind::Retweet => state.record(config, tweet),
         };
         // A tweet older than the clock may already be due (window reached, or idle for too long).
@@ -176,6 +190,23 @@ impl Collector {
         }
     }
 
+    /// The smallest position of an original tweet among the open cascades of `source`: replaying
+    /// the source's input from there rebuilds every open cascade.
+    pub fn oldest_open_position(&self, source: &str) -> Option<u64> {
+        self.sources
+            .get(source)?
+            .cascades
+            .values()
+            .map(|c| c.position)
+            .min()
+    }
+
+    /// Drops everything known about `source` without emitting anything (its input moved to
+    /// another collector replica).
+    pub fn forget_source(&mut self, source: &str) {
+        self.sources.remove(source);
+    }
+
     /// End of the whole stream: finishes every cascade of every source, in source-name order.
     pub fn flush_all(&mut self, out: &mut Vec<Emission>) {
         let mut names: Vec<String> = self.sources.keys().cloned().collect();
@@ -189,7 +220,7 @@ impl Collector {
 }
 
 impl SourceState {
-    fn start(&mut self, config: &CollectorConfig, tweet: &Tweet) -> Outcome {
+    fn start(&mut self, config: &CollectorConfig, tweet: &Tweet, position: u64) -> Outcome {
         if self.ids.contains_key(&tweet.tweet_id) || self.finished.contains(&tweet.tweet_id) {
             return Outcome::Duplicate;
         }
@@ -205,6 +236,7 @@ impl SourceState {
             seq,
             OpenCascade {
                 cid: tweet.tweet_id.clone(),
+                position,
                 msg: tweet.msg.clone(),
                 start: tweet.t,
                 last: tweet.t,

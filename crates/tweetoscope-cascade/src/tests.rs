@@ -267,3 +267,52 @@ fn memory_is_bounded_by_open_cascades() {
     assert!(c.open_cascades() <= 20, "{} open", c.open_cascades());
     assert_eq!(sizes(&out).len(), 2 * (1000 - c.open_cascades()));
 }
+
+#[test]
+fn replaying_from_the_oldest_open_position_rebuilds_the_same_future() {
+    // A stream of overlapping cascades on one source, positions = indices.
+    let mut events = Vec::new();
+    for k in 0..12 {
+        let start = k as f64 * 700.0;
+        events.extend(cascade(&format!("c{k}"), start, 15, 60.0));
+    }
+    events.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let run = |from: usize, cut: usize| {
+        let mut c = Collector::new(config(5));
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate().skip(from) {
+            let mut step = Vec::new();
+            c.on_tweet_at("s", e, i as u64, &mut step);
+            if i >= cut {
+                out.extend(step);
+            }
+        }
+        c.on_end_of_source("s", 1e9, &mut out);
+        (c, out)
+    };
+    let (_, undisturbed) = run(0, 0);
+    for crash in [40, 77, 120] {
+        // State just after `crash` events: where would a restart resume?
+        let mut c = Collector::new(config(5));
+        let mut before = Vec::new();
+        for (i, e) in events.iter().enumerate().take(crash) {
+            c.on_tweet_at("s", e, i as u64, &mut before);
+        }
+        let resume = c.oldest_open_position("s").map_or(crash, |p| p as usize);
+        assert!(resume <= crash);
+        // Replaying from there, emitting only what events at or after the crash cause.
+        let (_, after) = run(resume, crash);
+        before.extend(after);
+        assert_eq!(
+            before, undisturbed,
+            "crash after {crash} events, resume at {resume}"
+        );
+    }
+    let mut c = Collector::new(config(5));
+    assert_eq!(c.oldest_open_position("s"), None);
+    c.on_tweet_at("s", &tweet("x", 0.0, 1.0), 7, &mut Vec::new());
+    c.on_tweet_at("s", &tweet("y", 1.0, 1.0), 9, &mut Vec::new());
+    assert_eq!(c.oldest_open_position("s"), Some(7));
+    c.forget_source("s");
+    assert_eq!((c.open_cascades(), c.oldest_open_position("s")), (0, None));
+}

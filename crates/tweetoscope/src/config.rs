@@ -73,6 +73,10 @@ pub struct CommonArgs {
     /// Ship logs to this Grafana Loki base URL (e.g. http://127.0.0.1:3100).
     #[arg(long, global = true, env = "TWEETOSCOPE_LOKI_URL", value_name = "URL")]
     pub loki_url: Option<reqwest::Url>,
+    /// Commit outputs and offsets without Kafka transactions (at-least-once instead of
+    /// exactly-once; for brokers without transaction support).
+    #[arg(long, global = true, env = "TWEETOSCOPE_NO_TRANSACTIONS")]
+    pub no_transactions: bool,
     /// The topics exist already (created by an operator or a Kubernetes job): do not create them.
     #[arg(long, global = true, env = "TWEETOSCOPE_NO_CREATE_TOPICS")]
     pub no_create_topics: bool,
@@ -183,6 +187,22 @@ pub struct TopicArgs {
         default_value = "logs"
     )]
     pub logs_topic: String,
+    /// Compacted changelog of the predictor's half-joined entries (its state, for recovery).
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_PREDICTOR_STATE_TOPIC",
+        default_value = "predictor_state"
+    )]
+    pub predictor_state_topic: String,
+    /// Compacted topic where the generator records how far each replay got (for resuming).
+    #[arg(
+        long,
+        global = true,
+        env = "TWEETOSCOPE_GENERATOR_PROGRESS_TOPIC",
+        default_value = "generator_progress"
+    )]
+    pub generator_progress_topic: String,
 }
 
 impl TopicArgs {
@@ -197,20 +217,17 @@ impl TopicArgs {
             self.alerts_topic.clone(),
             self.stats_topic.clone(),
             self.logs_topic.clone(),
+            self.predictor_state_topic.clone(),
+            self.generator_progress_topic.clone(),
         ]
     }
 
-    /// Topics a stage reads, whose dead-letter topics must exist.
-    pub fn consumed(&self) -> Vec<String> {
+    /// Compacted topics: the newest record per key is what matters.
+    pub fn compacted(&self) -> Vec<String> {
         vec![
-            self.tweets_topic.clone(),
-            self.series_topic.clone(),
-            self.properties_topic.clone(),
-            self.samples_topic.clone(),
             self.models_topic.clone(),
-            self.alerts_topic.clone(),
-            self.stats_topic.clone(),
-            self.logs_topic.clone(),
+            self.predictor_state_topic.clone(),
+            self.generator_progress_topic.clone(),
         ]
     }
 }
@@ -289,6 +306,11 @@ pub struct GeneratorArgs {
     /// Seed of every random choice of the replay.
     #[arg(long, env = "TWEETOSCOPE_SEED", default_value_t = 42)]
     pub seed: u64,
+    /// Name of this replay: a restarted generator resumes the replay of the same name where its
+    /// committed output ends (default: derived from the data options and the seed, so the same
+    /// command resumes; give another name to replay the same data again).
+    #[arg(long, env = "TWEETOSCOPE_REPLAY_ID")]
+    pub replay_id: Option<String>,
 }
 
 /// Origin of the replayed cascades.

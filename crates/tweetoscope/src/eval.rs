@@ -332,7 +332,8 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         let mut methods = vec![method_report("hawkes", hawkes)];
         let base = |p: &Pair| base_features(p.fit.as_ref().expect("fitted"));
         let extended = |p: &Pair| extended_features(p.fit.as_ref().expect("fitted"), &p.series);
-        let feature_sets: [(&str, &dyn Fn(&Pair) -> Vec<f64>); 2] =
+        type Features<'a> = &'a dyn Fn(&Pair) -> Vec<f64>;
+        let feature_sets: [(&str, Features); 2] =
             [("hawkes+rf", &base), ("hawkes+rf-extended", &extended)];
         for (name, features) in feature_sets {
             let omegas = forest_omegas(&train, &test, features, &params)?;

@@ -1,11 +1,17 @@
 //! Kafka plumbing shared by the stages: clients, topics, the embedded broker, and the processing
 //! loop that reads a topic, hands each message to a stage, writes what the stage returns, sends
-//! malformed input to the dead-letter topic, and commits a message's offset only once everything it
-//! caused has been delivered (at-least-once).
+//! malformed input to the dead-letter topic, and commits.
+//!
+//! Commits are transactional: a stage's outputs and its input offsets are committed atomically
+//! (Kafka transactions, consumers in `read_committed`), so a crash or a rebalance never loses nor
+//! duplicates an output. A stage with state chooses what offset to commit (the oldest input its
+//! state still needs) and stores in the commit metadata how far it had processed; after a restart
+//! it replays from there, rebuilding its state with its outputs suppressed up to that mark.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +20,9 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -25,6 +33,9 @@ use tweetoscope_messages::{topics, Malformed};
 
 use crate::metrics::Metrics;
 
+/// A record read back as (key, payload); `None` payload: a tombstone.
+pub type RawRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// How to reach Kafka.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -34,6 +45,8 @@ pub struct KafkaSettings {
     pub group_prefix: String,
     /// Consumer session timeout.
     pub session_timeout_ms: u32,
+    /// Commit outputs and offsets in Kafka transactions (exactly-once); false: at-least-once.
+    pub transactions: bool,
 }
 
 impl KafkaSettings {
@@ -56,16 +69,61 @@ impl KafkaSettings {
             .with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
     }
 
+    /// A producer for a stage's processing loop: transactional (initialised) when transactions
+    /// are on, with a transactional id unique to this process.
+    pub async fn stage_producer(&self, stage: &str) -> anyhow::Result<FutureProducer> {
+        if !self.transactions {
+            return self.producer();
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let id = format!(
+            "{}-{stage}-{}-{nanos}",
+            self.group_prefix,
+            std::process::id()
+        );
+        let producer: FutureProducer = self
+            .base()
+            .set("enable.idempotence", "true")
+            .set("transactional.id", &id)
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .with_context(|| {
+                format!(
+                    "cannot create a transactional producer for {}",
+                    self.brokers
+                )
+            })?;
+        let init = producer.clone();
+        tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(60)))
+            .await?
+            .with_context(|| format!("cannot initialise Kafka transactions on {}", self.brokers))?;
+        Ok(producer)
+    }
+
     /// A consumer in the group `<prefix>-<stage>`, committing manually, reading from the
-    /// beginning when the group has no offset yet.
+    /// beginning when the group has no offset yet, seeing only committed transactions.
     pub fn consumer(
         &self,
         stage: &'static str,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<StreamConsumer<StageContext>> {
-        let group = format!("{}-{stage}", self.group_prefix);
+        self.consumer_in_group(&format!("{}-{stage}", self.group_prefix), stage, metrics)
+    }
+
+    /// Like [`KafkaSettings::consumer`], in the group `group`.
+    pub fn consumer_in_group(
+        &self,
+        group: &str,
+        stage: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<StreamConsumer<StageContext>> {
         self.base()
-            .set("group.id", &group)
+            .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
@@ -74,7 +132,12 @@ impl KafkaSettings {
                 (self.session_timeout_ms.max(7_000) + 1_000).to_string(),
             )
             .set("statistics.interval.ms", "5000")
-            .create_with_context(StageContext { stage, metrics })
+            .set("isolation.level", "read_committed")
+            .create_with_context(StageContext {
+                stage,
+                metrics,
+                generation: Arc::new(AtomicU64::new(0)),
+            })
             .with_context(|| format!("cannot create a Kafka consumer for {}", self.brokers))
     }
 
@@ -88,6 +151,7 @@ impl KafkaSettings {
                 format!("{}-broadcast-{}", self.group_prefix, std::process::id()),
             )
             .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
             .create()
             .context("cannot create a broadcast consumer")?;
         let metadata = consumer
@@ -101,6 +165,77 @@ impl KafkaSettings {
         }
         consumer.assign(&tpl)?;
         Ok(consumer)
+    }
+
+    /// Every committed record of one partition, from its beginning to its current end, as
+    /// (key, payload) pairs in order. Blocking: call from a worker thread.
+    pub fn read_partition(&self, topic: &str, partition: i32) -> anyhow::Result<Vec<RawRecord>> {
+        self.read_partition_range(topic, partition, None, None)
+    }
+
+    /// The committed records of one partition with offsets in `[from, to)` (`None`: from the
+    /// beginning, to the current end). Blocking: call from a worker thread.
+    pub fn read_partition_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> anyhow::Result<Vec<RawRecord>> {
+        let consumer: BaseConsumer = self
+            .base()
+            .set(
+                "group.id",
+                format!("{}-reader-{}", self.group_prefix, std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .context("cannot create a reader")?;
+        let (low, end) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
+        let high = to.map_or(end, |t| t.min(end));
+        let start = from.map_or(low, |f| f.max(low));
+        let mut records = Vec::new();
+        if high <= start {
+            return Ok(records);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message?;
+                if message.offset() >= high {
+                    break;
+                }
+                records.push((
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec),
+                ));
+                if message.offset() + 1 >= high {
+                    break;
+                }
+            }
+            // Transaction markers take offsets too: the position says when the end is reached.
+            let position = consumer.position()?;
+            if let Some(Offset::Offset(p)) = position
+                .find_partition(topic, partition)
+                .map(|e| e.offset())
+            {
+                if p >= high {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!(
+                    "reading {topic}/{partition} to its end took more than 120 s"
+                ));
+            }
+        }
+        Ok(records)
     }
 
     /// Partition count of `topic`.
@@ -121,10 +256,12 @@ impl KafkaSettings {
     }
 }
 
-/// Consumer context that turns librdkafka statistics into the consumer-lag metric.
+/// Consumer context that turns librdkafka statistics into the consumer-lag metric and counts
+/// rebalances.
 pub struct StageContext {
     stage: &'static str,
     metrics: Arc<Metrics>,
+    generation: Arc<AtomicU64>,
 }
 
 impl ClientContext for StageContext {
@@ -142,16 +279,21 @@ impl ClientContext for StageContext {
     }
 }
 
-impl ConsumerContext for StageContext {}
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(stage = self.stage, ?rebalance, "partitions rebalanced");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// Topics of the pipeline with their dead-letter topics, and how each is configured.
 pub fn topic_plan(
     all: &[String],
-    models_topic: &str,
+    compacted: &[String],
 ) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
     let mut plan = Vec::new();
     for t in all {
-        let config = if t == models_topic {
+        let config = if compacted.contains(t) {
             vec![("cleanup.policy", "compact")]
         } else {
             vec![]
@@ -166,14 +308,14 @@ pub fn topic_plan(
 pub async fn create_topics(
     settings: &KafkaSettings,
     all: &[String],
-    models_topic: &str,
+    compacted: &[String],
     partitions: i32,
 ) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = settings
         .base()
         .create()
         .context("cannot create a Kafka admin client")?;
-    let plan = topic_plan(all, models_topic);
+    let plan = topic_plan(all, compacted);
     let replication = settings.replication_factor();
     let new_topics: Vec<NewTopic> = plan
         .iter()
@@ -220,8 +362,8 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts a one-broker cluster with every topic of `all` (and its dead-letter topic).
-    pub fn start(all: &[String], models_topic: &str, partitions: i32) -> anyhow::Result<Self> {
-        let plan = topic_plan(all, models_topic);
+    pub fn start(all: &[String], compacted: &[String], partitions: i32) -> anyhow::Result<Self> {
+        let plan = topic_plan(all, compacted);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -279,8 +421,8 @@ pub struct Outgoing {
     pub key: Option<String>,
     /// Explicit partition (else the key decides).
     pub partition: Option<i32>,
-    /// Payload.
-    pub payload: Vec<u8>,
+    /// Payload (`None`: a tombstone, deleting the key from a compacted topic).
+    pub payload: Option<Vec<u8>>,
     /// Headers.
     pub headers: Vec<(String, String)>,
 }
@@ -292,7 +434,18 @@ impl Outgoing {
             topic: topic.to_owned(),
             key: Some(key.into()),
             partition: None,
-            payload,
+            payload: Some(payload),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A tombstone for `key`.
+    pub fn tombstone(topic: &str, key: impl Into<String>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key.into()),
+            partition: None,
+            payload: None,
             headers: Vec::new(),
         }
     }
@@ -303,7 +456,7 @@ impl Outgoing {
             topic: topic.to_owned(),
             key: None,
             partition: None,
-            payload,
+            payload: Some(payload),
             headers: Vec::new(),
         }
     }
@@ -361,9 +514,10 @@ impl Sink {
             });
         }
         let delivery = loop {
-            let mut r = FutureRecord::<String, Vec<u8>>::to(&record.topic)
-                .payload(&record.payload)
-                .headers(headers.clone());
+            let mut r = FutureRecord::<String, Vec<u8>>::to(&record.topic).headers(headers.clone());
+            if let Some(p) = &record.payload {
+                r = r.payload(p);
+            }
             if let Some(k) = &record.key {
                 r = r.key(k);
             }
@@ -431,7 +585,7 @@ pub fn dead_letter(stage: &str, message: &BorrowedMessage<'_>, reason: &Malforme
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned()),
         partition: None,
-        payload: message.payload().unwrap_or_default().to_vec(),
+        payload: Some(message.payload().unwrap_or_default().to_vec()),
         headers: vec![
             ("tweetoscope-error".into(), reason.reason.clone()),
             ("tweetoscope-stage".into(), stage.into()),
@@ -457,8 +611,10 @@ pub struct LoopSettings {
     pub stage: &'static str,
     /// Most messages in flight (handled, outputs not yet delivered).
     pub max_in_flight: usize,
-    /// How often stored offsets are committed.
+    /// How often offsets (and, with transactions, outputs) are committed.
     pub commit_interval: Duration,
+    /// Whether the sink's producer is transactional.
+    pub transactional: bool,
 }
 
 impl LoopSettings {
@@ -467,38 +623,115 @@ impl LoopSettings {
         Self {
             stage,
             max_in_flight: 1_000,
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(500),
+            transactional: false,
         }
     }
 }
 
-/// Reads `consumer` until `shutdown` turns true; each message goes to `handle`, its outputs to
-/// `sink`; the offset of a message is committed only after its outputs (or its dead letter) are
-/// delivered, in partition order. On shutdown, in-flight work is finished (for at most 30 s),
-/// offsets are committed synchronously and the consumer leaves its group.
-pub async fn process<C, H>(
+/// What a stage does with its input, and how it recovers.
+pub trait Handler: Send {
+    /// Handles one message.
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled;
+
+    /// The offset to commit for a partition whose messages before `processed` are all handled,
+    /// and the commit metadata. Default: `processed`, no metadata. A stage with state returns the
+    /// oldest offset its state still needs and records `processed` in the metadata.
+    fn checkpoint(&self, _topic: &str, _partition: i32, processed: i64) -> (i64, String) {
+        (processed, String::new())
+    }
+
+    /// Called before the first message of a partition newly assigned to this process, with the
+    /// committed offset and metadata (None: nothing committed yet).
+    fn resume(
+        &mut self,
+        _topic: &str,
+        _partition: i32,
+        _committed: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The partition is no longer this process's (or its uncommitted work was abandoned): drop
+    /// the state built from it.
+    fn revoke(&mut self, _topic: &str, _partition: i32) {}
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&BorrowedMessage<'_>) -> Handled + Send,
+{
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled {
+        self(message)
+    }
+}
+
+/// A stateless handler from a closure (pins down the closure's signature for type inference).
+pub fn handler<F>(f: F) -> F
+where
+    F: FnMut(&BorrowedMessage<'_>) -> Handled + Send,
+{
+    f
+}
+
+/// Commit metadata written by stages that replay: `processed=<offset>` plus their own fields.
+pub fn processed_mark(metadata: &str) -> Option<i64> {
+    metadata
+        .split(';')
+        .find_map(|field| field.strip_prefix("processed="))
+        .and_then(|v| v.parse().ok())
+}
+
+type Done = (String, i32, i64);
+
+/// Reads `consumer` until `shutdown` turns true; each message goes to `handler`, its outputs to
+/// `sink`. With transactions on, outputs and offsets are committed atomically every
+/// `commit_interval`; otherwise offsets are committed once the outputs are delivered. Offsets
+/// advance in partition order. A rebalance or a failed commit abandons the uncommitted work: the
+/// transaction is aborted, the handler drops its state, and reading resumes from the committed
+/// offsets. On shutdown, in-flight work is finished (for at most 30 s), committed, and the
+/// consumer leaves its group.
+pub async fn process<H: Handler>(
     settings: LoopSettings,
-    consumer: StreamConsumer<C>,
+    consumer: StreamConsumer<StageContext>,
     sink: Sink,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
-    mut handle: H,
-) -> anyhow::Result<()>
-where
-    C: ConsumerContext + 'static,
-    H: FnMut(&BorrowedMessage<'_>) -> Handled,
-{
+    mut handler: H,
+) -> anyhow::Result<()> {
     let stage = settings.stage;
-    type Done = (String, i32, i64);
+    let transactional = settings.transactional;
+    let producer = sink.producer().clone();
+    if transactional {
+        producer.begin_transaction()?;
+    }
     let mut in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>> =
         FuturesOrdered::new();
     let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+    let mut known: std::collections::HashSet<(String, i32)> = std::collections::HashSet::new();
+    let mut generation = consumer.context().generation.load(Ordering::SeqCst);
     let mut dirty = false;
     let mut commit_tick = tokio::time::interval(settings.commit_interval);
     let processing = metrics.processing_seconds.with_label_values(&[stage]);
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        let current = consumer.context().generation.load(Ordering::SeqCst);
+        if current != generation {
+            generation = current;
+            // Whatever was not committed is redone from the committed offsets, by whichever
+            // process now owns each partition.
+            restart(
+                &consumer,
+                &producer,
+                transactional,
+                &mut handler,
+                &mut known,
+                &mut in_flight,
+                &mut next_offsets,
+            )?;
+            dirty = false;
         }
         tokio::select! {
             biased;
@@ -509,7 +742,10 @@ where
             }
             _ = commit_tick.tick() => {
                 if dirty {
-                    commit(&consumer, &next_offsets, CommitMode::Async);
+                    if let Err(e) = commit(&consumer, &producer, transactional, &handler, &next_offsets, false) {
+                        tracing::warn!(stage, error = %e, "commit failed: uncommitted work is redone");
+                        restart(&consumer, &producer, transactional, &mut handler, &mut known, &mut in_flight, &mut next_offsets)?;
+                    }
                     dirty = false;
                 }
             }
@@ -522,8 +758,20 @@ where
                         continue;
                     }
                 };
+                if consumer.context().generation.load(Ordering::SeqCst) != generation {
+                    // A rebalance happened since this message was fetched: handled at the top.
+                    continue;
+                }
                 let started = Instant::now();
                 let topic = message.topic().to_owned();
+                let key = (topic.clone(), message.partition());
+                if !known.contains(&key) {
+                    let committed = committed_position(&consumer, &topic, message.partition())?;
+                    tokio::task::block_in_place(|| {
+                        handler.resume(&topic, message.partition(), committed.as_ref().map(|(o, m)| (*o, m.as_str())))
+                    })?;
+                    known.insert(key);
+                }
                 metrics.consumed.with_label_values(&[stage, &topic]).inc();
                 let position = (topic.clone(), message.partition(), message.offset());
                 let too_big = message.payload().map_or(0, <[u8]>::len) > MAX_PAYLOAD_BYTES;
@@ -532,7 +780,7 @@ where
                         "payload larger than {MAX_PAYLOAD_BYTES} bytes"
                     )))
                 } else {
-                    handle(&message)
+                    handler.handle(&message)
                 };
                 let letter = match &handled {
                     Handled::Malformed(reason) => {
@@ -600,31 +848,124 @@ where
             "in-flight work not finished within 30 s; it will be redone"
         );
     }
-    commit(&consumer, &next_offsets, CommitMode::Sync);
+    if let Err(e) = commit(
+        &consumer,
+        &producer,
+        transactional,
+        &handler,
+        &next_offsets,
+        true,
+    ) {
+        tracing::warn!(stage, error = %e, "final commit failed: the uncommitted work will be redone");
+        if transactional {
+            let _ =
+                tokio::task::block_in_place(|| producer.abort_transaction(Duration::from_secs(10)));
+        }
+    }
     close_consumer(consumer).await;
     Ok(())
 }
 
-fn commit<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    offsets: &HashMap<(String, i32), i64>,
-    mode: CommitMode,
-) {
-    if offsets.is_empty() {
-        return;
-    }
+/// The committed offset and metadata of one partition, if any.
+fn committed_position(
+    consumer: &StreamConsumer<StageContext>,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<Option<(i64, String)>> {
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in offsets {
-        if tpl
-            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            .is_err()
-        {
-            continue;
+    tpl.add_partition(topic, partition);
+    let committed =
+        tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(30)))
+            .with_context(|| format!("cannot read the committed offset of {topic}/{partition}"))?;
+    Ok(committed
+        .find_partition(topic, partition)
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some((o, e.metadata().to_owned())),
+            _ => None,
+        }))
+}
+
+/// Abandons the uncommitted work: aborts the transaction, drops the handler's state and rewinds
+/// every assigned partition to its committed offset.
+#[allow(clippy::too_many_arguments)]
+fn restart<H: Handler>(
+    consumer: &StreamConsumer<StageContext>,
+    producer: &FutureProducer,
+    transactional: bool,
+    handler: &mut H,
+    known: &mut std::collections::HashSet<(String, i32)>,
+    in_flight: &mut FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>,
+    next_offsets: &mut HashMap<(String, i32), i64>,
+) -> anyhow::Result<()> {
+    *in_flight = FuturesOrdered::new();
+    next_offsets.clear();
+    for (topic, partition) in known.drain() {
+        handler.revoke(&topic, partition);
+    }
+    if transactional {
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            producer
+                .abort_transaction(Duration::from_secs(30))
+                .context("cannot abort the Kafka transaction")?;
+            producer.begin_transaction()?;
+            Ok(())
+        })?;
+    }
+    let assignment = consumer.assignment()?;
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic().to_owned(), element.partition());
+        let target = committed_position(consumer, &topic, partition)?
+            .map_or(Offset::Beginning, |(o, _)| Offset::Offset(o));
+        if let Err(e) = consumer.seek(&topic, partition, target, Duration::from_secs(10)) {
+            tracing::debug!(topic, partition, error = %e, "seek after rebalance");
         }
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!(error = %e, "offset commit failed; it is retried at the next interval");
+    Ok(())
+}
+
+/// Commits the handled prefix of every partition: with the outputs in a transaction, or alone.
+fn commit<H: Handler>(
+    consumer: &StreamConsumer<StageContext>,
+    producer: &FutureProducer,
+    transactional: bool,
+    handler: &H,
+    offsets: &HashMap<(String, i32), i64>,
+    last: bool,
+) -> anyhow::Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), processed) in offsets {
+        let (offset, metadata) = handler.checkpoint(topic, *partition, *processed);
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
+        if let Some(mut e) = tpl.find_partition(topic, *partition) {
+            e.set_metadata(metadata);
+        }
     }
+    if !transactional {
+        if tpl.count() > 0 {
+            consumer.commit(
+                &tpl,
+                if last {
+                    CommitMode::Sync
+                } else {
+                    CommitMode::Async
+                },
+            )?;
+        }
+        return Ok(());
+    }
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        if tpl.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow!("no consumer group metadata yet"))?;
+            producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+        }
+        producer.commit_transaction(Duration::from_secs(60))?;
+        if !last {
+            producer.begin_transaction()?;
+        }
+        Ok(())
+    })
 }
 
 /// Leaves the group and drops the consumer on a worker thread, giving up after 10 s (librdkafka can

@@ -166,13 +166,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         brokers,
         group_prefix: cli.common.group_prefix.clone(),
         session_timeout_ms: cli.common.session_timeout_ms,
+        transactions: !cli.common.no_transactions,
     };
     let topics = cli.common.topics.clone();
     if !cli.common.no_create_topics {
         create_topics(
             &kafka,
             &topics.all(),
-            &topics.models_topic,
+            &topics.compacted(),
             cli.common.partitions,
         )
         .await?;

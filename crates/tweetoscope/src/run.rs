@@ -113,7 +113,7 @@ pub async fn run_pipeline(
         Some(b) => (None, b.clone()),
         None => {
             let broker =
-                EmbeddedBroker::start(&topics.all(), &topics.models_topic, common.partitions)?;
+                EmbeddedBroker::start(&topics.all(), &topics.compacted(), common.partitions)?;
             let bootstrap = broker.bootstrap().to_owned();
             (Some(broker), bootstrap)
         }
@@ -121,6 +121,7 @@ pub async fn run_pipeline(
     let kafka = KafkaSettings {
         brokers: brokers.clone(),
         group_prefix: common.group_prefix.clone(),
+        transactions: !common.no_transactions,
         session_timeout_ms: if embedded.is_some() {
             6_000
         } else {
@@ -131,7 +132,7 @@ pub async fn run_pipeline(
         create_topics(
             &kafka,
             &topics.all(),
-            &topics.models_topic,
+            &topics.compacted(),
             common.partitions,
         )
         .await?;
@@ -251,7 +252,13 @@ pub async fn run_pipeline(
             eprintln!("{line}");
             last_line = Instant::now();
         }
-        if report.is_some() && ended >= sources && predicted >= expected {
+        let samples_out = Metrics::count(&metrics.produced, &["predictor", &topics.samples_topic]);
+        let samples_in = Metrics::count(&metrics.consumed, &["learner", &topics.samples_topic]);
+        if report.is_some()
+            && ended >= sources
+            && predicted >= expected
+            && samples_in >= samples_out
+        {
             complete = true;
             break;
         }

@@ -68,7 +68,7 @@ async fn seeded_run_yields_exactly_one_of_each_per_cascade_window_and_dead_lette
         "--no-log-topic",
     ]);
     let topics = common.topics.clone();
-    let broker = EmbeddedBroker::start(&topics.all(), &topics.models_topic, 4).unwrap();
+    let broker = EmbeddedBroker::start(&topics.all(), &topics.compacted(), 4).unwrap();
     let brokers = broker.bootstrap().to_owned();
     common.brokers = Some(brokers.clone());
     common.no_create_topics = true;

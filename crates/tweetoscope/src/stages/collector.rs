@@ -1,14 +1,24 @@
 //! Collector stage: `tweets` → `cascade_series` (keyed by cid) and `cascade_properties` sizes
 //! (keyed by `T_obs`, partitioned by cid).
+//!
+//! Recovery: the collector commits, per partition, the offset of the oldest original tweet its open
+//! cascades still need (with `processed=<offset>` in the commit metadata). After a crash or a
+//! rebalance it re-reads from there, rebuilding the open cascades with outputs suppressed until the
+//! processed mark, so no partial series or size is emitted twice or lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tweetoscope_cascade::{Collector, Emission, Outcome};
 use tweetoscope_messages::{partition_for, to_payload, CascadeProperty, SourceRecord};
 
 use super::{key_text, StageEnv};
-use crate::config::CascadeArgs;
-use crate::kafka::{process, Handled, LoopSettings, Outgoing, Sink};
+use crate::config::{CascadeArgs, TopicArgs};
+use crate::kafka::{process, processed_mark, Handled, Handler, Outgoing, Sink};
+use crate::metrics::Metrics;
 
 const STAGE: &str = "collector";
 
@@ -24,71 +34,177 @@ fn outcome_label(outcome: Outcome) -> &'static str {
     }
 }
 
+/// The collector wired to Kafka offsets.
+pub struct CollectorHandler {
+    collector: Collector,
+    metrics: Arc<Metrics>,
+    topics: TopicArgs,
+    properties_partitions: i32,
+    /// Partition of the tweets topic each source is read from.
+    source_partition: HashMap<String, i32>,
+    /// Per partition: outputs of messages before this offset were already committed.
+    replay_until: HashMap<i32, i64>,
+}
+
+impl CollectorHandler {
+    /// A handler with no open cascade.
+    pub fn new(
+        args: &CascadeArgs,
+        topics: TopicArgs,
+        properties_partitions: i32,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            collector: Collector::new(args.collector_config()),
+            metrics,
+            topics,
+            properties_partitions,
+            source_partition: HashMap::new(),
+            replay_until: HashMap::new(),
+        }
+    }
+
+    fn records(&self, emitted: Vec<Emission>) -> Vec<Outgoing> {
+        emitted
+            .into_iter()
+            .map(|e| match e {
+                Emission::Series(s) => {
+                    Outgoing::keyed(&self.topics.series_topic, s.cid.0.clone(), to_payload(&s))
+                }
+                Emission::Size(s) => {
+                    let window = s.t_obs.unwrap_or_default();
+                    let partition = partition_for(&s.cid.0, self.properties_partitions);
+                    Outgoing::keyed(
+                        &self.topics.properties_topic,
+                        window.to_string(),
+                        to_payload(&CascadeProperty::Size(s)),
+                    )
+                    .on_partition(partition)
+                }
+            })
+            .collect()
+    }
+}
+
+impl Handler for CollectorHandler {
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled {
+        let source = key_text(message.key()).unwrap_or_else(|| "default".into());
+        let record = match SourceRecord::parse(message.payload().unwrap_or_default()) {
+            Ok(r) => r,
+            Err(m) => return Handled::Malformed(m),
+        };
+        let partition = message.partition();
+        let replaying = self
+            .replay_until
+            .get(&partition)
+            .is_some_and(|&mark| message.offset() < mark);
+        self.source_partition.insert(source.clone(), partition);
+        let mut emitted = Vec::new();
+        match record {
+            SourceRecord::Tweet(tweet) => {
+                let outcome = self.collector.on_tweet_at(
+                    &source,
+                    &tweet,
+                    message.offset().max(0) as u64,
+                    &mut emitted,
+                );
+                if !replaying {
+                    self.metrics
+                        .collector_tweets
+                        .with_label_values(&[outcome_label(outcome)])
+                        .inc();
+                }
+                if !matches!(outcome, Outcome::Started | Outcome::Recorded) {
+                    tracing::debug!(source, cid = %tweet.tweet_id, t = tweet.t, outcome = outcome_label(outcome), "tweet not recorded as usual");
+                }
+            }
+            SourceRecord::End(end) => {
+                self.collector
+                    .on_end_of_source(&source, end.t, &mut emitted);
+                if !replaying {
+                    self.metrics.sources_ended.inc();
+                    tracing::info!(source, t = end.t, "source ended; its cascades are flushed");
+                }
+            }
+        }
+        self.metrics
+            .open_cascades
+            .set(self.collector.open_cascades() as i64);
+        if replaying {
+            // Rebuilding state after a restart: these outputs are already committed.
+            return Handled::Now(Vec::new());
+        }
+        Handled::Now(self.records(emitted))
+    }
+
+    fn checkpoint(&self, _topic: &str, partition: i32, processed: i64) -> (i64, String) {
+        let oldest = self
+            .source_partition
+            .iter()
+            .filter(|(_, &p)| p == partition)
+            .filter_map(|(source, _)| self.collector.oldest_open_position(source))
+            .min()
+            .map_or(processed, |o| (o as i64).min(processed));
+        let mark = processed.max(self.replay_until.get(&partition).copied().unwrap_or(0));
+        (oldest, format!("processed={mark}"))
+    }
+
+    fn resume(
+        &mut self,
+        _topic: &str,
+        partition: i32,
+        committed: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        if let Some(mark) = committed.and_then(|(_, metadata)| processed_mark(metadata)) {
+            tracing::info!(
+                partition,
+                from = committed.map(|c| c.0),
+                until = mark,
+                "rebuilding open cascades"
+            );
+            self.replay_until.insert(partition, mark);
+        }
+        Ok(())
+    }
+
+    fn revoke(&mut self, _topic: &str, partition: i32) {
+        let sources: Vec<String> = self
+            .source_partition
+            .iter()
+            .filter(|(_, &p)| p == partition)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for source in sources {
+            self.collector.forget_source(&source);
+            self.source_partition.remove(&source);
+        }
+        self.replay_until.remove(&partition);
+        self.metrics
+            .open_cascades
+            .set(self.collector.open_cascades() as i64);
+    }
+}
+
 /// Runs the collector until shutdown.
 pub async fn run(env: StageEnv, args: CascadeArgs) -> anyhow::Result<()> {
-    let producer = env.kafka.producer()?;
+    let producer = env.kafka.stage_producer(STAGE).await?;
     let partitions = env
         .kafka
         .partitions_of(&producer, &env.topics.properties_topic)?;
     let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
     consumer.subscribe(&[env.topics.tweets_topic.as_str()])?;
-    let mut collector = Collector::new(args.collector_config());
-    let metrics = env.metrics.clone();
-    let topics = env.topics.clone();
-    tracing::info!(windows = ?collector.config().windows, terminated = collector.config().terminated,
-        min_cascade_size = collector.config().min_cascade_size, "collector started");
+    let handler = CollectorHandler::new(&args, env.topics.clone(), partitions, env.metrics.clone());
+    let config = handler.collector.config();
+    tracing::info!(windows = ?config.windows, terminated = config.terminated,
+        min_cascade_size = config.min_cascade_size, "collector started");
     let sink = Sink::new(producer, env.metrics.clone(), STAGE);
     process(
-        LoopSettings::new(STAGE),
+        env.loop_settings(STAGE),
         consumer,
         sink,
         env.metrics.clone(),
         env.shutdown.clone(),
-        move |message| {
-            let source = key_text(message.key()).unwrap_or_else(|| "default".into());
-            let record = match SourceRecord::parse(message.payload().unwrap_or_default()) {
-                Ok(r) => r,
-                Err(m) => return Handled::Malformed(m),
-            };
-            let mut emitted = Vec::new();
-            match record {
-                SourceRecord::Tweet(tweet) => {
-                    let outcome = collector.on_tweet(&source, &tweet, &mut emitted);
-                    metrics
-                        .collector_tweets
-                        .with_label_values(&[outcome_label(outcome)])
-                        .inc();
-                    if !matches!(outcome, Outcome::Started | Outcome::Recorded) {
-                        tracing::debug!(source, cid = %tweet.tweet_id, t = tweet.t, outcome = outcome_label(outcome), "tweet not recorded as usual");
-                    }
-                }
-                SourceRecord::End(end) => {
-                    collector.on_end_of_source(&source, end.t, &mut emitted);
-                    metrics.sources_ended.inc();
-                    tracing::info!(source, t = end.t, "source ended; its cascades are flushed");
-                }
-            }
-            metrics.open_cascades.set(collector.open_cascades() as i64);
-            let records = emitted
-                .into_iter()
-                .map(|e| match e {
-                    Emission::Series(s) => {
-                        Outgoing::keyed(&topics.series_topic, s.cid.0.clone(), to_payload(&s))
-                    }
-                    Emission::Size(s) => {
-                        let window = s.t_obs.unwrap_or_default();
-                        let partition = partition_for(&s.cid.0, partitions);
-                        Outgoing::keyed(
-                            &topics.properties_topic,
-                            window.to_string(),
-                            to_payload(&CascadeProperty::Size(s)),
-                        )
-                        .on_partition(partition)
-                    }
-                })
-                .collect();
-            Handled::Now(records)
-        },
+        handler,
     )
     .await
 }

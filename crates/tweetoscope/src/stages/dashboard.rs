@@ -10,7 +10,7 @@ use tweetoscope_messages::Alert;
 
 use super::StageEnv;
 use crate::config::DashboardArgs;
-use crate::kafka::{process, Handled, LoopSettings, Sink};
+use crate::kafka::{handler, process, Handled, Sink};
 
 const STAGE: &str = "dashboard";
 
@@ -114,14 +114,18 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
     let threshold = args.alert_threshold;
     let url = args.alertmanager_url.clone();
     tracing::info!(threshold, alertmanager = ?url.as_ref().map(|u| u.as_str()), "dashboard started");
-    let sink = Sink::new(env.kafka.producer()?, env.metrics.clone(), STAGE);
+    let sink = Sink::new(
+        env.kafka.stage_producer(STAGE).await?,
+        env.metrics.clone(),
+        STAGE,
+    );
     process(
-        LoopSettings::new(STAGE),
+        env.loop_settings(STAGE),
         consumer,
         sink,
         env.metrics.clone(),
         env.shutdown.clone(),
-        move |message| {
+        handler(move |message| {
             let alert = match Alert::parse(message.payload().unwrap_or_default()) {
                 Ok(a) => a,
                 Err(m) => return Handled::Malformed(m),
@@ -146,7 +150,7 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
                 }
                 Vec::new()
             }))
-        },
+        }),
     )
     .await
 }

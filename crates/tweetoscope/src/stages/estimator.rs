@@ -14,7 +14,7 @@ use tweetoscope_messages::{
 
 use super::StageEnv;
 use crate::config::EstimatorArgs;
-use crate::kafka::{process, Handled, LoopSettings, Outgoing, Sink};
+use crate::kafka::{handler, process, Handled, LoopSettings, Outgoing, Sink};
 
 const STAGE: &str = "estimator";
 
@@ -70,7 +70,7 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
     let permits = Arc::new(Semaphore::new(workers));
-    let producer = env.kafka.producer()?;
+    let producer = env.kafka.stage_producer(STAGE).await?;
     let partitions = env
         .kafka
         .partitions_of(&producer, &env.topics.properties_topic)?;
@@ -88,13 +88,13 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
     process(
         LoopSettings {
             max_in_flight: 4 * workers + 64,
-            ..LoopSettings::new(STAGE)
+            ..env.loop_settings(STAGE)
         },
         consumer,
         sink,
         env.metrics.clone(),
         env.shutdown.clone(),
-        move |message| {
+        handler(move |message| {
             let series = match CascadeSeries::parse(message.payload().unwrap_or_default())
                 .and_then(|s| check_series(&s).map(|()| s))
             {
@@ -142,7 +142,7 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                     }
                 }
             }))
-        },
+        }),
     )
     .await
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use rdkafka::producer::Producer;
 use tweetoscope_replay::news::{parse_index, NewsDataset};
 use tweetoscope_replay::synthetic::{SyntheticCascades, SyntheticConfig};
 use tweetoscope_replay::{source_name, CascadeEvents, Replay, ReplayConfig, ReplayEvent};
@@ -79,11 +80,105 @@ pub fn replay_config(args: &GeneratorArgs) -> ReplayConfig {
     }
 }
 
-/// Replays everything, then returns; stops early on shutdown.
+/// The name of a replay: `--replay-id`, or a hash of what determines the replayed sequence.
+pub fn replay_id(args: &GeneratorArgs) -> String {
+    args.replay_id.clone().unwrap_or_else(|| {
+        let canonical = format!(
+            "{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{}",
+            args.data,
+            args.news_index,
+            args.news_data,
+            args.size_index,
+            args.cascades,
+            args.sources,
+            args.max_live,
+            args.mean_start_delay,
+            args.seed
+        );
+        format!(
+            "replay-{:016x}",
+            tweetoscope_messages::stable_hash(canonical.as_bytes())
+        )
+    })
+}
+
+/// Progress of a replay, as recorded on the progress topic.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Replay events (tweets and end markers) committed.
+    pub events: u64,
+    /// Whether the replay finished.
+    pub done: bool,
+}
+
+/// The committed progress of replay `id` (blocking).
+fn read_progress(env: &StageEnv, id: &str) -> anyhow::Result<Option<Progress>> {
+    let records = env
+        .kafka
+        .read_partition(&env.topics.generator_progress_topic, 0)?;
+    Ok(records
+        .into_iter()
+        .rev()
+        .filter(|(k, _)| k.as_deref() == Some(id.as_bytes()))
+        .find_map(|(_, v)| serde_json::from_slice(&v?).ok()))
+}
+
+/// Commits the open transaction with a progress record, and opens the next one.
+async fn commit_progress(
+    sink: &Sink,
+    env: &StageEnv,
+    id: &str,
+    progress: Progress,
+    last: bool,
+) -> anyhow::Result<()> {
+    let record = Outgoing::keyed(
+        &env.topics.generator_progress_topic,
+        id,
+        serde_json::to_vec(&progress)?,
+    )
+    .on_partition(0);
+    let delivery = sink.enqueue(record).await;
+    let producer = sink.producer().clone();
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        producer.commit_transaction(Duration::from_secs(60))?;
+        if !last {
+            producer.begin_transaction()?;
+        }
+        Ok(())
+    })?;
+    delivery.await;
+    Ok(())
+}
+
+/// Replays everything, then returns; stops early on shutdown. With transactions, the tweets are
+/// committed in batches together with the replay's progress, and a restarted generator skips
+/// what was committed: the topic receives the replay exactly once.
 pub async fn run(env: StageEnv, args: GeneratorArgs) -> anyhow::Result<GeneratorReport> {
     let cascades = cascades(&args)?;
     let config = replay_config(&args);
-    let sink = Sink::new(env.kafka.producer()?, env.metrics.clone(), STAGE);
+    let transactional = env.kafka.transactions;
+    let id = replay_id(&args);
+    let sink = Sink::new(
+        env.kafka.stage_producer(STAGE).await?,
+        env.metrics.clone(),
+        STAGE,
+    );
+    let resume_from = if transactional {
+        let found = tokio::task::block_in_place(|| read_progress(&env, &id))?;
+        if let Some(p) = found {
+            if p.done {
+                tracing::warn!(replay = %id, events = p.events, "this replay was already completed: nothing to send (give another --replay-id to replay again)");
+            } else {
+                tracing::info!(replay = %id, events = p.events, "resuming the replay after its committed part");
+            }
+        }
+        found.map_or(0, |p| p.events)
+    } else {
+        0
+    };
+    if transactional {
+        sink.producer().begin_transaction()?;
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ReplayEvent>(8_192);
     let producer_thread = std::thread::Builder::new()
         .name("replay".into())
@@ -94,23 +189,31 @@ pub async fn run(env: StageEnv, args: GeneratorArgs) -> anyhow::Result<Generator
                 }
             }
         })?;
-    tracing::info!(data = ?args.data, cascades = args.cascades, sources = args.sources, speed_up = args.speed_up, seed = args.seed, "generator started");
+    tracing::info!(data = ?args.data, cascades = args.cascades, sources = args.sources, speed_up = args.speed_up, seed = args.seed, replay = %id, "generator started");
     let started = Instant::now();
     let mut report = GeneratorReport::default();
     let mut deliveries = FuturesUnordered::new();
     let mut shutdown = env.shutdown.clone();
     let names: Vec<String> = (0..args.sources as usize).map(source_name).collect();
     let topic = env.topics.tweets_topic.clone();
+    let mut index: u64 = 0;
+    let mut last_commit = Instant::now();
+    let mut finished = true;
     while let Some(event) = rx.recv().await {
         if *shutdown.borrow() {
+            finished = false;
             break;
+        }
+        index += 1;
+        if index <= resume_from {
+            continue;
         }
         if args.speed_up > 0.0 {
             let due = Duration::from_secs_f64(event.elapsed / args.speed_up);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => break,
+                    _ = shutdown.changed() => { finished = false; break; }
                 }
             }
         }
@@ -135,8 +238,37 @@ pub async fn run(env: StageEnv, args: GeneratorArgs) -> anyhow::Result<Generator
                 report.failed += 1;
             }
         }
+        if transactional
+            && (index.is_multiple_of(5_000) || last_commit.elapsed() > Duration::from_millis(500))
+        {
+            commit_progress(
+                &sink,
+                &env,
+                &id,
+                Progress {
+                    events: index,
+                    done: false,
+                },
+                false,
+            )
+            .await?;
+            last_commit = Instant::now();
+        }
     }
     drop(rx);
+    if transactional {
+        commit_progress(
+            &sink,
+            &env,
+            &id,
+            Progress {
+                events: index.max(resume_from),
+                done: finished,
+            },
+            true,
+        )
+        .await?;
+    }
     while let Some(ok) = deliveries.next().await {
         if !ok {
             report.failed += 1;

@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
 use tweetoscope_forest::ForestParams;
@@ -12,20 +13,12 @@ use tweetoscope_messages::{to_payload, ModelMessage, ModelTag, ModelTarget, Samp
 
 use super::StageEnv;
 use crate::config::LearnerArgs;
-use crate::kafka::{process, Handled, LoopSettings, Outgoing, Sink};
+use crate::kafka::{process, Handled, Handler, Outgoing, Sink};
 
 const STAGE: &str = "learner";
 
 /// Largest model blob sent (Kafka's default message limit is 1 MB).
 const MAX_MODEL_BYTES: usize = 900_000;
-
-/// Training data of one observation window.
-#[derive(Debug, Default)]
-pub struct WindowSamples {
-    rows: VecDeque<([f64; 3], f64)>,
-    new_since_training: u64,
-    version: u64,
-}
 
 /// Smallest ω the forests work with: W = 0 (no retweet after the window) maps here.
 pub const OMEGA_FLOOR: f64 = 1e-2;
@@ -41,7 +34,16 @@ pub fn omega_from_target(y: f64) -> f64 {
     y.exp()
 }
 
-/// Samples per window and when to retrain.
+/// Training data of one observation window.
+#[derive(Debug, Default)]
+pub struct WindowSamples {
+    rows: VecDeque<([f64; 3], f64)>,
+    /// Samples of this window ever received: the model version is `total / retrain_every`.
+    total: u64,
+}
+
+/// Samples per window and when to retrain. Versions and training points depend only on how many
+/// samples a window has received, so a learner rebuilt after a crash continues the same sequence.
 pub struct Trainer {
     windows: HashMap<u64, WindowSamples>,
     retrain_every: u64,
@@ -71,32 +73,87 @@ impl Trainer {
         }
     }
 
+    fn push(&mut self, window: u64, x: [f64; 3], w: f64) -> &mut WindowSamples {
+        let capacity = self.capacity;
+        let samples = self.windows.entry(window).or_default();
+        if samples.rows.len() == capacity {
+            samples.rows.pop_front();
+        }
+        samples.rows.push_back((x, w));
+        samples
+    }
+
     /// Adds a sample; returns a training job when the window is due.
     pub fn add(&mut self, sample: &Sample) -> Option<TrainingJob> {
         let window = sample.window();
-        let w = self.windows.entry(window).or_default();
-        if w.rows.len() == self.capacity {
-            w.rows.pop_front();
-        }
-        w.rows.push_back((sample.x, sample.w));
-        w.new_since_training += 1;
-        if w.new_since_training < self.retrain_every {
+        let every = self.retrain_every;
+        let w = self.push(window, sample.x, sample.w);
+        w.total += 1;
+        if !w.total.is_multiple_of(every) {
             return None;
         }
-        w.new_since_training = 0;
-        w.version += 1;
         Some(TrainingJob {
             window,
-            version: w.version,
+            version: w.total / every,
             rows: w.rows.iter().map(|r| r.0).collect(),
             targets: w.rows.iter().map(|r| r.1).collect(),
         })
+    }
+
+    /// Rebuilds a window after a restart: `recent` are its newest samples (oldest first) and
+    /// `total` how many it had received in all.
+    pub fn restore(&mut self, window: u64, recent: &[Sample], total: u64) {
+        self.windows.remove(&window);
+        for s in recent {
+            self.push(window, s.x, s.w);
+        }
+        if let Some(w) = self.windows.get_mut(&window) {
+            w.total = total;
+        } else {
+            self.windows.insert(
+                window,
+                WindowSamples {
+                    rows: VecDeque::new(),
+                    total,
+                },
+            );
+        }
+    }
+
+    /// Forgets a window.
+    pub fn forget(&mut self, window: u64) {
+        self.windows.remove(&window);
     }
 
     /// Samples held for `window`.
     pub fn samples(&self, window: u64) -> usize {
         self.windows.get(&window).map_or(0, |w| w.rows.len())
     }
+
+    /// Samples ever received for `window`.
+    pub fn total(&self, window: u64) -> u64 {
+        self.windows.get(&window).map_or(0, |w| w.total)
+    }
+}
+
+/// Commit metadata of the learner: `processed=<offset>;<window>=<total>;...`.
+pub fn learner_metadata(processed: i64, totals: &[(u64, u64)]) -> String {
+    let mut m = format!("processed={processed}");
+    for (window, total) in totals {
+        m.push_str(&format!(";{window}={total}"));
+    }
+    m
+}
+
+/// Window totals from learner commit metadata.
+pub fn parse_learner_metadata(metadata: &str) -> Vec<(u64, u64)> {
+    metadata
+        .split(';')
+        .filter_map(|f| {
+            let (k, v) = f.split_once('=')?;
+            Some((k.parse().ok()?, v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Forest settings of the learner: shallow enough that a model fits in one Kafka message.
@@ -126,77 +183,179 @@ pub fn train(job: &TrainingJob, params: &ForestParams) -> Result<ModelMessage, S
     })
 }
 
+/// The learner wired to Kafka.
+pub struct LearnerHandler {
+    trainer: Trainer,
+    capacity: usize,
+    /// Input partition of each window.
+    window_partition: HashMap<u64, i32>,
+    params: Arc<ForestParams>,
+    training: Arc<Semaphore>,
+    metrics: Arc<crate::metrics::Metrics>,
+    topics: crate::config::TopicArgs,
+    kafka: crate::kafka::KafkaSettings,
+}
+
+impl Handler for LearnerHandler {
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled {
+        let sample = match Sample::parse(message.key(), message.payload().unwrap_or_default()) {
+            Ok(s) => s,
+            Err(m) => return Handled::Malformed(m),
+        };
+        self.window_partition
+            .insert(sample.window(), message.partition());
+        let job = self.trainer.add(&sample);
+        let window = sample.window().to_string();
+        self.metrics
+            .training_samples
+            .with_label_values(&[&window])
+            .set(self.trainer.samples(sample.window()) as i64);
+        let Some(job) = job else {
+            return Handled::Now(Vec::new());
+        };
+        let params = self.params.clone();
+        let metrics = self.metrics.clone();
+        let topic = self.topics.models_topic.clone();
+        let training = self.training.clone();
+        Handled::Later(Box::pin(async move {
+            let Ok(_turn) = training.acquire_owned().await else {
+                return Vec::new();
+            };
+            let trained = tokio::task::spawn_blocking(move || (train(&job, &params), job)).await;
+            match trained {
+                Ok((Ok(model), job)) => {
+                    let payload = to_payload(&model);
+                    if payload.len() > MAX_MODEL_BYTES {
+                        tracing::error!(
+                            window = job.window,
+                            bytes = payload.len(),
+                            "model too large for a Kafka message; not published (lower --trees)"
+                        );
+                        return Vec::new();
+                    }
+                    metrics.trainings.with_label_values(&[&window]).inc();
+                    metrics
+                        .model_version
+                        .with_label_values(&[STAGE, &window])
+                        .set(job.version as i64);
+                    tracing::info!(
+                        window = job.window,
+                        version = job.version,
+                        samples = job.rows.len(),
+                        bytes = payload.len(),
+                        "model trained"
+                    );
+                    vec![Outgoing::keyed(&topic, window, payload)]
+                }
+                Ok((Err(e), job)) => {
+                    tracing::warn!(window = job.window, error = %e, "training failed");
+                    Vec::new()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "training worker panicked");
+                    Vec::new()
+                }
+            }
+        }))
+    }
+
+    fn checkpoint(&self, _topic: &str, partition: i32, processed: i64) -> (i64, String) {
+        let mut totals: Vec<(u64, u64)> = self
+            .window_partition
+            .iter()
+            .filter(|(_, &p)| p == partition)
+            .map(|(&w, _)| (w, self.trainer.total(w)))
+            .collect();
+        totals.sort_unstable();
+        (processed, learner_metadata(processed, &totals))
+    }
+
+    fn resume(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        committed: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        let Some((offset, metadata)) = committed else {
+            return Ok(());
+        };
+        let totals = parse_learner_metadata(metadata);
+        if totals.is_empty() {
+            return Ok(());
+        }
+        // The newest `capacity` samples of each window lie within the last capacity × windows
+        // records of the partition (a partition holds few windows).
+        let span = (self.capacity * totals.len()) as i64;
+        let records =
+            self.kafka
+                .read_partition_range(topic, partition, Some(offset - span), Some(offset))?;
+        let mut recent: HashMap<u64, Vec<Sample>> = HashMap::new();
+        for (key, value) in records {
+            if let Some(Ok(s)) = value.map(|v| Sample::parse(key.as_deref(), &v)) {
+                recent.entry(s.window()).or_default().push(s);
+            }
+        }
+        for (window, total) in totals {
+            let samples = recent.remove(&window).unwrap_or_default();
+            let keep = samples.len().saturating_sub(self.capacity);
+            self.trainer.restore(window, &samples[keep..], total);
+            self.window_partition.insert(window, partition);
+            tracing::info!(
+                window,
+                total,
+                rebuilt = samples.len() - keep,
+                "training window restored"
+            );
+        }
+        Ok(())
+    }
+
+    fn revoke(&mut self, _topic: &str, partition: i32) {
+        let windows: Vec<u64> = self
+            .window_partition
+            .iter()
+            .filter(|(_, &p)| p == partition)
+            .map(|(&w, _)| w)
+            .collect();
+        for w in windows {
+            self.trainer.forget(w);
+            self.window_partition.remove(&w);
+        }
+    }
+}
+
 /// Runs the learner until shutdown.
 pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
     let params = Arc::new(forest_params(&args));
     params.validate()?;
-    let producer = env.kafka.producer()?;
+    let producer = env.kafka.stage_producer(STAGE).await?;
     let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
     consumer.subscribe(&[env.topics.samples_topic.as_str()])?;
-    let mut trainer = Trainer::new(args.retrain_every, args.training_window as usize);
-    // One training at a time, in the order they were asked for: versions go out in order.
-    let training = Arc::new(Semaphore::new(1));
-    let metrics = env.metrics.clone();
-    let topic = env.topics.models_topic.clone();
     tracing::info!(
         retrain_every = args.retrain_every,
         training_window = args.training_window,
         trees = args.trees,
         "learner started"
     );
+    let handler = LearnerHandler {
+        trainer: Trainer::new(args.retrain_every, args.training_window as usize),
+        capacity: args.training_window as usize,
+        window_partition: HashMap::new(),
+        params,
+        // One training at a time, in the order they were asked for: versions go out in order.
+        training: Arc::new(Semaphore::new(1)),
+        metrics: env.metrics.clone(),
+        topics: env.topics.clone(),
+        kafka: env.kafka.clone(),
+    };
     let sink = Sink::new(producer, env.metrics.clone(), STAGE);
     process(
-        LoopSettings::new(STAGE),
+        env.loop_settings(STAGE),
         consumer,
         sink,
         env.metrics.clone(),
         env.shutdown.clone(),
-        move |message| {
-            let sample = match Sample::parse(message.key(), message.payload().unwrap_or_default()) {
-                Ok(s) => s,
-                Err(m) => return Handled::Malformed(m),
-            };
-            let job = trainer.add(&sample);
-            let window = sample.window().to_string();
-            metrics
-                .training_samples
-                .with_label_values(&[&window])
-                .set(trainer.samples(sample.window()) as i64);
-            let Some(job) = job else {
-                return Handled::Now(Vec::new());
-            };
-            let params = params.clone();
-            let metrics = metrics.clone();
-            let topic = topic.clone();
-            let training = training.clone();
-            Handled::Later(Box::pin(async move {
-                let Ok(_turn) = training.acquire_owned().await else {
-                    return Vec::new();
-                };
-                let trained = tokio::task::spawn_blocking(move || (train(&job, &params), job)).await;
-                match trained {
-                    Ok((Ok(model), job)) => {
-                        let payload = to_payload(&model);
-                        if payload.len() > MAX_MODEL_BYTES {
-                            tracing::error!(window = job.window, bytes = payload.len(), "model too large for a Kafka message; not published (lower --trees)");
-                            return Vec::new();
-                        }
-                        metrics.trainings.with_label_values(&[&window]).inc();
-                        metrics.model_version.with_label_values(&[STAGE, &window]).set(job.version as i64);
-                        tracing::info!(window = job.window, version = job.version, samples = job.rows.len(), bytes = payload.len(), "model trained");
-                        vec![Outgoing::keyed(&topic, window, payload)]
-                    }
-                    Ok((Err(e), job)) => {
-                        tracing::warn!(window = job.window, error = %e, "training failed");
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "training worker panicked");
-                        Vec::new()
-                    }
-                }
-            }))
-        },
+        handler,
     )
     .await
 }

@@ -9,7 +9,7 @@ use tweetoscope_messages::LogRecord;
 
 use super::StageEnv;
 use crate::config::{Level, LoggerArgs};
-use crate::kafka::{process, Handled, LoopSettings, Sink};
+use crate::kafka::{handler, process, Handled, Sink};
 
 const STAGE: &str = "logger";
 
@@ -43,24 +43,30 @@ pub async fn run(env: StageEnv, args: LoggerArgs) -> anyhow::Result<()> {
     let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
     consumer.subscribe(&[env.topics.logs_topic.as_str()])?;
     let metrics = env.metrics.clone();
-    let sink = Sink::new(env.kafka.producer()?, env.metrics.clone(), STAGE);
+    let sink = Sink::new(
+        env.kafka.stage_producer(STAGE).await?,
+        env.metrics.clone(),
+        STAGE,
+    );
     process(
-        LoopSettings::new(STAGE),
+        env.loop_settings(STAGE),
         consumer,
         sink,
         env.metrics.clone(),
         env.shutdown.clone(),
-        move |message| match LogRecord::parse(message.payload().unwrap_or_default()) {
-            Ok(record) => {
-                if shown(&record, &args) {
-                    metrics.logs_shown.with_label_values(&[&record.level]).inc();
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{}", format_line(&record));
+        handler(
+            move |message| match LogRecord::parse(message.payload().unwrap_or_default()) {
+                Ok(record) => {
+                    if shown(&record, &args) {
+                        metrics.logs_shown.with_label_values(&[&record.level]).inc();
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "{}", format_line(&record));
+                    }
+                    Handled::Now(Vec::new())
                 }
-                Handled::Now(Vec::new())
-            }
-            Err(m) => Handled::Malformed(m),
-        },
+                Err(m) => Handled::Malformed(m),
+            },
+        ),
     )
     .await
 }

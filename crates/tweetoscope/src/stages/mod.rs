@@ -30,6 +30,16 @@ pub struct StageEnv {
     pub shutdown: watch::Receiver<bool>,
 }
 
+impl StageEnv {
+    /// Processing-loop settings of `stage` (transactional when the Kafka settings say so).
+    pub fn loop_settings(&self, stage: &'static str) -> crate::kafka::LoopSettings {
+        crate::kafka::LoopSettings {
+            transactional: self.kafka.transactions,
+            ..crate::kafka::LoopSettings::new(stage)
+        }
+    }
+}
+
 /// The record key as text, if any.
 pub(crate) fn key_text(key: Option<&[u8]>) -> Option<String> {
     key.map(|k| String::from_utf8_lossy(k).into_owned())

@@ -12,7 +12,7 @@ use tweetoscope_messages::Stat;
 
 use super::StageEnv;
 use crate::config::MonitorArgs;
-use crate::kafka::{process, Handled, LoopSettings, Sink};
+use crate::kafka::{handler, process, Handled, Sink};
 
 const STAGE: &str = "monitor";
 
@@ -149,7 +149,18 @@ pub async fn push(
 
 /// Runs the monitor until shutdown, recording into `board`.
 pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow::Result<()> {
-    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
+    // A group of its own each start: the board is rebuilt from every stat still in the topic.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let group = format!(
+        "{}-monitor-{}-{nanos}",
+        env.kafka.group_prefix,
+        std::process::id()
+    );
+    let consumer = env
+        .kafka
+        .consumer_in_group(&group, STAGE, env.metrics.clone())?;
     consumer.subscribe(&[env.topics.stats_topic.as_str()])?;
     let pusher = args.pushgateway_url.clone().map(|url| {
         let board = board.clone();
@@ -177,21 +188,27 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
         })
     });
     tracing::info!(pushgateway = ?args.pushgateway_url.as_ref().map(|u| u.as_str()), "monitor started");
-    let sink = Sink::new(env.kafka.producer()?, env.metrics.clone(), STAGE);
+    let sink = Sink::new(
+        env.kafka.stage_producer(STAGE).await?,
+        env.metrics.clone(),
+        STAGE,
+    );
     let recorder = board.clone();
     let result = process(
-        LoopSettings::new(STAGE),
+        env.loop_settings(STAGE),
         consumer,
         sink,
         env.metrics.clone(),
         env.shutdown.clone(),
-        move |message| match Stat::parse(message.payload().unwrap_or_default()) {
-            Ok(stat) => {
-                recorder.add(&stat);
-                Handled::Now(Vec::new())
-            }
-            Err(m) => Handled::Malformed(m),
-        },
+        handler(
+            move |message| match Stat::parse(message.payload().unwrap_or_default()) {
+                Ok(stat) => {
+                    recorder.add(&stat);
+                    Handled::Now(Vec::new())
+                }
+                Err(m) => Handled::Malformed(m),
+            },
+        ),
     )
     .await;
     if let Some(p) = pusher {

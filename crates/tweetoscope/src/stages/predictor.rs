@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tweetoscope_forest::RandomForest;
 use tweetoscope_messages::{
@@ -17,7 +18,7 @@ use tweetoscope_messages::{
 
 use super::StageEnv;
 use crate::config::PredictorArgs;
-use crate::kafka::{close_consumer, process, Handled, LoopSettings, Outgoing, Sink};
+use crate::kafka::{close_consumer, process, Handled, Handler, Outgoing, Sink};
 
 const STAGE: &str = "predictor";
 
@@ -62,7 +63,7 @@ impl ModelStore {
 }
 
 /// What the predictor keeps of the parameters half.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Prediction {
     n_obs: u64,
     features: [f64; 3],
@@ -71,16 +72,19 @@ struct Prediction {
     model_version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// One half of a join, as kept in memory and in the changelog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Half {
     Predicted(Prediction),
     Size(u64),
 }
 
-/// The join of parameters and sizes, bounded in size (oldest entries are dropped first).
+/// The join of parameters and sizes, bounded in size (oldest entries are dropped first). Each
+/// entry remembers the input partition it came from, so a revoked partition's entries can go.
 pub struct Join {
-    /// Half entries with the sequence number of their insertion.
-    pending: HashMap<(CascadeId, u64), (u64, Half)>,
+    /// Half entries with the sequence number of their insertion and their partition.
+    pending: HashMap<(CascadeId, u64), (u64, i32, Half)>,
     /// Insertion order; an entry whose sequence number no longer matches is stale.
     order: VecDeque<(u64, (CascadeId, u64))>,
     next_seq: u64,
@@ -94,6 +98,17 @@ pub struct Joined {
     pub stat: Stat,
     /// The training sample.
     pub sample: Sample,
+}
+
+/// What adding a half did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinStep {
+    /// The completed pair, if the other half was waiting.
+    pub joined: Option<Joined>,
+    /// Whether the half now waits in the table.
+    pub stored: bool,
+    /// Entries dropped to make room: (cid, window, partition).
+    pub evicted: Vec<(CascadeId, u64, i32)>,
 }
 
 impl Join {
@@ -112,37 +127,42 @@ impl Join {
         self.pending.len()
     }
 
-    /// Adds a half; returns the completed pair if the other half was waiting, and how many old
-    /// entries were evicted to make room.
-    fn add(&mut self, cid: &CascadeId, window: u64, half: Half) -> (Option<Joined>, u64) {
+    fn insert(&mut self, key: (CascadeId, u64), partition: i32, half: Half) {
+        self.next_seq += 1;
+        self.pending
+            .insert(key.clone(), (self.next_seq, partition, half));
+        self.order.push_back((self.next_seq, key));
+    }
+
+    /// Adds a half read from `partition`.
+    fn add(&mut self, cid: &CascadeId, window: u64, partition: i32, half: Half) -> JoinStep {
         let key = (cid.clone(), window);
-        let other = self.pending.remove(&key).map(|(_, h)| h);
+        let other = self.pending.remove(&key).map(|(_, _, h)| h);
         let pair = match (other, half) {
             (Some(Half::Predicted(p)), Half::Size(n_tot))
             | (Some(Half::Size(n_tot)), Half::Predicted(p)) => Some((p, n_tot)),
             (_, half) => {
                 // No partner yet (or a repeat of the same half: the newest wins).
-                self.next_seq += 1;
-                self.pending.insert(key.clone(), (self.next_seq, half));
-                self.order.push_back((self.next_seq, key));
+                self.insert(key, partition, half);
                 None
             }
         };
-        let mut evicted = 0;
+        let stored = pair.is_none();
+        let mut evicted = Vec::new();
         while self.pending.len() > self.max_pending {
             let Some((seq, old)) = self.order.pop_front() else {
                 break;
             };
-            if self.pending.get(&old).is_some_and(|(s, _)| *s == seq) {
-                self.pending.remove(&old);
-                evicted += 1;
+            if self.pending.get(&old).is_some_and(|(s, _, _)| *s == seq) {
+                let (_, p, _) = self.pending.remove(&old).expect("present");
+                evicted.push((old.0, old.1, p));
             }
         }
         // Drop stale order entries so the queue stays proportional to the table.
         if self.order.len() > 2 * self.pending.len() + 1024 {
             let pending = &self.pending;
             self.order
-                .retain(|(seq, k)| pending.get(k).is_some_and(|(s, _)| s == seq));
+                .retain(|(seq, k)| pending.get(k).is_some_and(|(s, _, _)| s == seq));
         }
         let joined = pair.map(|(p, n_tot)| {
             let truth = n_tot.max(1) as f64;
@@ -161,8 +181,38 @@ impl Join {
             let sample = Sample::new(cid.clone(), window, [beta, n_star, g1], w);
             Joined { stat, sample }
         });
-        (joined, evicted)
+        JoinStep {
+            joined,
+            stored,
+            evicted,
+        }
     }
+
+    /// Puts back an entry read from the changelog (`None`: the entry was deleted).
+    fn restore(&mut self, cid: CascadeId, window: u64, partition: i32, half: Option<Half>) {
+        match half {
+            Some(h) => self.insert((cid, window), partition, h),
+            None => {
+                self.pending.remove(&(cid, window));
+            }
+        }
+    }
+
+    /// Drops the entries that came from `partition`.
+    fn revoke(&mut self, partition: i32) {
+        self.pending.retain(|_, (_, p, _)| *p != partition);
+    }
+}
+
+/// Changelog key of a (cascade, window) entry.
+fn state_key(cid: &CascadeId, window: u64) -> String {
+    format!("{window}/{cid}")
+}
+
+/// Inverse of [`state_key`].
+fn parse_state_key(key: &str) -> Option<(CascadeId, u64)> {
+    let (window, cid) = key.split_once('/')?;
+    Some((CascadeId(cid.to_owned()), window.parse().ok()?))
 }
 
 /// Predicts from parameters: the alert and the state to keep.
@@ -236,78 +286,163 @@ async fn follow_models(env: StageEnv, store: Arc<RwLock<ModelStore>>) -> anyhow:
     Ok(())
 }
 
+/// The predictor wired to Kafka: join table backed by the changelog topic.
+pub struct PredictorHandler {
+    join: Join,
+    store: Arc<RwLock<ModelStore>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    topics: crate::config::TopicArgs,
+    kafka: crate::kafka::KafkaSettings,
+}
+
+impl Handler for PredictorHandler {
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled {
+        let (window, property) =
+            match CascadeProperty::parse(message.key(), message.payload().unwrap_or_default()) {
+                Ok(p) => p,
+                Err(m) => return Handled::Malformed(m),
+            };
+        let partition = message.partition();
+        let topics = &self.topics;
+        let mut records = Vec::new();
+        let half = match &property {
+            CascadeProperty::Parameters(p) => {
+                let predicted = predict(window, p, &self.store.read().expect("model store lock"));
+                let (alert, prediction) = match predicted {
+                    Ok(x) => x,
+                    Err(m) => return Handled::Malformed(m),
+                };
+                self.metrics
+                    .predictions
+                    .with_label_values(&[&window.to_string()])
+                    .inc();
+                records.push(Outgoing::keyed(
+                    &topics.alerts_topic,
+                    alert.cid.0.clone(),
+                    to_payload(&alert),
+                ));
+                Half::Predicted(prediction)
+            }
+            CascadeProperty::Size(s) => Half::Size(s.n_tot),
+        };
+        let cid = property.cid();
+        let step = self.join.add(cid, window, partition, half.clone());
+        let key = state_key(cid, window);
+        if step.stored {
+            let value = serde_json::to_vec(&half).expect("serializable");
+            records.push(
+                Outgoing::keyed(&topics.predictor_state_topic, key, value).on_partition(partition),
+            );
+        } else {
+            records.push(
+                Outgoing::tombstone(&topics.predictor_state_topic, key).on_partition(partition),
+            );
+        }
+        if !step.evicted.is_empty() {
+            self.metrics
+                .join_evictions
+                .inc_by(step.evicted.len() as u64);
+            tracing::warn!(
+                evicted = step.evicted.len(),
+                "join table full: oldest half entries dropped"
+            );
+            for (cid, w, p) in &step.evicted {
+                records.push(
+                    Outgoing::tombstone(&topics.predictor_state_topic, state_key(cid, *w))
+                        .on_partition(*p),
+                );
+            }
+        }
+        self.metrics.join_pending.set(self.join.pending() as i64);
+        if let Some(Joined { stat, sample }) = step.joined {
+            self.metrics
+                .are
+                .with_label_values(&[&window.to_string()])
+                .observe(stat.are);
+            records.push(Outgoing::keyed(
+                &topics.stats_topic,
+                stat.cid.0.clone(),
+                to_payload(&stat),
+            ));
+            // Samples keyed by window: one learner replica owns all samples of a window.
+            records.push(Outgoing::keyed(
+                &topics.samples_topic,
+                window.to_string(),
+                to_payload(&sample),
+            ));
+        }
+        Handled::Now(records)
+    }
+
+    fn resume(
+        &mut self,
+        _topic: &str,
+        partition: i32,
+        _committed: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        let records = self
+            .kafka
+            .read_partition(&self.topics.predictor_state_topic, partition)?;
+        let count = records.len();
+        for (key, value) in records {
+            let Some((cid, window)) = key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(parse_state_key)
+            else {
+                continue;
+            };
+            let half = match value {
+                Some(v) => match serde_json::from_slice::<Half>(&v) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable changelog entry skipped");
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            self.join.restore(cid, window, partition, half);
+        }
+        self.metrics.join_pending.set(self.join.pending() as i64);
+        tracing::info!(
+            partition,
+            changelog_records = count,
+            pending = self.join.pending(),
+            "join state restored"
+        );
+        Ok(())
+    }
+
+    fn revoke(&mut self, _topic: &str, partition: i32) {
+        self.join.revoke(partition);
+        self.metrics.join_pending.set(self.join.pending() as i64);
+    }
+}
+
 /// Runs the predictor until shutdown.
 pub async fn run(env: StageEnv, args: PredictorArgs) -> anyhow::Result<()> {
     let store = Arc::new(RwLock::new(ModelStore::default()));
     let models_task = tokio::spawn(follow_models(env.clone(), store.clone()));
-    let producer = env.kafka.producer()?;
+    let producer = env.kafka.stage_producer(STAGE).await?;
     let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
     consumer.subscribe(&[env.topics.properties_topic.as_str()])?;
-    let mut join = Join::new(args.max_pending as usize);
-    let metrics = env.metrics.clone();
-    let topics = env.topics.clone();
     tracing::info!(max_pending = args.max_pending, "predictor started");
+    let handler = PredictorHandler {
+        join: Join::new(args.max_pending as usize),
+        store,
+        metrics: env.metrics.clone(),
+        topics: env.topics.clone(),
+        kafka: env.kafka.clone(),
+    };
     let sink = Sink::new(producer, env.metrics.clone(), STAGE);
     let result = process(
-        LoopSettings::new(STAGE),
+        env.loop_settings(STAGE),
         consumer,
         sink,
         env.metrics.clone(),
         env.shutdown.clone(),
-        move |message| {
-            let (window, property) = match CascadeProperty::parse(
-                message.key(),
-                message.payload().unwrap_or_default(),
-            ) {
-                Ok(p) => p,
-                Err(m) => return Handled::Malformed(m),
-            };
-            let mut records = Vec::new();
-            let half = match &property {
-                CascadeProperty::Parameters(p) => {
-                    let predicted = predict(window, p, &store.read().expect("model store lock"));
-                    let (alert, prediction) = match predicted {
-                        Ok(x) => x,
-                        Err(m) => return Handled::Malformed(m),
-                    };
-                    metrics
-                        .predictions
-                        .with_label_values(&[&window.to_string()])
-                        .inc();
-                    records.push(Outgoing::keyed(
-                        &topics.alerts_topic,
-                        alert.cid.0.clone(),
-                        to_payload(&alert),
-                    ));
-                    Half::Predicted(prediction)
-                }
-                CascadeProperty::Size(s) => Half::Size(s.n_tot),
-            };
-            let (joined, evicted) = join.add(property.cid(), window, half);
-            if evicted > 0 {
-                metrics.join_evictions.inc_by(evicted);
-                tracing::warn!(evicted, "join table full: oldest half entries dropped");
-            }
-            metrics.join_pending.set(join.pending() as i64);
-            if let Some(Joined { stat, sample }) = joined {
-                metrics
-                    .are
-                    .with_label_values(&[&window.to_string()])
-                    .observe(stat.are);
-                records.push(Outgoing::keyed(
-                    &topics.stats_topic,
-                    stat.cid.0.clone(),
-                    to_payload(&stat),
-                ));
-                // Samples keyed by window: one learner replica owns all samples of a window.
-                records.push(Outgoing::keyed(
-                    &topics.samples_topic,
-                    window.to_string(),
-                    to_payload(&sample),
-                ));
-            }
-            Handled::Now(records)
-        },
+        handler,
     )
     .await;
     let _ = models_task.await;
@@ -347,9 +482,14 @@ mod tests {
             } else {
                 (pred, size)
             };
-            assert_eq!(join.add(&"a".into(), 600, first), (None, 0));
-            let (joined, _) = join.add(&"a".into(), 600, second);
-            let joined = joined.expect("pair complete");
+            let step = join.add(&"a".into(), 600, 0, first);
+            assert_eq!(
+                (step.joined, step.stored, step.evicted.len()),
+                (None, true, 0)
+            );
+            let step = join.add(&"a".into(), 600, 0, second);
+            assert!(!step.stored);
+            let joined = step.joined.expect("pair complete");
             assert!((joined.stat.are - 0.2).abs() < 1e-12);
             // W = (50 − 20)(1 − 0.5)/10 = 1.5.
             assert!((joined.sample.w - 1.5).abs() < 1e-12);
@@ -361,29 +501,67 @@ mod tests {
     #[test]
     fn join_windows_are_separate_and_bounded() {
         let mut join = Join::new(2);
-        assert_eq!(join.add(&"a".into(), 600, Half::Size(5)).1, 0);
-        assert_eq!(join.add(&"a".into(), 1200, Half::Size(5)).1, 0);
-        assert_eq!(
-            join.add(&"b".into(), 600, Half::Size(5)).1,
-            1,
-            "oldest dropped"
-        );
+        assert!(join
+            .add(&"a".into(), 600, 0, Half::Size(5))
+            .evicted
+            .is_empty());
+        assert!(join
+            .add(&"a".into(), 1200, 1, Half::Size(5))
+            .evicted
+            .is_empty());
+        let step = join.add(&"b".into(), 600, 2, Half::Size(5));
+        assert_eq!(step.evicted, vec![("a".into(), 600, 0)], "oldest dropped");
         assert_eq!(join.pending(), 2);
         let store = ModelStore::default();
         let (_, p) = predict(600, &params("a"), &store).unwrap();
         // a/600 was evicted: its prediction waits again, and pushes out a/1200, the oldest.
+        let step = join.add(&"a".into(), 600, 0, Half::Predicted(p.clone()));
         assert_eq!(
-            join.add(&"a".into(), 600, Half::Predicted(p.clone())),
-            (None, 1)
+            (step.joined, step.evicted),
+            (None, vec![("a".into(), 1200, 1)])
         );
+        let step = join.add(&"a".into(), 1200, 1, Half::Predicted(p.clone()));
         assert_eq!(
-            join.add(&"a".into(), 1200, Half::Predicted(p.clone())),
-            (None, 1)
+            (step.joined, step.evicted),
+            (None, vec![("b".into(), 600, 2)])
         );
-        // b/600 went out with it; a/600 and a/1200 are waiting and complete with their sizes.
-        assert!(join.add(&"a".into(), 600, Half::Size(50)).0.is_some());
-        assert!(join.add(&"a".into(), 1200, Half::Size(50)).0.is_some());
+        // a/600 and a/1200 are waiting and complete with their sizes.
+        assert!(join
+            .add(&"a".into(), 600, 0, Half::Size(50))
+            .joined
+            .is_some());
+        assert!(join
+            .add(&"a".into(), 1200, 1, Half::Size(50))
+            .joined
+            .is_some());
         assert_eq!(join.pending(), 0);
+    }
+
+    #[test]
+    fn join_state_survives_through_its_changelog() {
+        // What the handler writes for a stored half is what restore() reads back.
+        let store = ModelStore::default();
+        let (_, p) = predict(600, &params("a"), &store).unwrap();
+        let half = Half::Predicted(p);
+        let bytes = serde_json::to_vec(&half).unwrap();
+        let key = state_key(&"tw:7/x".into(), 600);
+        let (cid, window) = parse_state_key(&key).unwrap();
+        assert_eq!((cid.0.as_str(), window), ("tw:7/x", 600));
+        let mut restored = Join::new(10);
+        restored.restore(
+            cid.clone(),
+            window,
+            3,
+            Some(serde_json::from_slice(&bytes).unwrap()),
+        );
+        restored.restore("gone".into(), 600, 3, Some(Half::Size(4)));
+        restored.restore("gone".into(), 600, 3, None);
+        assert_eq!(restored.pending(), 1);
+        let step = restored.add(&cid, 600, 3, Half::Size(50));
+        assert!(step.joined.is_some(), "the restored half joins its partner");
+        restored.restore("other".into(), 600, 2, Some(Half::Size(4)));
+        restored.revoke(2);
+        assert_eq!(restored.pending(), 0);
     }
 
     #[test]
@@ -441,9 +619,12 @@ mod tests {
             t_end: 1.0,
         };
         let mut join = Join::new(4);
-        join.add(&size.cid, 600, Half::Size(size.n_tot));
-        let (joined, _) = join.add(&"a".into(), 600, Half::Predicted(p));
-        let stat = joined.unwrap().stat;
+        join.add(&size.cid, 600, 0, Half::Size(size.n_tot));
+        let stat = join
+            .add(&"a".into(), 600, 0, Half::Predicted(p))
+            .joined
+            .unwrap()
+            .stat;
         assert_eq!((stat.are, stat.model_version), (0.0, 3));
         assert!((stat.are_hawkes - 1.0 / 3.0).abs() < 1e-12);
     }
