@@ -73,6 +73,10 @@ pub struct CommonArgs {
     /// Ship logs to this Grafana Loki base URL (e.g. http://127.0.0.1:3100).
     #[arg(long, global = true, env = "TWEETOSCOPE_LOKI_URL", value_name = "URL")]
     pub loki_url: Option<reqwest::Url>,
+    /// Milliseconds between two commits (transactions) of a stage: lower gives lower latency
+    /// downstream (read_committed consumers see outputs at commit), higher gives more throughput.
+    #[arg(long, global = true, env = "TWEETOSCOPE_COMMIT_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub commit_interval_ms: u64,
     /// Commit outputs and offsets without Kafka transactions (at-least-once instead of
     /// exactly-once; for brokers without transaction support).
     #[arg(long, global = true, env = "TWEETOSCOPE_NO_TRANSACTIONS")]
@@ -257,6 +261,8 @@ pub enum Command {
     Fit(FitArgs),
     /// Evaluate the predictions offline over a data set (no broker): ARE per window and method.
     Eval(Box<crate::eval::EvalArgs>),
+    /// Throughput benchmark: a large seeded replay through every stage, with figures.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Observation windows, termination and minimum size.
@@ -754,7 +760,7 @@ pub fn config_file_vars(
 /// Default metrics port of each command.
 pub fn default_metrics_port(command: &Command) -> u16 {
     match command {
-        Command::Run(_) => 9100,
+        Command::Run(_) | Command::Bench(_) => 9100,
         Command::Generator(_) => 9101,
         Command::Collector(_) => 9102,
         Command::Estimator(_) => 9103,

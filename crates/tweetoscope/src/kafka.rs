@@ -47,6 +47,8 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u32,
     /// Commit outputs and offsets in Kafka transactions (exactly-once); false: at-least-once.
     pub transactions: bool,
+    /// Time between two commits of a processing loop.
+    pub commit_interval: Duration,
 }
 
 impl KafkaSettings {
@@ -67,6 +69,16 @@ impl KafkaSettings {
             .set("queue.buffering.max.messages", "1000000")
             .create()
             .with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
+    }
+
+    /// `read_committed` with transactions (outputs become visible at commit), else
+    /// `read_uncommitted`.
+    fn isolation_level(&self) -> &'static str {
+        if self.transactions {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        }
     }
 
     /// A producer for a stage's processing loop: transactional (initialised) when transactions
@@ -132,7 +144,10 @@ impl KafkaSettings {
                 (self.session_timeout_ms.max(7_000) + 1_000).to_string(),
             )
             .set("statistics.interval.ms", "5000")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", self.isolation_level())
+            // Eager assignors: after a rebalance every assigned partition is fetched from its
+            // committed offset, which the processing loop relies on.
+            .set("partition.assignment.strategy", "range,roundrobin")
             .create_with_context(StageContext {
                 stage,
                 metrics,
@@ -151,7 +166,7 @@ impl KafkaSettings {
                 format!("{}-broadcast-{}", self.group_prefix, std::process::id()),
             )
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", self.isolation_level())
             .create()
             .context("cannot create a broadcast consumer")?;
         let metadata = consumer
@@ -189,7 +204,7 @@ impl KafkaSettings {
                 format!("{}-reader-{}", self.group_prefix, std::process::id()),
             )
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", self.isolation_level())
             .create()
             .context("cannot create a reader")?;
         let (low, end) = consumer
@@ -461,6 +476,12 @@ impl Outgoing {
         }
     }
 
+    /// The same record with one more header.
+    pub fn with_header(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.headers.push((key.to_owned(), value.into()));
+        self
+    }
+
     /// The same record on an explicit partition.
     pub fn on_partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
@@ -574,6 +595,28 @@ impl Sink {
         }
         ok
     }
+}
+
+/// Header carrying the wall time (Unix milliseconds) when a cascade's window closed, from the
+/// collector's series through the estimator's parameters to the predictor's alert.
+pub const WINDOW_CLOSED_HEADER: &str = "tweetoscope-window-closed-ms";
+
+/// Wall time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The value of a text header of `message`.
+pub fn header_text(message: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// The dead-letter record for a malformed message: payload and key unchanged, the reason and the
@@ -721,11 +764,12 @@ pub async fn process<H: Handler>(
         if current != generation {
             generation = current;
             // Whatever was not committed is redone from the committed offsets, by whichever
-            // process now owns each partition.
+            // process now owns each partition (an eager rebalance restarts fetching there).
             restart(
                 &consumer,
                 &producer,
                 transactional,
+                false,
                 &mut handler,
                 &mut known,
                 &mut in_flight,
@@ -744,7 +788,7 @@ pub async fn process<H: Handler>(
                 if dirty {
                     if let Err(e) = commit(&consumer, &producer, transactional, &handler, &next_offsets, false) {
                         tracing::warn!(stage, error = %e, "commit failed: uncommitted work is redone");
-                        restart(&consumer, &producer, transactional, &mut handler, &mut known, &mut in_flight, &mut next_offsets)?;
+                        restart(&consumer, &producer, transactional, true, &mut handler, &mut known, &mut in_flight, &mut next_offsets)?;
                     }
                     dirty = false;
                 }
@@ -758,9 +802,13 @@ pub async fn process<H: Handler>(
                         continue;
                     }
                 };
-                if consumer.context().generation.load(Ordering::SeqCst) != generation {
-                    // A rebalance happened since this message was fetched: handled at the top.
-                    continue;
+                let current = consumer.context().generation.load(Ordering::SeqCst);
+                if current != generation {
+                    // The rebalance was served by the poll that returned this message, which
+                    // comes from the new assignment: reset, then handle it.
+                    generation = current;
+                    restart(&consumer, &producer, transactional, false, &mut handler, &mut known, &mut in_flight, &mut next_offsets)?;
+                    dirty = false;
                 }
                 let started = Instant::now();
                 let topic = message.topic().to_owned();
@@ -885,13 +933,15 @@ fn committed_position(
         }))
 }
 
-/// Abandons the uncommitted work: aborts the transaction, drops the handler's state and rewinds
-/// every assigned partition to its committed offset.
+/// Abandons the uncommitted work: aborts the transaction, drops the handler's state and, with
+/// `rewind`, moves every assigned partition back to its committed offset (after a rebalance the
+/// consumer already fetches from there).
 #[allow(clippy::too_many_arguments)]
 fn restart<H: Handler>(
     consumer: &StreamConsumer<StageContext>,
     producer: &FutureProducer,
     transactional: bool,
+    rewind: bool,
     handler: &mut H,
     known: &mut std::collections::HashSet<(String, i32)>,
     in_flight: &mut FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>,
@@ -911,14 +961,19 @@ fn restart<H: Handler>(
             Ok(())
         })?;
     }
+    if !rewind {
+        return Ok(());
+    }
     let assignment = consumer.assignment()?;
     for element in assignment.elements() {
         let (topic, partition) = (element.topic().to_owned(), element.partition());
         let target = committed_position(consumer, &topic, partition)?
             .map_or(Offset::Beginning, |(o, _)| Offset::Offset(o));
-        if let Err(e) = consumer.seek(&topic, partition, target, Duration::from_secs(10)) {
-            tracing::debug!(topic, partition, error = %e, "seek after rebalance");
-        }
+        consumer
+            .seek(&topic, partition, target, Duration::from_secs(10))
+            .with_context(|| {
+                format!("cannot rewind {topic}/{partition} to its committed offset")
+            })?;
     }
     Ok(())
 }

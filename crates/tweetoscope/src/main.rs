@@ -100,6 +100,7 @@ fn stage_name(command: &Command) -> &'static str {
         Command::Run(_) => "run",
         Command::Fit(_) => "fit",
         Command::Eval(_) => "eval",
+        Command::Bench(_) => "run",
     }
 }
 
@@ -143,6 +144,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map_err(|e| ConfigError(format!("cannot serve metrics on {addr}: {e} (choose another --metrics-addr, or \"off\")")))?;
         tracing::info!(%bound, "metrics at http://{bound}/metrics");
     }
+    if let Command::Bench(args) = &cli.command {
+        readiness.set_ready();
+        let report = tweetoscope::bench::bench(&cli.common, args, metrics).await?;
+        if args.run.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        return Ok(());
+    }
     if let Command::Run(args) = &cli.command {
         readiness.set_ready();
         let summary = tweetoscope::run::run_pipeline(&cli.common, args, metrics, log_queue).await?;
@@ -167,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         group_prefix: cli.common.group_prefix.clone(),
         session_timeout_ms: cli.common.session_timeout_ms,
         transactions: !cli.common.no_transactions,
+        commit_interval: std::time::Duration::from_millis(cli.common.commit_interval_ms),
     };
     let topics = cli.common.topics.clone();
     if !cli.common.no_create_topics {
@@ -219,7 +231,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             stages::dashboard::run(env, a, top).instrument(span).await?
         }
         Command::Logger(a) => stages::logger::run(env, a).instrument(span).await?,
-        Command::Run(_) | Command::Fit(_) | Command::Eval(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Fit(_) | Command::Eval(_) | Command::Bench(_) => {
+            unreachable!("handled above")
+        }
     }
     if let Some(shipper) = shipper {
         // The generator ends by itself: stop the shipper after a last flush.
@@ -240,6 +254,7 @@ fn validate(command: &Command) -> Result<(), ConfigError> {
         Command::Run(a) => a.validate(),
         Command::Fit(a) => a.marks.validate(),
         Command::Eval(a) => a.validate(),
+        Command::Bench(a) => a.run.validate(),
         Command::Predictor(_)
         | Command::Learner(_)
         | Command::Dashboard(_)

@@ -69,6 +69,10 @@ pub struct Metrics {
     pub logs_dropped: IntCounter,
     /// Always 1, labelled with the version.
     pub build_info: IntGaugeVec,
+    /// Wall time from a cascade's window closing (series emitted) to its prediction.
+    pub prediction_latency: Histogram,
+    /// The same latencies, kept exactly (up to a bound) for benchmark reports.
+    latencies: std::sync::Mutex<Vec<f64>>,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -141,7 +145,19 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(are.clone())).expect("unique metric");
+        let prediction_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "tweetoscope_prediction_latency_seconds",
+                "Wall time from a cascade's window closing to its prediction",
+            )
+            .buckets(latency_buckets.clone()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(prediction_latency.clone()))
+            .expect("unique metric");
         let m = Metrics {
+            prediction_latency,
+            latencies: std::sync::Mutex::new(Vec::new()),
             consumed: counter_vec(
                 &r,
                 "tweetoscope_messages_consumed_total",
@@ -284,6 +300,19 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("text format is UTF-8")
+    }
+
+    /// Keeps one latency for [`Metrics::latencies`] (the first million).
+    pub fn record_latency(&self, seconds: f64) {
+        let mut all = self.latencies.lock().expect("latency lock");
+        if all.len() < 1_000_000 {
+            all.push(seconds);
+        }
+    }
+
+    /// The recorded window-close-to-prediction latencies, in seconds.
+    pub fn latencies(&self) -> Vec<f64> {
+        self.latencies.lock().expect("latency lock").clone()
     }
 
     /// Current value of a counter (used for progress reports).

@@ -122,6 +122,7 @@ pub async fn run_pipeline(
         brokers: brokers.clone(),
         group_prefix: common.group_prefix.clone(),
         transactions: !common.no_transactions,
+        commit_interval: std::time::Duration::from_millis(common.commit_interval_ms),
         session_timeout_ms: if embedded.is_some() {
             6_000
         } else {
@@ -202,7 +203,15 @@ pub async fn run_pipeline(
         ),
     ];
     let mut generator: Option<JoinHandle<anyhow::Result<GeneratorReport>>> = Some(tokio::spawn(
-        stages::generator::run(env.clone(), args.generator.clone()).instrument(span("generator")),
+        stages::generator::run_paced(
+            env.clone(),
+            args.generator.clone(),
+            // The embedded broker drops the oldest messages past 100,000 per partition.
+            embedded
+                .is_some()
+                .then_some(stages::generator::Backpressure { max_ahead: 50_000 }),
+        )
+        .instrument(span("generator")),
     ));
     let mut report = None;
     let interactive = std::io::stderr().is_terminal();

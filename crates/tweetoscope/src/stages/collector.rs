@@ -17,7 +17,9 @@ use tweetoscope_messages::{partition_for, to_payload, CascadeProperty, SourceRec
 
 use super::{key_text, StageEnv};
 use crate::config::{CascadeArgs, TopicArgs};
-use crate::kafka::{process, processed_mark, Handled, Handler, Outgoing, Sink};
+use crate::kafka::{
+    now_ms, process, processed_mark, Handled, Handler, Outgoing, Sink, WINDOW_CLOSED_HEADER,
+};
 use crate::metrics::Metrics;
 
 const STAGE: &str = "collector";
@@ -70,6 +72,7 @@ impl CollectorHandler {
             .map(|e| match e {
                 Emission::Series(s) => {
                     Outgoing::keyed(&self.topics.series_topic, s.cid.0.clone(), to_payload(&s))
+                        .with_header(WINDOW_CLOSED_HEADER, now_ms().to_string())
                 }
                 Emission::Size(s) => {
                     let window = s.t_obs.unwrap_or_default();

@@ -14,7 +14,9 @@ use tweetoscope_messages::{
 
 use super::StageEnv;
 use crate::config::EstimatorArgs;
-use crate::kafka::{handler, process, Handled, LoopSettings, Outgoing, Sink};
+use crate::kafka::{
+    handler, header_text, process, Handled, LoopSettings, Outgoing, Sink, WINDOW_CLOSED_HEADER,
+};
 
 const STAGE: &str = "estimator";
 
@@ -101,6 +103,7 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                 Ok(s) => s,
                 Err(m) => return Handled::Malformed(m),
             };
+            let closed = header_text(message, WINDOW_CLOSED_HEADER);
             let config = config.clone();
             let permits = permits.clone();
             let metrics = metrics.clone();
@@ -123,12 +126,16 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                     Ok((series, Ok(fit), elapsed)) => {
                         metrics.fit_seconds.observe(elapsed.as_secs_f64());
                         let parameters = parameters_message(&series, &fit);
-                        vec![Outgoing::keyed(
+                        let mut record = Outgoing::keyed(
                             &topic,
                             series.t_obs.to_string(),
                             to_payload(&CascadeProperty::Parameters(parameters)),
                         )
-                        .on_partition(partition_for(&series.cid.0, partitions))]
+                        .on_partition(partition_for(&series.cid.0, partitions));
+                        if let Some(closed) = closed {
+                            record = record.with_header(WINDOW_CLOSED_HEADER, closed);
+                        }
+                        vec![record]
                     }
                     Ok((series, Err(e), _)) => {
                         metrics.fit_failures.with_label_values(&["fit_error"]).inc();

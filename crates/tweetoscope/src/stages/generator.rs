@@ -12,6 +12,7 @@ use tweetoscope_replay::{source_name, CascadeEvents, Replay, ReplayConfig, Repla
 use super::StageEnv;
 use crate::config::{DataSource, GeneratorArgs};
 use crate::kafka::{Outgoing, Sink};
+use crate::metrics::Metrics;
 
 const STAGE: &str = "generator";
 
@@ -154,6 +155,25 @@ async fn commit_progress(
 /// committed in batches together with the replay's progress, and a restarted generator skips
 /// what was committed: the topic receives the replay exactly once.
 pub async fn run(env: StageEnv, args: GeneratorArgs) -> anyhow::Result<GeneratorReport> {
+    run_paced(env, args, None).await
+}
+
+/// Keeps the generator at most `max_ahead` tweets ahead of the collector of the same process.
+///
+/// The embedded broker (librdkafka's mock cluster) keeps at most 100,000 messages or 5 MB per
+/// partition and silently drops the oldest: a replay that outruns the collector would lose tweets.
+#[derive(Debug, Clone, Copy)]
+pub struct Backpressure {
+    /// Largest number of tweets produced but not yet consumed by the collector.
+    pub max_ahead: u64,
+}
+
+/// [`run`], optionally holding back when the collector lags.
+pub async fn run_paced(
+    env: StageEnv,
+    args: GeneratorArgs,
+    backpressure: Option<Backpressure>,
+) -> anyhow::Result<GeneratorReport> {
     let cascades = cascades(&args)?;
     let config = replay_config(&args);
     let transactional = env.kafka.transactions;
@@ -226,6 +246,15 @@ pub async fn run(env: StageEnv, args: GeneratorArgs) -> anyhow::Result<Generator
                     .inc();
             }
             tweetoscope_messages::SourceRecord::End(_) => report.sources_ended += 1,
+        }
+        if let Some(b) = backpressure {
+            let consumed = || Metrics::count(&env.metrics.consumed, &["collector", &topic]);
+            while index.saturating_sub(resume_from) > consumed() + b.max_ahead {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
         }
         let record = Outgoing::keyed(
             &topic,

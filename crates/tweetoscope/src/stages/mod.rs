@@ -35,6 +35,7 @@ impl StageEnv {
     pub fn loop_settings(&self, stage: &'static str) -> crate::kafka::LoopSettings {
         crate::kafka::LoopSettings {
             transactional: self.kafka.transactions,
+            commit_interval: self.kafka.commit_interval,
             ..crate::kafka::LoopSettings::new(stage)
         }
     }

@@ -18,7 +18,10 @@ use tweetoscope_messages::{
 
 use super::StageEnv;
 use crate::config::PredictorArgs;
-use crate::kafka::{close_consumer, process, Handled, Handler, Outgoing, Sink};
+use crate::kafka::{
+    close_consumer, header_text, now_ms, process, Handled, Handler, Outgoing, Sink,
+    WINDOW_CLOSED_HEADER,
+};
 
 const STAGE: &str = "predictor";
 
@@ -316,11 +319,20 @@ impl Handler for PredictorHandler {
                     .predictions
                     .with_label_values(&[&window.to_string()])
                     .inc();
-                records.push(Outgoing::keyed(
+                let mut record = Outgoing::keyed(
                     &topics.alerts_topic,
                     alert.cid.0.clone(),
                     to_payload(&alert),
-                ));
+                );
+                let closed =
+                    header_text(message, WINDOW_CLOSED_HEADER).and_then(|c| c.parse::<u64>().ok());
+                if let Some(closed) = closed {
+                    let latency = now_ms().saturating_sub(closed) as f64 / 1000.0;
+                    self.metrics.prediction_latency.observe(latency);
+                    self.metrics.record_latency(latency);
+                    record = record.with_header(WINDOW_CLOSED_HEADER, closed.to_string());
+                }
+                records.push(record);
                 Half::Predicted(prediction)
             }
             CascadeProperty::Size(s) => Half::Size(s.n_tot),
