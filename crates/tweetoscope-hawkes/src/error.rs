@@ -99,6 +99,12 @@ pub enum HawkesError {
         /// The branching factor received.
         n_star: f64,
     },
+    /// A kernel name that is neither `exponential` nor `power-law`.
+    #[error("unknown kernel {name:?}: expected \"exponential\" or \"power-law\"")]
+    UnknownKernel {
+        /// The name received.
+        name: String,
+    },
     /// A numeric argument is out of its domain (NaN, infinite or negative where not allowed).
     #[error("invalid argument {name} = {value}")]
     InvalidArgument {

@@ -21,9 +21,9 @@ pub const BETA_MAX: f64 = 1.0 / 60.0;
 const START_GRID: usize = 16;
 /// Starting points are kept this far (as a fraction of the log-range) from the box faces, where
 /// the logistic map is flat.
-const START_MARGIN: f64 = 1e-3;
+pub(crate) const START_MARGIN: f64 = 1e-3;
 /// At most this many L-BFGS runs (restarts from the best point after a line-search failure).
-const MAX_RUNS: usize = 3;
+pub(crate) const MAX_RUNS: usize = 3;
 
 /// Settings of [`fit`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -239,7 +239,7 @@ struct BoxMap {
 }
 
 /// `(σ(x), σ'(x))`, accurate in both tails.
-fn sigmoid(x: f64) -> (f64, f64) {
+pub(crate) fn sigmoid(x: f64) -> (f64, f64) {
     let e = (-x.abs()).exp();
     let d = e / ((1.0 + e) * (1.0 + e));
     if x >= 0.0 {
@@ -249,7 +249,7 @@ fn sigmoid(x: f64) -> (f64, f64) {
     }
 }
 
-fn logit(f: f64) -> f64 {
+pub(crate) fn logit(f: f64) -> f64 {
     (f / (1.0 - f)).ln()
 }
 

@@ -6,6 +6,10 @@
 //! `n* = p·E[m]`. After observing `n` events up to the horizon `T`, the expected final size is
 //! `n + G1/(1 − n*)` with `G1 = p·Σ m_i e^{−β(T−t_i)}`.
 //!
+//! A second time kernel, the power law `φ(m, τ) = K·m^β·(τ + c)^{−(1+θ)}` of Mishra et al.
+//! (CIKM 2016), lives in [`power_law`]; [`fit_kernel`] fits either one, as chosen by a
+//! [`Kernel`] (a per-deployment setting), into a [`KernelFit`].
+//!
 //! Conventions: times are used relative to the first event; the horizon is in seconds after the
 //! first event and must be strictly after the last event (later events are rejected with an
 //! error, not ignored); marks below 1 count as 1. The crate does no I/O.
@@ -28,14 +32,18 @@
 
 mod error;
 mod fit;
+mod kernel;
 mod likelihood;
 mod marks;
+pub mod power_law;
 mod predict;
 mod prior;
 pub mod simulate;
+mod special;
 
 pub use error::HawkesError;
 pub use fit::{fit, fit_cascade, Bounds, FitConfig, HawkesFit, BETA_MAX, BETA_MIN, P_MIN};
+pub use kernel::{fit_kernel, Kernel, KernelFit};
 pub use likelihood::{
     g1, log_likelihood, log_likelihood_naive, log_likelihood_with_gradient, Cascade,
 };

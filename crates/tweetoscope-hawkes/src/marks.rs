@@ -55,6 +55,34 @@ impl MarkDistribution {
         self.mu * 2f64.powf(1.0 / (self.alpha - 1.0))
     }
 
+    /// `E[max(m, 1)^beta]`: the mean excitation factor `m^beta` of the power-law kernel (marks
+    /// below 1 count as 1, as everywhere in the crate). For `mu ≥ 1` it is
+    /// `mu^beta·(alpha − 1)/(alpha − 1 − beta)`. Infinite for `beta ≥ alpha − 1`; NaN if `beta`
+    /// is NaN or negative.
+    pub fn excitation_moment(&self, beta: f64) -> f64 {
+        self.excitation_moment_with_log_derivative(beta).0
+    }
+
+    /// [`MarkDistribution::excitation_moment`] and `d ln E[max(m, 1)^beta]/d beta`.
+    pub(crate) fn excitation_moment_with_log_derivative(&self, beta: f64) -> (f64, f64) {
+        if beta.is_nan() || beta < 0.0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let a = self.alpha - 1.0;
+        if beta >= a {
+            return (f64::INFINITY, f64::INFINITY);
+        }
+        if self.mu >= 1.0 {
+            let moment = (beta * self.mu.ln()).exp() * a / (a - beta);
+            (moment, self.mu.ln() + 1.0 / (a - beta))
+        } else {
+            // P(m ≥ 1) = mu^a; below 1 the factor is 1.
+            let tail = self.mu.powf(a);
+            let moment = 1.0 - tail + tail * a / (a - beta);
+            (moment, tail * a / ((a - beta) * (a - beta)) / moment)
+        }
+    }
+
     /// Draws one mark by inversion: `mu·U^(−1/(alpha − 1))` with `U` uniform in (0, 1].
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
         // gen::<f64>() is in [0, 1); 1 − u is in (0, 1], so the power is finite.
