@@ -143,7 +143,7 @@ impl KafkaSettings {
                 "max.poll.interval.ms",
                 (self.session_timeout_ms.max(7_000) + 1_000).to_string(),
             )
-            .set("statistics.interval.ms", "5000")
+            .set("statistics.interval.ms", "1000")
             .set("isolation.level", self.isolation_level())
             // Eager assignors: after a rebalance every assigned partition is fetched from its
             // committed offset, which the processing loop relies on.
@@ -283,11 +283,24 @@ impl ClientContext for StageContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (id, p) in &t.partitions {
-                if *id >= 0 && p.consumer_lag >= 0 {
+                // With transactions, offsets are committed by the producer and librdkafka's
+                // consumer_lag stays -1: fall back to the stored offset or the position.
+                let lag = [
+                    p.consumer_lag,
+                    p.consumer_lag_stored,
+                    if p.app_offset >= 0 && p.ls_offset >= 0 {
+                        (p.ls_offset - p.app_offset).max(0)
+                    } else {
+                        -1
+                    },
+                ]
+                .into_iter()
+                .find(|&l| l >= 0);
+                if let (true, Some(lag)) = (*id >= 0, lag) {
                     self.metrics
                         .consumer_lag
                         .with_label_values(&[self.stage, topic, &id.to_string()])
-                        .set(p.consumer_lag);
+                        .set(lag);
                 }
             }
         }
@@ -573,6 +586,8 @@ impl Sink {
             };
             if ok {
                 metrics.produced.with_label_values(&[stage, &topic]).inc();
+                // Create the failure series at 0 so its first increment shows in rate().
+                metrics.produce_failures.with_label_values(&[stage, &topic]);
             } else {
                 metrics
                     .produce_failures
@@ -756,6 +771,12 @@ pub async fn process<H: Handler>(
     let mut dirty = false;
     let mut commit_tick = tokio::time::interval(settings.commit_interval);
     let processing = metrics.processing_seconds.with_label_values(&[stage]);
+    // Labelled counters exist from the start, so rate() and increase() see their first step.
+    if let Ok(subscription) = consumer.subscription() {
+        for e in subscription.elements() {
+            metrics.malformed.with_label_values(&[stage, e.topic()]);
+        }
+    }
     loop {
         if *shutdown.borrow() {
             break;

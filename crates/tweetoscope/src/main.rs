@@ -129,7 +129,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     validate(&cli.command)?;
     let stage = stage_name(&cli.command);
     let metrics = Metrics::new();
-    let log_queue = telemetry::init(&cli.common, stage, metrics.clone())?;
+    let mut telemetry = telemetry::init(&cli.common, stage, metrics.clone())?;
+    let log_queue = telemetry.log_queue.take();
+    let result = run_command(cli, stage, metrics, log_queue).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run_command(
+    cli: Cli,
+    stage: &'static str,
+    metrics: Arc<Metrics>,
+    log_queue: Option<telemetry::LogQueue>,
+) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     let metrics_addr = cli
         .common

@@ -24,13 +24,43 @@ pub const STAGE_SPAN: &str = "stage";
 /// Records waiting to be published on the logs topic.
 pub struct LogQueue(pub mpsc::Receiver<LogRecord>);
 
-/// Installs the global subscriber. Returns the queue of records for the logs topic (None when
-/// disabled). Must be called inside the tokio runtime (the Loki task is spawned on it).
+/// What [`init`] set up.
+pub struct Telemetry {
+    /// Records for the logs topic (None when disabled).
+    pub log_queue: Option<LogQueue>,
+    loki: Option<(
+        tracing_loki::BackgroundTaskController,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl Telemetry {
+    /// Sends the logs still queued for Loki (for at most 5 s) and stops its task.
+    pub async fn shutdown(self) {
+        if let Some((controller, task)) = self.loki {
+            controller.shutdown().await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+fn env_filter(directives: &str) -> Result<EnvFilter, crate::config::ConfigError> {
+    EnvFilter::try_new(directives).map_err(|e| {
+        crate::config::ConfigError(format!(
+            "invalid --log filter {directives:?}: {e} (example: info,tweetoscope=debug)"
+        ))
+    })
+}
+
+/// Installs the global subscriber. Must be called inside the tokio runtime (the Loki task is
+/// spawned on it). The console follows `--log` (default `info`; for `run`,
+/// `warn,tweetoscope::run=info` so the progress stays readable); Loki gets `--log` when given,
+/// else `info`; the logs topic gets Tweetoscope's own records at info and above.
 pub fn init(
     common: &CommonArgs,
     process: &'static str,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<Option<LogQueue>> {
+) -> anyhow::Result<Telemetry> {
     let directives = common.log.clone().unwrap_or_else(|| {
         if process == "run" {
             "warn,tweetoscope::run=info".into()
@@ -38,11 +68,8 @@ pub fn init(
             "info".into()
         }
     });
-    let filter = EnvFilter::try_new(&directives).map_err(|e| {
-        crate::config::ConfigError(format!(
-            "invalid --log filter {directives:?}: {e} (example: info,tweetoscope=debug)"
-        ))
-    })?;
+    let filter = env_filter(&directives)?;
+    let loki_filter = env_filter(common.log.as_deref().unwrap_or("info"))?;
     let json = match common.log_format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -62,18 +89,20 @@ pub fn init(
             .with_writer(std::io::stderr)
             .boxed()
     };
-    let loki = match &common.loki_url {
+    let (loki, loki_task) = match &common.loki_url {
         Some(url) => {
-            let (layer, task) = tracing_loki::builder()
+            let (layer, controller, task) = tracing_loki::builder()
                 .label("service", "tweetoscope")?
                 .label("process", process)?
                 .extra_field("pid", std::process::id().to_string())?
-                .build_url(url.clone())
+                .build_controller_url(url.clone())
                 .map_err(|e| anyhow::anyhow!("cannot ship logs to Loki at {url}: {e}"))?;
-            tokio::spawn(task);
-            Some(layer)
+            (
+                Some(layer.with_filter(loki_filter)),
+                Some((controller, tokio::spawn(task))),
+            )
         }
-        None => None,
+        None => (None, None),
     };
     let (topic_layer, queue) = if common.no_log_topic {
         (None, None)
@@ -91,13 +120,15 @@ pub fn init(
     let ours =
         tracing_subscriber::filter::Targets::new().with_target("tweetoscope", tracing::Level::INFO);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(loki)
         .with(topic_layer.map(|l| l.with_filter(ours)))
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
-    Ok(queue)
+    Ok(Telemetry {
+        log_queue: queue,
+        loki: loki_task,
+    })
 }
 
 /// Publishes queued log records on the logs topic, keyed by stage, until `stop` turns true; then

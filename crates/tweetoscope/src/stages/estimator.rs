@@ -72,6 +72,9 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
     let permits = Arc::new(Semaphore::new(workers));
+    for reason in ["fit_error", "panic"] {
+        env.metrics.fit_failures.with_label_values(&[reason]);
+    }
     let producer = env.kafka.stage_producer(STAGE).await?;
     let partitions = env
         .kafka
