@@ -308,13 +308,49 @@ pub struct CascadeParameters {
     pub n_obs: u64,
     /// Expected number of tweets still to come, G1 / (1 − n*), before any correction.
     pub n_supp: f64,
-    /// `[p, beta]`.
-    pub params: [f64; 2],
+    /// `[p, beta]` for the exponential kernel (the classic format); `[K, beta, c, theta]` for the
+    /// power-law kernel, where `beta` is the mark exponent.
+    pub params: Vec<f64>,
+    /// Kernel the parameters belong to (absent: exponential).
+    #[serde(default)]
+    pub kernel: KernelKind,
     /// Branching factor.
     pub n_star: f64,
     /// Expected number of direct children still to come from the observed tweets.
     #[serde(rename = "G1")]
     pub g1: f64,
+}
+
+/// The time kernel of a fit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelKind {
+    /// p·m·β·e^(−βτ).
+    #[default]
+    Exponential,
+    /// K·m^β·(τ + c)^−(1+θ).
+    PowerLaw,
+}
+
+impl KernelKind {
+    /// Number of parameters in `params`.
+    pub fn arity(self) -> usize {
+        match self {
+            KernelKind::Exponential => 2,
+            KernelKind::PowerLaw => 4,
+        }
+    }
+}
+
+impl CascadeParameters {
+    /// The kernel's time-scale feature for the random forest: β for the exponential kernel, θ
+    /// for the power law.
+    pub fn time_feature(&self) -> f64 {
+        match self.kernel {
+            KernelKind::Exponential => self.params[1],
+            KernelKind::PowerLaw => self.params[3],
+        }
+    }
 }
 
 /// Anything on `cascade_properties`.
@@ -341,14 +377,19 @@ impl CascadeProperty {
                 &mut s.t_obs
             }
             CascadeProperty::Parameters(p) => {
-                for (name, v) in [
-                    ("params[0]", p.params[0]),
-                    ("params[1]", p.params[1]),
-                    ("n_star", p.n_star),
-                    ("G1", p.g1),
-                ] {
-                    non_negative(name, v)?;
+                if p.params.len() != p.kernel.arity() {
+                    return Err(Malformed::new(format!(
+                        "`params` must hold {} numbers for the {:?} kernel, found {}",
+                        p.kernel.arity(),
+                        p.kernel,
+                        p.params.len()
+                    )));
                 }
+                for (i, v) in p.params.iter().enumerate() {
+                    non_negative(&format!("params[{i}]"), *v)?;
+                }
+                non_negative("n_star", p.n_star)?;
+                non_negative("G1", p.g1)?;
                 finite("n_supp", p.n_supp)?;
                 &mut p.t_obs
             }

@@ -108,6 +108,17 @@ fn properties_take_the_window_from_field_or_key() {
         .unwrap_err()
         .reason
         .contains("params[0]"));
+    let power = br#"{"type":"parameters","cid":"c","n_obs":32,"n_supp":1,"params":[0.1,0.5,10,0.4],"kernel":"power-law","n_star":0.4,"G1":12,"T_obs":600}"#;
+    let (_, p) = CascadeProperty::parse(None, power).unwrap();
+    let CascadeProperty::Parameters(p) = p else {
+        panic!()
+    };
+    assert_eq!((p.kernel, p.time_feature()), (KernelKind::PowerLaw, 0.4));
+    let short = br#"{"type":"parameters","cid":"c","n_obs":32,"n_supp":1,"params":[0.1,0.5],"kernel":"power-law","n_star":0.4,"G1":12,"T_obs":600}"#;
+    assert!(CascadeProperty::parse(None, short)
+        .unwrap_err()
+        .reason
+        .contains("4 numbers"));
     let unknown = br#"{"type":"guess","cid":"c"}"#;
     assert!(CascadeProperty::parse(Some(b"600"), unknown).is_err());
 }

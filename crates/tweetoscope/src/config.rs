@@ -351,6 +351,10 @@ pub struct EstimatorArgs {
     /// Minimum μ of the power-law marks (> 0).
     #[arg(long, env = "TWEETOSCOPE_MARK_MU", default_value_t = 10.0)]
     pub mark_mu: f64,
+    /// Time kernel: `exponential` (MAP with the log-normal prior) or `power-law` (MLE,
+    /// sum-of-exponentials likelihood).
+    #[arg(long, env = "TWEETOSCOPE_KERNEL", default_value = "exponential")]
+    pub kernel: tweetoscope_hawkes::Kernel,
     /// Fits run at once (default: the number of cores).
     #[arg(long, env = "TWEETOSCOPE_FIT_WORKERS")]
     pub fit_workers: Option<usize>,

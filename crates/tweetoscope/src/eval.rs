@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 use tweetoscope_cascade::{Collector, Emission, Outcome};
-use tweetoscope_hawkes::HawkesFit;
+use tweetoscope_hawkes::{Kernel, KernelFit};
 use tweetoscope_messages::{CascadeSeries, SourceRecord};
 use tweetoscope_replay::synthetic::SyntheticCascades;
 use tweetoscope_replay::{source_name, Replay};
@@ -131,17 +131,25 @@ struct Pair {
     rank: usize,
     series: CascadeSeries,
     n_tot: u64,
-    fit: Option<HawkesFit>,
+    fit: Option<KernelFit>,
 }
 
-/// The pipeline's random-forest features.
-pub fn base_features(fit: &HawkesFit) -> Vec<f64> {
-    vec![fit.beta, fit.n_star, fit.g1]
+/// The kernel's time-scale parameter: β (exponential) or θ (power law).
+fn time_feature(fit: &KernelFit) -> f64 {
+    match fit.kernel {
+        Kernel::Exponential => fit.params[1],
+        Kernel::PowerLaw => fit.params[3],
+    }
+}
+
+/// The pipeline's random-forest features: time scale (β or θ), n*, G1.
+pub fn base_features(fit: &KernelFit) -> Vec<f64> {
+    vec![time_feature(fit), fit.n_star, fit.g1]
 }
 
 /// Extended features: the base ones plus the observed size, the first mark, the share of the
 /// observed tweets in the last fifth of the window, and the Hawkes expected remainder.
-pub fn extended_features(fit: &HawkesFit, series: &CascadeSeries) -> Vec<f64> {
+pub fn extended_features(fit: &KernelFit, series: &CascadeSeries) -> Vec<f64> {
     let n = series.tweets.len() as f64;
     let t0 = series.tweets[0].0;
     let late = series
@@ -150,7 +158,7 @@ pub fn extended_features(fit: &HawkesFit, series: &CascadeSeries) -> Vec<f64> {
         .filter(|(t, _)| t - t0 >= 0.8 * series.t_obs as f64)
         .count() as f64;
     vec![
-        fit.beta,
+        time_feature(fit),
         fit.n_star,
         fit.g1,
         n.ln(),
@@ -272,10 +280,11 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         }
     }
     let config = estimator::fit_config(&args.estimator)?;
+    let kernel = args.estimator.kernel;
     let fits = parallel_map(&series, |s| {
         let times: Vec<f64> = s.tweets.iter().map(|e| e.0).collect();
         let marks: Vec<f64> = s.tweets.iter().map(|e| e.1).collect();
-        tweetoscope_hawkes::fit(&times, &marks, s.t_obs as f64, &config).ok()
+        tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, s.t_obs as f64, &config).ok()
     });
     let fitted = fits.iter().filter(|f| f.is_some()).count();
     let pairs: Vec<Pair> = series
@@ -355,9 +364,12 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             let mut en = Vec::new();
             for p in &ok {
                 if let (Some(f), Some(&(tp, tb, tn))) = (&p.fit, truth.get(&p.cid)) {
-                    ep.push((f.p - tp).abs() / tp);
-                    eb.push((f.beta - tb).abs() / tb);
                     en.push((f.n_star - tn).abs() / tn);
+                    // p and β are the exponential kernel's own parameters.
+                    if f.kernel == Kernel::Exponential {
+                        ep.push((f.params[0] - tp).abs() / tp);
+                        eb.push((f.params[1] - tb).abs() / tb);
+                    }
                 }
             }
             Some(RecoveryReport {
@@ -383,10 +395,10 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
     Ok(EvalReport {
         dataset: match args.generator.data {
             DataSource::Synthetic => format!(
-                "synthetic (seed {}, sizes from the NEWS index)",
-                args.generator.seed
+                "synthetic (seed {}, sizes from the NEWS index), {} kernel",
+                args.generator.seed, args.estimator.kernel
             ),
-            DataSource::News => "NEWS data files".into(),
+            DataSource::News => format!("NEWS data files, {} kernel", args.estimator.kernel),
         },
         cascades: rank.len(),
         train_cascades: cut.min(rank.len()),

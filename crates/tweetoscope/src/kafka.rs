@@ -99,7 +99,9 @@ impl KafkaSettings {
             .base()
             .set("enable.idempotence", "true")
             .set("transactional.id", &id)
-            .set("transaction.timeout.ms", "60000")
+            // A crashed replica's open transaction holds back read_committed readers (and the
+            // committed offsets of its partitions) until this timeout aborts it.
+            .set("transaction.timeout.ms", "10000")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
@@ -139,10 +141,9 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set(
-                "max.poll.interval.ms",
-                (self.session_timeout_ms.max(7_000) + 1_000).to_string(),
-            )
+            // Recovery reads (committed offsets held back by an aborted transaction, changelog
+            // reloads) may block the loop for tens of seconds: leave room before eviction.
+            .set("max.poll.interval.ms", "120000")
             .set("statistics.interval.ms", "1000")
             .set("isolation.level", self.isolation_level())
             // Eager assignors: after a rebalance every assigned partition is fetched from its
@@ -169,14 +170,26 @@ impl KafkaSettings {
             .set("isolation.level", self.isolation_level())
             .create()
             .context("cannot create a broadcast consumer")?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+        // The topic may not exist yet when this stage starts before the topic job: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut tpl = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        loop {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                }
             }
+            if tpl.count() > 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!("topic {topic} still has no partition after 120 s: create it (see k8s/base topic job) or let a stage create it"));
+            }
+            tracing::info!(topic, "waiting for the topic to exist");
+            std::thread::sleep(Duration::from_secs(1));
         }
         consumer.assign(&tpl)?;
         Ok(consumer)

@@ -99,3 +99,204 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     }
     records
 }
+
+// ---- BEGIN real-Kafka helpers (used by tests/real_kafka.rs) ------------------------------------
+
+/// Helpers for the tests that run every stage as its own process against a real broker.
+pub mod real_kafka {
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::message::Message;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    fn client(brokers: &str) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("a Kafka client")
+    }
+
+    /// Every committed record of `topic`, from the beginning to the current end of each
+    /// partition (`isolation.level=read_committed`). Unlike `read_topic`, this works on topics
+    /// written in transactions, whose last offsets are commit markers that no consumer receives:
+    /// a partition is done when the consumer reports its end (partition EOF).
+    pub fn read_committed(brokers: &str, topic: &str) -> Vec<super::Record> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set(
+                "group.id",
+                format!("committed-reader-{topic}-{}", std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        let mut pending = std::collections::HashSet::new();
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+            pending.insert(p.id());
+        }
+        let mut records = Vec::new();
+        if pending.is_empty() {
+            return records;
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out reading {topic} (partitions {pending:?} not at their end)"
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    pending.remove(&p);
+                }
+                // Transient (leader moves, coordinator loading...): retried until the deadline.
+                Some(Err(_)) => {}
+                Some(Ok(message)) => records.push(super::Record {
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                    partition: message.partition(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers: HashMap::new(),
+                }),
+            }
+        }
+        records
+    }
+
+    /// Partition count of each of `topics` (0 for a topic that does not exist).
+    pub fn partition_counts(brokers: &str, topics: &[String]) -> Vec<(String, usize)> {
+        let consumer = client(brokers);
+        topics
+            .iter()
+            .map(|topic| {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .expect("metadata");
+                let n = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len())
+                    .sum();
+                (topic.clone(), n)
+            })
+            .collect()
+    }
+
+    /// State of a consumer group (e.g. "Stable") and the number of members that hold at least one
+    /// partition; `None` when the broker does not know the group (yet).
+    pub fn group_state(brokers: &str, group: &str) -> Option<(String, usize)> {
+        let consumer = client(brokers);
+        let list = consumer
+            .fetch_group_list(Some(group), Duration::from_secs(10))
+            .ok()?;
+        let info = list.groups().iter().find(|g| g.name() == group)?;
+        // A member's assignment (consumer protocol): version i16, topic count i32, then per topic
+        // a name and an i32 partition count. More than the 6-byte header means partitions.
+        let holding = info
+            .members()
+            .iter()
+            .filter(|m| m.assignment().is_some_and(|a| assigned_partitions(a) > 0))
+            .count();
+        Some((info.state().to_owned(), holding))
+    }
+
+    /// Number of partitions in a serialized consumer-protocol assignment.
+    fn assigned_partitions(a: &[u8]) -> usize {
+        let i16_at = |i: usize| a.get(i..i + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+        let i32_at = |i: usize| {
+            a.get(i..i + 4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let Some(topics) = i32_at(2) else { return 0 };
+        let mut at = 6;
+        let mut total = 0;
+        for _ in 0..topics.max(0) {
+            let Some(name_len) = i16_at(at) else { break };
+            at += 2 + name_len.max(0) as usize;
+            let Some(n) = i32_at(at) else { break };
+            total += n.max(0) as usize;
+            at += 4 + 4 * n.max(0) as usize;
+        }
+        total
+    }
+
+    /// Body of `GET path` on a loopback HTTP/1.1 server, `None` if it does not answer 200.
+    pub fn http_get(port: u16, path: &str) -> Option<String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).ok()?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            return None;
+        }
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            return Some(dechunk(body));
+        }
+        Some(body.to_owned())
+    }
+
+    fn dechunk(mut body: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            body = rest[n..].trim_start_matches("\r\n");
+        }
+        out
+    }
+
+    /// Sum of the samples of metric `name` whose labels include every `label="value"` of `labels`.
+    pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        exposition
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let rest = series.strip_prefix(name)?;
+                if !(rest.is_empty() || rest.starts_with('{')) {
+                    return None;
+                }
+                labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                    .then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    }
+}
+
+// ---- END real-Kafka helpers ---------------------------------------------------------------------

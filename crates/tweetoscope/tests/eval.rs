@@ -89,3 +89,47 @@ fn eval_refuses_a_bad_split() {
         .unwrap_err();
     assert!(err.to_string().contains("--train-fraction"), "{err}");
 }
+
+#[test]
+fn the_power_law_kernel_is_selectable_and_corrected_by_the_forest() {
+    // On data simulated with the exponential kernel the power law is the wrong model: its Hawkes
+    // prediction alone is poor, and the forest must pull it back.
+    let args = eval_args(&[
+        "--cascades",
+        "300",
+        "--seed",
+        "4",
+        "--trees",
+        "30",
+        "--kernel",
+        "power-law",
+    ]);
+    let report = evaluate(&args).unwrap();
+    assert!(
+        report.dataset.contains("power-law kernel"),
+        "{}",
+        report.dataset
+    );
+    for w in &report.windows {
+        assert!(
+            w.fit_failure_share < 0.01,
+            "window {}: {}",
+            w.window,
+            w.fit_failure_share
+        );
+        let (hawkes, forest) = (&w.methods[0], &w.methods[1]);
+        assert!(
+            forest.median_are < hawkes.median_are,
+            "window {}: {} vs {}",
+            w.window,
+            forest.median_are,
+            hawkes.median_are
+        );
+        let recovery = w.recovery.as_ref().unwrap();
+        assert!(
+            recovery.median_rel_error_p.is_nan(),
+            "p and beta are exponential-kernel parameters"
+        );
+        assert!(recovery.median_rel_error_n_star.is_finite());
+    }
+}

@@ -231,3 +231,45 @@ async fn seeded_run_yields_exactly_one_of_each_per_cascade_window_and_dead_lette
     assert_eq!(summary.dead_letters, 4);
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_power_law_kernel_runs_through_every_stage() {
+    let (mut common, run) = common::run_options(&[
+        "--cascades",
+        "30",
+        "--sources",
+        "2",
+        "--seed",
+        "9",
+        "--kernel",
+        "power-law",
+        "--no-log-topic",
+    ]);
+    let topics = common.topics.clone();
+    let broker = EmbeddedBroker::start(&topics.all(), &topics.compacted(), 4).unwrap();
+    common.brokers = Some(broker.bootstrap().to_owned());
+    common.no_create_topics = true;
+    let summary = tweetoscope::run::run_pipeline(&common, &run, Metrics::new(), None)
+        .await
+        .unwrap();
+    assert!(summary.complete, "{}", summary.to_text());
+    let expected = expected_pairs(&common, &run);
+    assert_eq!(summary.expected_predictions as usize, expected.len());
+    let parameters: Vec<_> = common::read_topic(broker.bootstrap(), &topics.properties_topic)
+        .into_iter()
+        .filter_map(|r| {
+            match CascadeProperty::parse(r.key.as_deref().map(str::as_bytes), &r.payload) {
+                Ok((_, CascadeProperty::Parameters(p))) => Some(p),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(parameters.len(), expected.len());
+    for p in &parameters {
+        assert_eq!(p.kernel, tweetoscope_messages::KernelKind::PowerLaw);
+        assert_eq!(p.params.len(), 4, "[K, beta, c, theta]");
+        assert!(p.n_star <= 0.99, "n* {} above the cap", p.n_star);
+    }
+    let stats = common::read_topic(broker.bootstrap(), &topics.stats_topic);
+    assert_eq!(stats.len(), expected.len());
+}

@@ -9,7 +9,8 @@ use rdkafka::Message;
 use tokio::sync::Semaphore;
 use tweetoscope_hawkes::{FitConfig, MarkDistribution, Prior};
 use tweetoscope_messages::{
-    partition_for, to_payload, CascadeParameters, CascadeProperty, CascadeSeries, Malformed,
+    partition_for, to_payload, CascadeParameters, CascadeProperty, CascadeSeries, KernelKind,
+    Malformed,
 };
 
 use super::StageEnv;
@@ -51,7 +52,7 @@ pub fn check_series(series: &CascadeSeries) -> Result<(), Malformed> {
 /// The parameters message of a fitted series.
 pub fn parameters_message(
     series: &CascadeSeries,
-    fit: &tweetoscope_hawkes::HawkesFit,
+    fit: &tweetoscope_hawkes::KernelFit,
 ) -> CascadeParameters {
     CascadeParameters {
         cid: series.cid.clone(),
@@ -59,7 +60,11 @@ pub fn parameters_message(
         t_obs: Some(series.t_obs),
         n_obs: fit.n_obs as u64,
         n_supp: fit.g1 / (1.0 - fit.n_star),
-        params: [fit.p, fit.beta],
+        params: fit.params.clone(),
+        kernel: match fit.kernel {
+            tweetoscope_hawkes::Kernel::Exponential => KernelKind::Exponential,
+            tweetoscope_hawkes::Kernel::PowerLaw => KernelKind::PowerLaw,
+        },
         n_star: fit.n_star,
         g1: fit.g1,
     }
@@ -68,6 +73,7 @@ pub fn parameters_message(
 /// Runs the estimator until shutdown.
 pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
     let config = Arc::new(fit_config(&args)?);
+    let kernel = args.kernel;
     let workers = args.fit_workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
@@ -121,7 +127,7 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                     let times: Vec<f64> = series.tweets.iter().map(|e| e.0 - t0).collect();
                     let marks: Vec<f64> = series.tweets.iter().map(|e| e.1).collect();
                     let result =
-                        tweetoscope_hawkes::fit(&times, &marks, series.t_obs as f64, &config);
+                        tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, series.t_obs as f64, &config);
                     (series, result, started.elapsed())
                 })
                 .await;

@@ -224,7 +224,7 @@ fn predict(
     p: &CascadeParameters,
     models: &ModelStore,
 ) -> Result<(Alert, Prediction), Malformed> {
-    let features = [p.params[1], p.n_star, p.g1];
+    let features = [p.time_feature(), p.n_star, p.g1];
     let n_hawkes = tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, 1.0)
         .map_err(|e| Malformed::new(e.to_string()))?;
     let (omega, model_version) = models.omega(window, features);
@@ -253,7 +253,8 @@ fn predict(
 
 /// Keeps `store` up to date from the models topic until shutdown.
 async fn follow_models(env: StageEnv, store: Arc<RwLock<ModelStore>>) -> anyhow::Result<()> {
-    let consumer = env.kafka.broadcast_consumer(&env.topics.models_topic)?;
+    let consumer =
+        tokio::task::block_in_place(|| env.kafka.broadcast_consumer(&env.topics.models_topic))?;
     let mut shutdown = env.shutdown.clone();
     loop {
         tokio::select! {
@@ -473,7 +474,8 @@ mod tests {
             t_obs: Some(600),
             n_obs: 20,
             n_supp: 0.0,
-            params: [0.01, 0.002],
+            params: vec![0.01, 0.002],
+            kernel: Default::default(),
             n_star: 0.5,
             g1: 10.0,
         }

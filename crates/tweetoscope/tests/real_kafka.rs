@@ -1,0 +1,718 @@
+//! Scale-out on a real Apache Kafka broker: every stage runs as its own process, the estimator and
+//! the predictor as two replicas in one consumer group each, and the seeded replay must still give
+//! exactly one parameters message and one stat per (cascade, window), with both replicas of each
+//! scaled stage doing part of the work; and when one replica of each dies without a word
+//! (SIGKILL) in the middle of the replay, the survivors take its partitions over and every
+//! (cascade, window) still gets its stat.
+//!
+//! Needs a broker: `scripts/tiers/kafka.sh` starts one (`scripts/kafka.sh start`) and runs these
+//! tests with `TWEETOSCOPE_TEST_KAFKA` set to its bootstrap address.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use common::real_kafka::{group_state, http_get, metric_sum, partition_counts, read_committed};
+use tweetoscope::config::{CascadeArgs, Cli, Command as Cmd, GeneratorArgs};
+use tweetoscope::stages::generator;
+use tweetoscope_cascade::{Collector, Emission};
+use tweetoscope_messages::{CascadeProperty, SourceRecord};
+use tweetoscope_replay::{source_name, Replay};
+
+const PARTITIONS: usize = 4;
+
+/// The generator options of this test (also parsed here to compute the expected pairs).
+const GENERATOR: &[&str] = &["--cascades", "80", "--sources", "3", "--seed", "11"];
+/// The collector options of this test (defaults: windows 600,1200, terminated 1800, min size 10).
+const COLLECTOR: &[&str] = &["--windows", "600,1200"];
+
+type Pair = (String, u64);
+
+/// Bootstrap address of the broker under test.
+fn brokers() -> String {
+    match std::env::var("TWEETOSCOPE_TEST_KAFKA") {
+        Ok(b) if !b.trim().is_empty() => b,
+        _ => panic!(
+            "TWEETOSCOPE_TEST_KAFKA is not set: these tests need a real Kafka broker. \
+             Run scripts/tiers/kafka.sh, or start one with scripts/kafka.sh start and set \
+             TWEETOSCOPE_TEST_KAFKA to the address it prints"
+        ),
+    }
+}
+
+fn generator_args() -> GeneratorArgs {
+    let argv = ["tweetoscope", "generator"].iter().chain(GENERATOR);
+    match Cli::try_parse_from(argv)
+        .expect("valid generator options")
+        .command
+    {
+        Cmd::Generator(a) => a,
+        _ => unreachable!(),
+    }
+}
+
+fn collector_args() -> CascadeArgs {
+    let argv = ["tweetoscope", "collector"].iter().chain(COLLECTOR);
+    match Cli::try_parse_from(argv)
+        .expect("valid collector options")
+        .command
+    {
+        Cmd::Collector(a) => a.cascade,
+        _ => unreachable!(),
+    }
+}
+
+/// The (cascade, window) pairs the pure collector emits on the same seeded replay.
+fn expected_pairs() -> BTreeSet<Pair> {
+    let generator = generator_args();
+    let mut collector = Collector::new(collector_args().collector_config());
+    let mut out = Vec::new();
+    let cascades = generator::cascades(&generator).expect("synthetic cascades");
+    for event in Replay::new(generator::replay_config(&generator), cascades) {
+        let source = source_name(event.source);
+        match event.record {
+            SourceRecord::Tweet(t) => {
+                collector.on_tweet(&source, &t, &mut out);
+            }
+            SourceRecord::End(e) => collector.on_end_of_source(&source, e.t, &mut out),
+        }
+    }
+    out.into_iter()
+        .filter_map(|e| match e {
+            Emission::Series(s) => Some((s.cid.0, s.t_obs)),
+            Emission::Size(_) => None,
+        })
+        .collect()
+}
+
+fn count_pairs(pairs: impl IntoIterator<Item = Pair>) -> BTreeMap<Pair, usize> {
+    let mut counts = BTreeMap::new();
+    for p in pairs {
+        *counts.entry(p).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Names and consumer groups unique to one test run, so that a rerun on the same broker does not
+/// see the records or the committed offsets of an earlier one.
+struct RunNames {
+    suffix: String,
+}
+
+impl RunNames {
+    fn new(test: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        RunNames {
+            suffix: format!("{test}-{}-{}", std::process::id(), nanos % 1_000_000_000),
+        }
+    }
+
+    fn topic(&self, base: &str) -> String {
+        format!("{base}-{}", self.suffix)
+    }
+
+    fn group_prefix(&self) -> String {
+        format!("tweetoscope-{}", self.suffix)
+    }
+
+    /// Group id of a stage (the binary names its groups `<prefix>-<stage>`).
+    fn group(&self, stage: &str) -> String {
+        format!("{}-{stage}", self.group_prefix())
+    }
+
+    /// Every topic of the pipeline, without dead-letter topics.
+    fn topics(&self) -> Vec<String> {
+        topic_flags()
+            .iter()
+            .map(|(_, base)| self.topic(base))
+            .collect()
+    }
+
+    /// Command-line options every process of the run shares.
+    fn common_args(&self, brokers: &str) -> Vec<String> {
+        let mut args = vec![
+            "--brokers".to_owned(),
+            brokers.to_owned(),
+            "--partitions".to_owned(),
+            PARTITIONS.to_string(),
+            "--group-prefix".to_owned(),
+            self.group_prefix(),
+            "--session-timeout-ms".to_owned(),
+            "6000".to_owned(),
+            "--log".to_owned(),
+            "info".to_owned(),
+            "--log-format".to_owned(),
+            "text".to_owned(),
+        ];
+        for (flag, base) in topic_flags() {
+            args.push(format!("--{flag}"));
+            args.push(self.topic(&base));
+        }
+        args
+    }
+}
+
+/// Every `--*-topic` option of the binary with its default topic name, read from its command line
+/// definition so that a new topic is suffixed per run too.
+fn topic_flags() -> Vec<(String, String)> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let flags: Vec<(String, String)> = command
+        .get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?;
+            let default = a.get_default_values().first()?.to_str()?;
+            long.ends_with("-topic")
+                .then(|| (long.to_owned(), default.to_owned()))
+        })
+        .collect();
+    assert!(
+        flags.len() >= 8,
+        "the binary should have a --*-topic option per topic"
+    );
+    flags
+}
+
+/// One `tweetoscope` process with its own metrics port and log file.
+struct Stage {
+    label: String,
+    metrics_port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Stage {
+    fn spawn(label: &str, stage: &str, common: &[String], extra: &[&str], log_dir: &Path) -> Stage {
+        let log = log_dir.join(format!("{label}.log"));
+        let out = File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tweetoscope"));
+        // The processes get their settings from flags only, not from the test's environment.
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TWEETOSCOPE_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg(stage)
+            .args(common)
+            .arg("--metrics-addr")
+            // Port 0: the process binds a free port itself (no race with other programs) and
+            // logs it; `metrics_port` reads it back.
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `tweetoscope {stage}`: {e}"));
+        Stage {
+            label: label.to_owned(),
+            metrics_port: 0,
+            log,
+            child: Some(child),
+        }
+    }
+
+    /// The exit status if the process has ended.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("wait"))
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The port the process serves /metrics on, read from its log line
+    /// "metrics at http://127.0.0.1:PORT/metrics" (waits for it; 0 if it never comes).
+    fn discover_port(&mut self) -> u16 {
+        if self.metrics_port != 0 {
+            return self.metrics_port;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(port) = text
+                .split("metrics at http://127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|p| p.parse().ok())
+            {
+                self.metrics_port = port;
+                return port;
+            }
+            if self.exited().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{} did not log its metrics address:\n{}",
+            self.label,
+            self.log_tail(20)
+        );
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").unwrap_or_else(|| {
+            panic!(
+                "{} serves no /metrics on 127.0.0.1:{}\n{}",
+                self.label,
+                self.metrics_port,
+                self.log_tail(30)
+            )
+        })
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after `grace`).
+    fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate(Duration::from_secs(5));
+        }
+    }
+}
+
+/// The processes of one run; on a failed assertion, prints the end of every log and stops them.
+struct Pipeline {
+    stages: Vec<Stage>,
+    log_dir: PathBuf,
+}
+
+impl Pipeline {
+    fn stage(&self, label: &str) -> &Stage {
+        self.stages
+            .iter()
+            .find(|s| s.label == label)
+            .expect("a stage of that label")
+    }
+
+    /// Panics if a long-running stage has exited (the generator may end by itself, successfully).
+    fn check_alive(&mut self) {
+        for s in &mut self.stages {
+            if let Some(status) = s.exited() {
+                if s.label == "generator" && status.success() {
+                    continue;
+                }
+                panic!(
+                    "{} exited early ({status}); its log ends with:\n{}",
+                    s.label,
+                    s.log_tail(40)
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for s in &self.stages {
+                eprintln!(
+                    "---- {} (pid {:?}) ----",
+                    s.label,
+                    s.child.as_ref().map(Child::id)
+                );
+                eprintln!("{}", s.log_tail(25));
+            }
+            eprintln!("full logs in {}", self.log_dir.display());
+        }
+        for s in &mut self.stages {
+            s.terminate(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Polls `check` every half second until it holds, panicking with `what` at the deadline.
+fn wait_until(
+    pipeline: &mut Pipeline,
+    deadline: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) {
+    let until = Instant::now() + deadline;
+    loop {
+        pipeline.check_alive();
+        if check() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The consumers of a run: the collector, two estimators and two predictors (one group each), the
+/// learner and the monitor, each its own process. Returns once every one is ready and each group
+/// is stable with every replica holding partitions: otherwise, starting the generator then, one
+/// replica could take everything before the other joins.
+fn start_consumers(names: &RunNames, brokers: &str, log_dir: &Path) -> Pipeline {
+    let common = names.common_args(brokers);
+    let mut pipeline = Pipeline {
+        stages: Vec::new(),
+        log_dir: log_dir.to_owned(),
+    };
+    let consumers: [(&str, &str, &[&str]); 7] = [
+        ("collector", "collector", COLLECTOR),
+        ("estimator-1", "estimator", &["--fit-workers", "1"]),
+        ("estimator-2", "estimator", &["--fit-workers", "1"]),
+        ("predictor-1", "predictor", &[]),
+        ("predictor-2", "predictor", &[]),
+        (
+            "learner",
+            "learner",
+            &["--retrain-every", "20", "--trees", "20"],
+        ),
+        ("monitor", "monitor", &[]),
+    ];
+    for (label, stage, extra) in consumers {
+        pipeline
+            .stages
+            .push(Stage::spawn(label, stage, &common, extra, log_dir));
+    }
+    let ports: Vec<u16> = pipeline
+        .stages
+        .iter_mut()
+        .map(Stage::discover_port)
+        .collect();
+    wait_until(
+        &mut pipeline,
+        Duration::from_secs(120),
+        "every stage is ready and has joined its consumer group",
+        || {
+            // (The monitor reads the stats in a group of its own per start.)
+            ports.iter().all(|&p| http_get(p, "/readyz").is_some())
+                && ["collector", "estimator", "predictor", "learner"]
+                    .iter()
+                    .all(|stage| group_state(brokers, &names.group(stage)).is_some())
+        },
+    );
+    for (stage, replicas) in [("estimator", 2), ("predictor", 2), ("collector", 1)] {
+        let group = names.group(stage);
+        wait_until(
+            &mut pipeline,
+            Duration::from_secs(120),
+            &format!("group {group} is stable with {replicas} members holding partitions"),
+            || {
+                matches!(group_state(brokers, &group),
+                    Some((state, holding)) if state == "Stable" && holding == replicas)
+            },
+        );
+    }
+    pipeline
+}
+
+/// (cid, T_obs) of every record of a topic of JSON messages with those fields.
+fn pairs_of(brokers: &str, topic: &str) -> Vec<Pair> {
+    read_committed(brokers, topic)
+        .iter()
+        .map(|r| {
+            let v = r.json();
+            (
+                v["cid"].as_str().expect("cid").to_owned(),
+                v["T_obs"].as_u64().expect("T_obs"),
+            )
+        })
+        .collect()
+}
+
+/// Messages of `stage` read from `topic`, from the process's own /metrics.
+fn consumed(stage: &Stage, kind: &str, topic: &str) -> f64 {
+    metric_sum(
+        &stage.metrics(),
+        "tweetoscope_messages_consumed_total",
+        &[("stage", kind), ("topic", topic)],
+    )
+}
+
+fn new_log_dir(names: &RunNames) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tweetoscope-real-kafka-{}", names.suffix));
+    std::fs::create_dir_all(&dir).expect("log directory");
+    dir
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn replicated_stages_on_real_kafka_share_the_work_and_lose_or_duplicate_nothing() {
+    let brokers = brokers();
+    let names = RunNames::new("scale");
+    let expected = expected_pairs();
+    assert!(
+        expected.len() > 40,
+        "the replay should give a fair number of (cascade, window) pairs, got {}",
+        expected.len()
+    );
+    eprintln!(
+        "expecting {} (cascade, window) pairs; topics suffixed -{}",
+        expected.len(),
+        names.suffix
+    );
+    let started = Instant::now();
+    let log_dir = new_log_dir(&names);
+    let mut pipeline = start_consumers(&names, &brokers, &log_dir);
+    eprintln!(
+        "consumer groups stable after {:.1} s; starting the generator",
+        started.elapsed().as_secs_f64()
+    );
+    let common = names.common_args(&brokers);
+    pipeline.stages.push(Stage::spawn(
+        "generator",
+        "generator",
+        &common,
+        GENERATOR,
+        &log_dir,
+    ));
+
+    let stats_topic = names.topic("stats");
+    let want = expected.len() as i64;
+    wait_until(
+        &mut pipeline,
+        Duration::from_secs(360),
+        &format!("{stats_topic} holds {want} stats"),
+        || read_committed(&brokers, &stats_topic).len() as i64 >= want,
+    );
+    // The generator has replayed everything by now (the last sizes come from its end markers).
+    let generator_status = {
+        let g = pipeline
+            .stages
+            .iter_mut()
+            .find(|s| s.label == "generator")
+            .expect("generator");
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = g.exited() {
+                break status;
+            }
+            assert!(Instant::now() < until, "the generator did not end");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert!(generator_status.success(), "generator: {generator_status}");
+    eprintln!(
+        "{want} stats after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // A moment for late duplicates, if any, to show up.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let once: BTreeMap<Pair, usize> = expected.iter().map(|p| (p.clone(), 1)).collect();
+    let stats = read_committed(&brokers, &stats_topic);
+    for r in &stats {
+        let are = r.json()["ARE"].as_f64().expect("ARE");
+        assert!(are.is_finite() && are >= 0.0, "ARE {are}");
+    }
+    assert_eq!(
+        count_pairs(pairs_of(&brokers, &stats_topic)),
+        once,
+        "exactly one stat per (cascade, window)"
+    );
+
+    let mut parameters = Vec::new();
+    let mut sizes = Vec::new();
+    for r in read_committed(&brokers, &names.topic("cascade_properties")) {
+        let (window, property) =
+            CascadeProperty::parse(r.key.as_deref().map(str::as_bytes), &r.payload)
+                .expect("a valid cascade property");
+        assert_eq!(
+            r.partition,
+            tweetoscope_messages::partition_for(&property.cid().0, PARTITIONS as i32),
+            "cascade_properties are partitioned by cid"
+        );
+        match property {
+            CascadeProperty::Parameters(p) => parameters.push((p.cid.0, window)),
+            CascadeProperty::Size(s) => sizes.push((s.cid.0, window)),
+        }
+    }
+    assert_eq!(
+        count_pairs(parameters),
+        once,
+        "exactly one parameters message per (cascade, window)"
+    );
+    assert_eq!(
+        count_pairs(sizes),
+        once,
+        "exactly one size per (cascade, window)"
+    );
+
+    // Both replicas of each scaled stage did part of the work.
+    for (stage, topic) in [
+        ("estimator", names.topic("cascade_series")),
+        ("predictor", names.topic("cascade_properties")),
+    ] {
+        let mut total = 0.0;
+        for label in [format!("{stage}-1"), format!("{stage}-2")] {
+            let n = consumed(pipeline.stage(&label), stage, &topic);
+            eprintln!("{label} consumed {n} records of {topic}");
+            assert!(
+                n > 0.0,
+                "{label} consumed nothing from {topic}: the group did not share the work"
+            );
+            total += n;
+        }
+        let produced = read_committed(&brokers, &topic).len() as f64;
+        assert!(
+            total >= produced,
+            "the {stage} replicas consumed {total} of the {produced} records of {topic}"
+        );
+    }
+
+    // The stages created every topic and its dead-letter topic with the requested partitions.
+    let mut topics = names.topics();
+    topics.extend(names.topics().iter().map(|t| format!("{t}.dlq")));
+    for (topic, n) in partition_counts(&brokers, &topics) {
+        assert_eq!(n, PARTITIONS, "partitions of {topic}");
+    }
+
+    // A clean stop: SIGTERM ends every stage, successfully.
+    let mut stages = std::mem::take(&mut pipeline.stages);
+    for s in &mut stages {
+        if s.label == "generator" {
+            continue;
+        }
+        match s.terminate(Duration::from_secs(60)) {
+            Some(status) => assert!(
+                status.success(),
+                "{} exited with {status} after SIGTERM:\n{}",
+                s.label,
+                s.log_tail(30)
+            ),
+            None => panic!(
+                "{} did not stop within 60 s of SIGTERM:\n{}",
+                s.label,
+                s.log_tail(30)
+            ),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn killed_replicas_hand_their_partitions_over_and_no_prediction_is_lost() {
+    let brokers = brokers();
+    let names = RunNames::new("failover");
+    let expected = expected_pairs();
+    // Pace the replay over about 20 s of wall time, so that replicas die in the middle of it.
+    let generator = generator_args();
+    let span = Replay::new(
+        generator::replay_config(&generator),
+        generator::cascades(&generator).expect("synthetic cascades"),
+    )
+    .map(|e| e.elapsed)
+    .fold(0.0_f64, f64::max);
+    let speed_up = format!("{:.3}", (span / 20.0).max(1.0));
+    eprintln!(
+        "expecting {} pairs; replay of {span:.0} s of event time at {speed_up}x",
+        expected.len()
+    );
+    let log_dir = new_log_dir(&names);
+    let mut pipeline = start_consumers(&names, &brokers, &log_dir);
+    let common = names.common_args(&brokers);
+    let mut generator_args: Vec<&str> = GENERATOR.to_vec();
+    generator_args.extend(["--speed-up", &speed_up]);
+    pipeline.stages.push(Stage::spawn(
+        "generator",
+        "generator",
+        &common,
+        &generator_args,
+        &log_dir,
+    ));
+
+    // Once a quarter of the series are out, one estimator and one predictor die without a word:
+    // no commit, no leave-group. Their partitions go to the survivors after the session timeout,
+    // from the last committed offsets (at-least-once: some work is done twice).
+    let series_topic = names.topic("cascade_series");
+    let quarter = expected.len() as i64 / 4;
+    wait_until(
+        &mut pipeline,
+        Duration::from_secs(120),
+        "a quarter of the series are published",
+        || read_committed(&brokers, &series_topic).len() as i64 >= quarter,
+    );
+    for label in ["estimator-2", "predictor-2"] {
+        let stage = pipeline
+            .stages
+            .iter_mut()
+            .find(|s| s.label == label)
+            .expect("stage");
+        let mut child = stage.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        eprintln!("killed {label}");
+    }
+    pipeline.stages.retain(|s| s.child.is_some());
+    let killed = Instant::now();
+
+    let stats_topic = names.topic("stats");
+    let want: BTreeSet<Pair> = expected.clone();
+    wait_until(
+        &mut pipeline,
+        Duration::from_secs(240),
+        "every (cascade, window) has its stat",
+        || {
+            pairs_of(&brokers, &stats_topic)
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .is_superset(&want)
+        },
+    );
+    let stats = count_pairs(pairs_of(&brokers, &stats_topic));
+    let unexpected: Vec<&Pair> = stats.keys().filter(|p| !expected.contains(*p)).collect();
+    assert!(
+        unexpected.is_empty(),
+        "stats of unknown pairs: {unexpected:?}"
+    );
+    let repeated = stats.values().filter(|&&n| n > 1).count();
+    eprintln!(
+        "all {} pairs have their stat {:.1} s after the kill; {repeated} pairs twice or more",
+        expected.len(),
+        killed.elapsed().as_secs_f64()
+    );
+    for (label, kind, topic) in [
+        ("estimator-1", "estimator", &series_topic),
+        (
+            "predictor-1",
+            "predictor",
+            &names.topic("cascade_properties"),
+        ),
+    ] {
+        let n = consumed(pipeline.stage(label), kind, topic);
+        assert!(n > 0.0, "the surviving {label} consumed nothing");
+    }
+    drop(pipeline);
+    let _ = std::fs::remove_dir_all(&log_dir);
+}

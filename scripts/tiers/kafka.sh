@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Tier "kafka": the tests that need a real Apache Kafka broker (crates/tweetoscope/tests/real_kafka.rs).
+# Starts a single-node Kafka 4 with scripts/kafka.sh (first run: Maven resolves its jars into
+# .cache/kafka), runs the tests against it, and stops it whatever happens.
+# Run by scripts/test.sh after the fast tier; alone: bash scripts/tiers/kafka.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+started=$SECONDS
+# A broker of its own, on a free port, with its own state directory: never one a developer runs.
+export KAFKA_STATE_DIR=${KAFKA_STATE_DIR:-$PWD/.cache/kafka/tier-state}
+cleanup() {
+  local rc=$?
+  scripts/kafka.sh stop || true
+  exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+# Build the tests while the broker starts (the two overlap on 2 cores well enough).
+cargo test --locked -p tweetoscope --test real_kafka --no-run &
+build=$!
+TWEETOSCOPE_TEST_KAFKA=$(scripts/kafka.sh start)
+export TWEETOSCOPE_TEST_KAFKA
+wait "$build"
+echo "kafka tier: broker at $TWEETOSCOPE_TEST_KAFKA after $((SECONDS - started)) s"
+
+cargo test --locked -p tweetoscope --test real_kafka -- --include-ignored --test-threads=1
+echo "kafka tier: passed in $((SECONDS - started)) s"
