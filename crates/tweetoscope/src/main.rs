@@ -221,28 +221,70 @@ async fn run_command(
     };
     readiness.set_ready();
     let span = tracing::info_span!(STAGE_SPAN, name = stage);
+    let shutdown = env.shutdown.clone();
     match cli.command {
         Command::Generator(a) => {
-            stages::generator::run(env, a).instrument(span).await?;
+            stages::supervise(stage, shutdown, || {
+                stages::generator::run(env.clone(), a.clone())
+            })
+            .instrument(span)
+            .await?;
         }
         Command::Collector(a) => {
-            stages::collector::run(env, a.cascade)
-                .instrument(span)
-                .await?
+            stages::supervise(stage, shutdown, || {
+                stages::collector::run(env.clone(), a.cascade.clone())
+            })
+            .instrument(span)
+            .await?
         }
-        Command::Estimator(a) => stages::estimator::run(env, a).instrument(span).await?,
-        Command::Predictor(a) => stages::predictor::run(env, a).instrument(span).await?,
-        Command::Learner(a) => stages::learner::run(env, a).instrument(span).await?,
+        Command::Estimator(a) => {
+            stages::supervise(stage, shutdown, || {
+                stages::estimator::run(env.clone(), a.clone())
+            })
+            .instrument(span)
+            .await?
+        }
+        Command::Predictor(a) => {
+            stages::supervise(stage, shutdown, || {
+                stages::predictor::run(env.clone(), a.clone())
+            })
+            .instrument(span)
+            .await?
+        }
+        Command::Learner(a) => {
+            stages::supervise(stage, shutdown, || {
+                stages::learner::run(env.clone(), a.clone())
+            })
+            .instrument(span)
+            .await?
+        }
         Command::Monitor(a) => {
-            stages::monitor::run(env, a, stages::monitor::ErrorBoard::default())
-                .instrument(span)
-                .await?
+            // A restarted monitor rebuilds its board from the whole stats topic: a fresh one.
+            stages::supervise(stage, shutdown, || {
+                stages::monitor::run(
+                    env.clone(),
+                    a.clone(),
+                    stages::monitor::ErrorBoard::default(),
+                )
+            })
+            .instrument(span)
+            .await?
         }
         Command::Dashboard(a) => {
             let top = stages::dashboard::TopCascades::new(a.top);
-            stages::dashboard::run(env, a, top).instrument(span).await?
+            stages::supervise(stage, shutdown, || {
+                stages::dashboard::run(env.clone(), a.clone(), top.clone())
+            })
+            .instrument(span)
+            .await?
         }
-        Command::Logger(a) => stages::logger::run(env, a).instrument(span).await?,
+        Command::Logger(a) => {
+            stages::supervise(stage, shutdown, || {
+                stages::logger::run(env.clone(), a.clone())
+            })
+            .instrument(span)
+            .await?
+        }
         Command::Run(_) | Command::Fit(_) | Command::Eval(_) | Command::Bench(_) => {
             unreachable!("handled above")
         }

@@ -716,3 +716,284 @@ fn killed_replicas_hand_their_partitions_over_and_no_prediction_is_lost() {
     drop(pipeline);
     let _ = std::fs::remove_dir_all(&log_dir);
 }
+
+/// What goes wrong during a [`faulted_run`].
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL the process with this label mid-run, then start it again with the same options.
+    KillAndRestart(&'static str),
+    /// Freeze the broker (SIGSTOP) for this many seconds mid-run, then let it go on (SIGCONT).
+    PauseBroker(u64),
+    /// Write malformed records among the real ones on the tweets, series and properties topics.
+    Poison,
+}
+
+/// Stage kind and options of each process label of [`start_consumers`] (and the generator).
+fn stage_of(label: &str) -> (&'static str, Vec<&'static str>) {
+    match label {
+        "collector" => ("collector", COLLECTOR.to_vec()),
+        "estimator-1" | "estimator-2" => ("estimator", vec!["--fit-workers", "1"]),
+        "predictor-1" | "predictor-2" => ("predictor", vec![]),
+        "learner" => ("learner", vec!["--retrain-every", "20", "--trees", "20"]),
+        "monitor" => ("monitor", vec![]),
+        other => panic!("no stage labelled {other}"),
+    }
+}
+
+/// The poison records of [`Fault::Poison`]: (topic base name, key, payload).
+fn poison_records() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    vec![
+        ("tweets", "source-0", b"{this is not json".to_vec()),
+        (
+            "tweets",
+            "source-1",
+            br#"{"type":"retweet","t":"yesterday","m":1,"tweet_id":3}"#.to_vec(),
+        ),
+        (
+            "tweets",
+            "source-2",
+            br#"{"type":"like","t":1,"m":1,"tweet_id":3}"#.to_vec(),
+        ),
+        // Large but under the broker's 1 MB limit: garbage all the same.
+        ("tweets", "source-0", vec![b'x'; 900_000]),
+        (
+            "cascade_series",
+            "x",
+            br#"{"type":"serie","cid":"x","T_obs":600,"tweets":[[5,1],[1,1]]}"#.to_vec(),
+        ),
+        (
+            "cascade_properties",
+            "600",
+            br#"{"type":"parameters","cid":"x","n_obs":"many"}"#.to_vec(),
+        ),
+        (
+            "cascade_properties",
+            "600",
+            br#"{"type":"guess","cid":"x"}"#.to_vec(),
+        ),
+    ]
+}
+
+/// A paced seeded replay through every stage with `fault` injected once a quarter of the series
+/// are out; afterwards the stats must be exactly the expected set: no pair missing, none twice.
+fn faulted_run(fault: Fault) {
+    let brokers = brokers();
+    let label = match fault {
+        Fault::KillAndRestart(l) => format!("kill-{l}"),
+        Fault::PauseBroker(_) => "pause".into(),
+        Fault::Poison => "poison".into(),
+    };
+    let names = RunNames::new(&label);
+    let expected = expected_pairs();
+    let generator = generator_args();
+    let span = Replay::new(
+        generator::replay_config(&generator),
+        generator::cascades(&generator).expect("synthetic cascades"),
+    )
+    .map(|e| e.elapsed)
+    .fold(0.0_f64, f64::max);
+    let speed_up = format!("{:.3}", (span / 20.0).max(1.0));
+    let log_dir = new_log_dir(&names);
+    let mut pipeline = start_consumers(&names, &brokers, &log_dir);
+    let common = names.common_args(&brokers);
+    let mut generator_options: Vec<&str> = GENERATOR.to_vec();
+    generator_options.extend(["--speed-up", &speed_up]);
+    pipeline.stages.push(Stage::spawn(
+        "generator",
+        "generator",
+        &common,
+        &generator_options,
+        &log_dir,
+    ));
+
+    let series_topic = names.topic("cascade_series");
+    let quarter = expected.len() as i64 / 4;
+    wait_until(
+        &mut pipeline,
+        Duration::from_secs(120),
+        "a quarter of the series are published",
+        || read_committed(&brokers, &series_topic).len() as i64 >= quarter,
+    );
+    eprintln!("{label}: injecting {fault:?}");
+    match fault {
+        Fault::KillAndRestart(target) => {
+            let stage = pipeline
+                .stages
+                .iter_mut()
+                .find(|s| s.label == target)
+                .expect("stage");
+            let mut child = stage.child.take().expect("running");
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+            pipeline.stages.retain(|s| s.child.is_some());
+            std::thread::sleep(Duration::from_secs(1));
+            let restarted = if target == "generator" {
+                Stage::spawn(
+                    "generator",
+                    "generator",
+                    &common,
+                    &generator_options,
+                    &log_dir,
+                )
+            } else {
+                let (kind, extra) = stage_of(target);
+                Stage::spawn(target, kind, &common, &extra, &log_dir)
+            };
+            pipeline.stages.push(restarted);
+        }
+        Fault::PauseBroker(seconds) => {
+            let pid = std::env::var("TWEETOSCOPE_TEST_KAFKA_PID").expect(
+                "TWEETOSCOPE_TEST_KAFKA_PID: the broker's pid (scripts/tiers/kafka.sh sets it)",
+            );
+            assert!(Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .expect("kill")
+                .success());
+            std::thread::sleep(Duration::from_secs(seconds));
+            assert!(Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()
+                .expect("kill")
+                .success());
+        }
+        Fault::Poison => {
+            let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .expect("producer");
+            for (topic, key, payload) in poison_records() {
+                producer
+                    .send(
+                        rdkafka::producer::BaseRecord::to(&names.topic(topic))
+                            .key(key)
+                            .payload(&payload),
+                    )
+                    .expect("enqueued");
+            }
+            rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30))
+                .expect("flushed");
+        }
+    }
+
+    let stats_topic = names.topic("stats");
+    wait_until(
+        &mut pipeline,
+        Duration::from_secs(300),
+        "every (cascade, window) has its stat",
+        || {
+            pairs_of(&brokers, &stats_topic)
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .is_superset(&expected)
+        },
+    );
+    // Late duplicates would show up now.
+    std::thread::sleep(Duration::from_secs(5));
+    let once: BTreeMap<Pair, usize> = expected.iter().map(|p| (p.clone(), 1)).collect();
+    assert_eq!(
+        count_pairs(pairs_of(&brokers, &stats_topic)),
+        once,
+        "{label}: the stats differ from an undisturbed run's (a pair missing, unknown or twice)"
+    );
+    let mut properties: Vec<(String, u64, &str)> = Vec::new();
+    for r in read_committed(&brokers, &names.topic("cascade_properties")) {
+        if let Ok((w, p)) = CascadeProperty::parse(r.key.as_deref().map(str::as_bytes), &r.payload)
+        {
+            let kind = if matches!(p, CascadeProperty::Size(_)) {
+                "size"
+            } else {
+                "parameters"
+            };
+            properties.push((p.cid().0.clone(), w, kind));
+        }
+    }
+    // Sizes and parameters: none missing, none of an unknown pair. (Known issue: after a collector
+    // crash a cascade's sizes have been seen emitted twice; the predictor's join absorbs the
+    // repeat, so the stats above stay exactly once.)
+    for kind in ["size", "parameters"] {
+        let pairs = properties
+            .iter()
+            .filter(|p| p.2 == kind)
+            .map(|p| (p.0.clone(), p.1));
+        let counts = count_pairs(pairs);
+        let keys: BTreeSet<Pair> = counts.keys().cloned().collect();
+        assert_eq!(
+            keys, expected,
+            "{label}: one {kind} or more for every pair, and no other"
+        );
+        let repeated: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
+        if !repeated.is_empty() {
+            eprintln!("{label}: {kind} repeated for {repeated:?}");
+        }
+    }
+    if let Fault::Poison = fault {
+        for topic in ["tweets", "cascade_series", "cascade_properties"] {
+            let sent: Vec<Vec<u8>> = poison_records()
+                .into_iter()
+                .filter(|p| p.0 == topic)
+                .map(|p| p.2)
+                .collect();
+            let mut dead: Vec<Vec<u8>> =
+                read_committed(&brokers, &format!("{}.dlq", names.topic(topic)))
+                    .into_iter()
+                    .map(|r| r.payload)
+                    .collect();
+            let mut sent_sorted = sent.clone();
+            sent_sorted.sort();
+            dead.sort();
+            assert_eq!(
+                dead.len(),
+                sent.len(),
+                "{topic}: every poison record and only they are dead-lettered"
+            );
+            assert!(
+                dead == sent_sorted,
+                "{topic}: dead letters are the poison records, unchanged"
+            );
+        }
+        let counted = |label: &str, kind: &str, topic: &str| {
+            metric_sum(
+                &pipeline.stage(label).metrics(),
+                "tweetoscope_malformed_messages_total",
+                &[("stage", kind), ("topic", &names.topic(topic))],
+            )
+        };
+        assert_eq!(counted("collector", "collector", "tweets"), 4.0);
+        let estimators = counted("estimator-1", "estimator", "cascade_series")
+            + counted("estimator-2", "estimator", "cascade_series");
+        assert_eq!(estimators, 1.0);
+        let predictors = counted("predictor-1", "predictor", "cascade_properties")
+            + counted("predictor-2", "predictor", "cascade_properties");
+        assert_eq!(predictors, 2.0);
+    }
+    eprintln!("{label}: {} pairs, each exactly once", expected.len());
+    drop(pipeline);
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn a_killed_and_restarted_stage_loses_and_duplicates_nothing() {
+    for stage in [
+        "collector",
+        "estimator-1",
+        "predictor-1",
+        "learner",
+        "generator",
+    ] {
+        faulted_run(Fault::KillAndRestart(stage));
+    }
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn the_broker_frozen_for_30_s_loses_and_duplicates_nothing() {
+    faulted_run(Fault::PauseBroker(30));
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn poison_records_are_dead_lettered_and_the_real_ones_processed() {
+    faulted_run(Fault::Poison);
+}

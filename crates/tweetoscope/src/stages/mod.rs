@@ -41,6 +41,42 @@ impl StageEnv {
     }
 }
 
+/// Runs a stage, and runs it again from its committed state when it fails for any reason but a
+/// configuration error (e.g. the broker went away long enough for its transaction to time out, or
+/// its producer was fenced): the same recovery as a restarted process, without losing the process.
+/// Waits 1 s, then twice as long after each failure in a row (at most 30 s); stops on shutdown.
+pub async fn supervise<F, Fut, T>(
+    name: &str,
+    shutdown: watch::Receiver<bool>,
+    mut start: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = std::time::Duration::from_secs(1);
+    loop {
+        let attempt = std::time::Instant::now();
+        match start().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.downcast_ref::<crate::config::ConfigError>().is_some() => return Err(e),
+            Err(e) if *shutdown.borrow() => return Err(e),
+            Err(e) => {
+                if attempt.elapsed() > std::time::Duration::from_secs(60) {
+                    backoff = std::time::Duration::from_secs(1);
+                }
+                tracing::error!(stage = name, error = %format!("{e:#}"), retry_in = ?backoff, "stage failed; restarting it from its committed state");
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return Err(e),
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// The record key as text, if any.
 pub(crate) fn key_text(key: Option<&[u8]>) -> Option<String> {
     key.map(|k| String::from_utf8_lossy(k).into_owned())
