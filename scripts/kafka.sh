@@ -6,6 +6,7 @@
 #        scripts/kafka.sh stop       stop it (SIGTERM, then SIGKILL after a timeout), delete its data
 #        scripts/kafka.sh status     say whether it runs and answers; exit 0 only if it does
 #        scripts/kafka.sh bootstrap  print the bootstrap address of the running broker
+#        scripts/kafka.sh bounce N   stop it (keeping its data), wait N seconds, start it again
 #        scripts/kafka.sh fetch      only resolve the jars (e.g. to warm a CI cache)
 #
 # The jars of org.apache.kafka:kafka_2.13 and its runtime dependencies come from Maven Central
@@ -161,6 +162,18 @@ EOF
     die "cannot format the storage in $data"
   fi
 
+  launch "$host:$port" "$host:$cport"
+}
+
+# Starts the JVM on the formatted storage of $state/server.properties and waits until it answers.
+launch() {
+  local address=$1 controller=$2
+  local heap
+  read -r -a heap <<<"${KAFKA_HEAP:--Xms256m -Xmx512m}"
+  local jvm=(java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$root/scripts/kafka/log4j2.properties"
+    "-Dkafka.logs.dir=$state/logs" -cp "$libs/*")
   : >"$state/logs/server.log"
   # setsid: the broker has its own session, so a Ctrl-C in the caller's terminal does not reach it
   # before `stop` does; the pid written is the JVM's (bash execs it).
@@ -170,7 +183,7 @@ EOF
     >"$state/logs/kafka.out" 2>&1 </dev/null &
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
   while [[ ! -s "$state/pid" ]] && ((SECONDS < deadline)); do sleep 0.1; done
-  log "Kafka $version starting on $host:$port (controller $host:$cport, pid $(<"$state/pid"), data $data)"
+  log "Kafka $version starting on $address (controller $controller, pid $(<"$state/pid"), data $(<"$state/data_dir"))"
 
   until grep -q "Kafka Server started" "$state/logs/server.log" 2>/dev/null; do
     if ! running_pid >/dev/null; then
@@ -183,17 +196,39 @@ EOF
     }
     sleep 0.5
   done
-  until ready "$host:$port" 3000 >/dev/null 2>"$state/logs/ready.err"; do
+  until ready "$address" 3000 >/dev/null 2>"$state/logs/ready.err"; do
     ((SECONDS < deadline)) || {
       cat "$state/logs/ready.err" >&2
       stop
-      die "the broker does not answer metadata requests on $host:$port"
+      die "the broker does not answer metadata requests on $address"
     }
     sleep 1
   done
-  echo "$host:$port" >"$state/bootstrap"
-  log "ready: $host:$port (logs in $state/logs)"
-  echo "$host:$port"
+  echo "$address" >"$state/bootstrap"
+  log "ready: $address (logs in $state/logs)"
+  echo "$address"
+}
+
+# Stops the running broker cleanly, keeps its data and configuration, waits $1 seconds, and starts
+# it again on the same ports: a broker that goes away and comes back.
+bounce() {
+  local down=${1:?usage: kafka.sh bounce SECONDS}
+  local pid address controller
+  pid=$(running_pid) || die "not running"
+  address=$(<"$state/bootstrap")
+  controller=$(sed -n 's/^controller.quorum.bootstrap.servers=//p' "$state/server.properties")
+  log "bouncing the broker (pid $pid): down for $down s"
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + ${KAFKA_STOP_TIMEOUT:-30}))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  rm -f "$state/pid" "$state/bootstrap"
+  sleep "$down"
+  launch "$address" "$controller" >/dev/null
+  log "back after $down s"
 }
 
 stop() {
@@ -242,6 +277,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  bounce) bounce "${2:-}" ;;
   bootstrap)
     running_pid >/dev/null && [[ -s "$state/bootstrap" ]] || die "no broker is running"
     cat "$state/bootstrap"

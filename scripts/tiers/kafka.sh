@@ -21,8 +21,6 @@ cargo test --locked -p tweetoscope --test real_kafka --no-run &
 build=$!
 TWEETOSCOPE_TEST_KAFKA=$(scripts/kafka.sh start)
 export TWEETOSCOPE_TEST_KAFKA
-TWEETOSCOPE_TEST_KAFKA_PID=$(<"$KAFKA_STATE_DIR/pid")
-export TWEETOSCOPE_TEST_KAFKA_PID
 wait "$build"
 echo "kafka tier: broker at $TWEETOSCOPE_TEST_KAFKA after $((SECONDS - started)) s"
 

@@ -724,6 +724,8 @@ enum Fault {
     KillAndRestart(&'static str),
     /// Freeze the broker (SIGSTOP) for this many seconds mid-run, then let it go on (SIGCONT).
     PauseBroker(u64),
+    /// Stop the broker cleanly mid-run, keep it down this many seconds, start it again.
+    BounceBroker(u64),
     /// Write malformed records among the real ones on the tweets, series and properties topics.
     Poison,
 }
@@ -774,6 +776,18 @@ fn poison_records() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ]
 }
 
+/// The pid of the broker under test, from the state directory of scripts/kafka.sh (it changes when
+/// the broker is bounced).
+fn broker_pid() -> String {
+    let dir = std::env::var("KAFKA_STATE_DIR").expect(
+        "KAFKA_STATE_DIR: the state directory of scripts/kafka.sh (scripts/tiers/kafka.sh sets it)",
+    );
+    std::fs::read_to_string(Path::new(&dir).join("pid"))
+        .expect("the broker's pid file")
+        .trim()
+        .to_owned()
+}
+
 /// A paced seeded replay through every stage with `fault` injected once a quarter of the series
 /// are out; afterwards the stats must be exactly the expected set: no pair missing, none twice.
 fn faulted_run(fault: Fault) {
@@ -781,6 +795,7 @@ fn faulted_run(fault: Fault) {
     let label = match fault {
         Fault::KillAndRestart(l) => format!("kill-{l}"),
         Fault::PauseBroker(_) => "pause".into(),
+        Fault::BounceBroker(_) => "bounce".into(),
         Fault::Poison => "poison".into(),
     };
     let names = RunNames::new(&label);
@@ -842,9 +857,7 @@ fn faulted_run(fault: Fault) {
             pipeline.stages.push(restarted);
         }
         Fault::PauseBroker(seconds) => {
-            let pid = std::env::var("TWEETOSCOPE_TEST_KAFKA_PID").expect(
-                "TWEETOSCOPE_TEST_KAFKA_PID: the broker's pid (scripts/tiers/kafka.sh sets it)",
-            );
+            let pid = broker_pid();
             assert!(Command::new("kill")
                 .args(["-STOP", &pid])
                 .status()
@@ -856,6 +869,15 @@ fn faulted_run(fault: Fault) {
                 .status()
                 .expect("kill")
                 .success());
+        }
+        Fault::BounceBroker(seconds) => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
+            let status = Command::new("bash")
+                .arg(script)
+                .args(["bounce", &seconds.to_string()])
+                .status()
+                .expect("scripts/kafka.sh bounce");
+            assert!(status.success(), "the broker did not come back");
         }
         Fault::Poison => {
             let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
@@ -984,6 +1006,12 @@ fn a_killed_and_restarted_stage_loses_and_duplicates_nothing() {
     ] {
         faulted_run(Fault::KillAndRestart(stage));
     }
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn the_broker_stopped_for_30_s_and_restarted_loses_and_duplicates_nothing() {
+    faulted_run(Fault::BounceBroker(30));
 }
 
 #[test]
