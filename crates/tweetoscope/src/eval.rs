@@ -248,16 +248,38 @@ fn forest_omegas(
         .collect())
 }
 
-/// Runs the evaluation.
-pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
-    let started = std::time::Instant::now();
-    let collector_config = args.cascade.collector_config();
-    let windows = collector_config.windows.clone();
-    let mut collector = Collector::new(collector_config);
+/// What the collector logic emits over a whole replay, offline.
+pub struct Collected {
+    /// Series and sizes, in emission order.
+    pub emitted: Vec<Emission>,
+    /// Start rank of each cascade (0 for the first to start).
+    pub rank: HashMap<String, usize>,
+}
+
+impl Collected {
+    /// The (cascade, window) pairs that got a series: what the pipeline must predict.
+    pub fn series_pairs(&self) -> std::collections::BTreeSet<(String, u64)> {
+        self.emitted
+            .iter()
+            .filter_map(|e| match e {
+                Emission::Series(s) => Some((s.cid.0.clone(), s.t_obs)),
+                Emission::Size(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs the generator's seeded replay through the pure collector, without any broker: the
+/// reference of what a run of the pipeline on the same options must emit.
+pub fn collect_offline(
+    generator: &GeneratorArgs,
+    config: tweetoscope_cascade::CollectorConfig,
+) -> anyhow::Result<Collected> {
+    let mut collector = Collector::new(config);
     let mut emitted = Vec::new();
     let mut rank: HashMap<String, usize> = HashMap::new();
-    let cascades = generator::cascades(&args.generator)?;
-    for event in Replay::new(generator::replay_config(&args.generator), cascades) {
+    let cascades = generator::cascades(generator)?;
+    for event in Replay::new(generator::replay_config(generator), cascades) {
         let source = source_name(event.source);
         match event.record {
             SourceRecord::Tweet(t) => {
@@ -269,6 +291,16 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             SourceRecord::End(e) => collector.on_end_of_source(&source, e.t, &mut emitted),
         }
     }
+    Ok(Collected { emitted, rank })
+}
+
+/// Runs the evaluation.
+pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
+    let started = std::time::Instant::now();
+    let collector_config = args.cascade.collector_config();
+    let windows = collector_config.windows.clone();
+    let collected = collect_offline(&args.generator, collector_config)?;
+    let (emitted, rank) = (collected.emitted, collected.rank);
     let mut sizes: HashMap<(String, u64), u64> = HashMap::new();
     let mut series = Vec::new();
     for e in emitted {

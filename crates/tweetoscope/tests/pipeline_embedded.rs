@@ -11,37 +11,18 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tweetoscope::kafka::EmbeddedBroker;
 use tweetoscope::metrics::Metrics;
-use tweetoscope::stages::generator;
-use tweetoscope_cascade::{Collector, Emission};
-use tweetoscope_messages::{CascadeProperty, SourceRecord};
-use tweetoscope_replay::{source_name, Replay};
+use tweetoscope_messages::CascadeProperty;
 
 type Pair = (String, u64);
 
 /// The (cascade, window) pairs the pure collector emits on the same replay: the expected set.
 fn expected_pairs(
-    common: &tweetoscope::config::CommonArgs,
+    _common: &tweetoscope::config::CommonArgs,
     run: &tweetoscope::config::RunArgs,
 ) -> BTreeSet<Pair> {
-    let _ = common;
-    let cascades = generator::cascades(&run.generator).unwrap();
-    let mut collector = Collector::new(run.cascade.collector_config());
-    let mut out = Vec::new();
-    for event in Replay::new(generator::replay_config(&run.generator), cascades) {
-        let source = source_name(event.source);
-        match event.record {
-            SourceRecord::Tweet(t) => {
-                collector.on_tweet(&source, &t, &mut out);
-            }
-            SourceRecord::End(e) => collector.on_end_of_source(&source, e.t, &mut out),
-        }
-    }
-    out.into_iter()
-        .filter_map(|e| match e {
-            Emission::Series(s) => Some((s.cid.0, s.t_obs)),
-            Emission::Size(_) => None,
-        })
-        .collect()
+    tweetoscope::eval::collect_offline(&run.generator, run.cascade.collector_config())
+        .expect("seeded replay")
+        .series_pairs()
 }
 
 fn count_pairs(pairs: impl IntoIterator<Item = Pair>) -> BTreeMap<Pair, usize> {

@@ -20,9 +20,8 @@ use clap::Parser;
 use common::real_kafka::{group_state, http_get, metric_sum, partition_counts, read_committed};
 use tweetoscope::config::{CascadeArgs, Cli, Command as Cmd, GeneratorArgs};
 use tweetoscope::stages::generator;
-use tweetoscope_cascade::{Collector, Emission};
-use tweetoscope_messages::{CascadeProperty, SourceRecord};
-use tweetoscope_replay::{source_name, Replay};
+use tweetoscope_messages::CascadeProperty;
+use tweetoscope_replay::Replay;
 
 const PARTITIONS: usize = 4;
 
@@ -69,25 +68,9 @@ fn collector_args() -> CascadeArgs {
 
 /// The (cascade, window) pairs the pure collector emits on the same seeded replay.
 fn expected_pairs() -> BTreeSet<Pair> {
-    let generator = generator_args();
-    let mut collector = Collector::new(collector_args().collector_config());
-    let mut out = Vec::new();
-    let cascades = generator::cascades(&generator).expect("synthetic cascades");
-    for event in Replay::new(generator::replay_config(&generator), cascades) {
-        let source = source_name(event.source);
-        match event.record {
-            SourceRecord::Tweet(t) => {
-                collector.on_tweet(&source, &t, &mut out);
-            }
-            SourceRecord::End(e) => collector.on_end_of_source(&source, e.t, &mut out),
-        }
-    }
-    out.into_iter()
-        .filter_map(|e| match e {
-            Emission::Series(s) => Some((s.cid.0, s.t_obs)),
-            Emission::Size(_) => None,
-        })
-        .collect()
+    tweetoscope::eval::collect_offline(&generator_args(), collector_args().collector_config())
+        .expect("seeded replay")
+        .series_pairs()
 }
 
 fn count_pairs(pairs: impl IntoIterator<Item = Pair>) -> BTreeMap<Pair, usize> {
