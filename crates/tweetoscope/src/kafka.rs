@@ -52,6 +52,17 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// The settings the common options give, for `brokers`.
+    pub fn from_common(common: &crate::config::CommonArgs, brokers: String) -> Self {
+        Self {
+            brokers,
+            group_prefix: common.group_prefix.clone(),
+            session_timeout_ms: common.session_timeout_ms,
+            transactions: !common.no_transactions,
+            commit_interval: Duration::from_millis(common.commit_interval_ms),
+        }
+    }
+
     /// Base client configuration.
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();

@@ -185,13 +185,7 @@ async fn run_command(
             "the {stage} stage needs Kafka: pass --brokers HOST:PORT or set TWEETOSCOPE_BROKERS (`tweetoscope run` alone uses an embedded broker)"
         ))
     })?;
-    let kafka = KafkaSettings {
-        brokers,
-        group_prefix: cli.common.group_prefix.clone(),
-        session_timeout_ms: cli.common.session_timeout_ms,
-        transactions: !cli.common.no_transactions,
-        commit_interval: std::time::Duration::from_millis(cli.common.commit_interval_ms),
-    };
+    let kafka = KafkaSettings::from_common(&cli.common, brokers);
     let topics = cli.common.topics.clone();
     if !cli.common.no_create_topics {
         create_topics(

@@ -118,17 +118,11 @@ pub async fn run_pipeline(
             (Some(broker), bootstrap)
         }
     };
-    let kafka = KafkaSettings {
-        brokers: brokers.clone(),
-        group_prefix: common.group_prefix.clone(),
-        transactions: !common.no_transactions,
-        commit_interval: std::time::Duration::from_millis(common.commit_interval_ms),
-        session_timeout_ms: if embedded.is_some() {
-            6_000
-        } else {
-            common.session_timeout_ms
-        },
-    };
+    let mut kafka = KafkaSettings::from_common(common, brokers.clone());
+    if embedded.is_some() {
+        // The embedded broker's group joins are slow; a short session keeps rebalances quick.
+        kafka.session_timeout_ms = 6_000;
+    }
     if embedded.is_none() && !common.no_create_topics {
         create_topics(
             &kafka,
