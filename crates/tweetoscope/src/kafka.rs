@@ -764,15 +764,64 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-type Done = (String, i32, i64);
+/// Timeout of the transactional calls: librdkafka's "remaining transaction time" (at most
+/// `transaction.timeout.ms`, 10 s), the value it recommends so that its state stays in step with
+/// the coordinator's. A call that still fails makes the loop return an error and the supervisor
+/// rebuild the stage, instead of blocking it for longer than the coordinator would wait anyway.
+const WITHIN_TRANSACTION: rdkafka::util::Timeout = rdkafka::util::Timeout::Never;
+
+/// A handled message: where it was read, and whether every output it caused reached Kafka.
+struct Done {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    delivered: bool,
+}
+
+/// The work of a processing loop not committed yet.
+#[derive(Default)]
+struct Uncommitted {
+    /// Handled messages whose outputs are not all delivered yet, in reading order.
+    in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>,
+    /// Per partition, the offset after the last message whose outputs are all delivered.
+    next_offsets: HashMap<(String, i32), i64>,
+    /// Partitions whose handler state was resumed.
+    known: std::collections::HashSet<(String, i32)>,
+    /// Whether a message finished since the last commit.
+    dirty: bool,
+}
+
+impl Uncommitted {
+    /// Records a finished message; false if one of its outputs was not delivered.
+    fn finish(&mut self, done: Done) -> bool {
+        if done.delivered {
+            self.next_offsets
+                .insert((done.topic, done.partition), done.offset + 1);
+            self.dirty = true;
+        }
+        done.delivered
+    }
+
+    /// Waits for every message in flight; false as soon as one had an output not delivered.
+    async fn drain(&mut self) -> bool {
+        while let Some(done) = self.in_flight.next().await {
+            if !self.finish(done) {
+                return false;
+            }
+        }
+        true
+    }
+}
 
 /// Reads `consumer` until `shutdown` turns true; each message goes to `handler`, its outputs to
-/// `sink`. With transactions on, outputs and offsets are committed atomically every
-/// `commit_interval`; otherwise offsets are committed once the outputs are delivered. Offsets
-/// advance in partition order. A rebalance or a failed commit abandons the uncommitted work: the
-/// transaction is aborted, the handler drops its state, and reading resumes from the committed
-/// offsets. On shutdown, in-flight work is finished (for at most 30 s), committed, and the
-/// consumer leaves its group.
+/// `sink`. Every `commit_interval`, reading pauses until the outputs of every handled message are
+/// delivered, then the offsets after them are committed: with transactions on, atomically with
+/// those outputs (so a transaction never holds the outputs of a message whose offset it does not
+/// commit), otherwise after them. The handler's checkpoint is thus always taken in a state that
+/// matches the committed offsets. A rebalance, an output not delivered or a failed commit
+/// abandons the uncommitted work: the transaction is aborted, the handler drops its state, and
+/// reading resumes from the committed offsets. On shutdown, in-flight work is finished (for at
+/// most 30 s), committed, and the consumer leaves its group.
 pub async fn process<H: Handler>(
     settings: LoopSettings,
     consumer: StreamConsumer<StageContext>,
@@ -787,12 +836,8 @@ pub async fn process<H: Handler>(
     if transactional {
         producer.begin_transaction()?;
     }
-    let mut in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>> =
-        FuturesOrdered::new();
-    let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
-    let mut known: std::collections::HashSet<(String, i32)> = std::collections::HashSet::new();
+    let mut work = Uncommitted::default();
     let mut generation = consumer.context().generation.load(Ordering::SeqCst);
-    let mut dirty = false;
     let mut commit_tick = tokio::time::interval(settings.commit_interval);
     let processing = metrics.processing_seconds.with_label_values(&[stage]);
     // Labelled counters exist from the start, so rate() and increase() see their first step.
@@ -816,29 +861,34 @@ pub async fn process<H: Handler>(
                 transactional,
                 false,
                 &mut handler,
-                &mut known,
-                &mut in_flight,
-                &mut next_offsets,
+                &mut work,
             )?;
-            dirty = false;
         }
         tokio::select! {
             biased;
             _ = shutdown.changed() => {}
-            Some((topic, partition, offset)) = in_flight.next(), if !in_flight.is_empty() => {
-                next_offsets.insert((topic, partition), offset + 1);
-                dirty = true;
-            }
-            _ = commit_tick.tick() => {
-                if dirty {
-                    if let Err(e) = commit(&consumer, &producer, transactional, &handler, &next_offsets, false) {
-                        tracing::warn!(stage, error = %e, "commit failed: uncommitted work is redone");
-                        restart(&consumer, &producer, transactional, true, &mut handler, &mut known, &mut in_flight, &mut next_offsets)?;
-                    }
-                    dirty = false;
+            Some(done) = work.in_flight.next(), if !work.in_flight.is_empty() => {
+                if !work.finish(done) {
+                    tracing::warn!(stage, "an output was not delivered: uncommitted work is redone");
+                    restart(&consumer, &producer, transactional, true, &mut handler, &mut work)?;
                 }
             }
-            received = consumer.recv(), if in_flight.len() < settings.max_in_flight => {
+            _ = commit_tick.tick() => {
+                if work.dirty || !work.in_flight.is_empty() {
+                    // Everything handled so far is committed together: wait for its outputs.
+                    let failure = if work.drain().await {
+                        commit(&consumer, &producer, transactional, &handler, &work.next_offsets, false).err()
+                    } else {
+                        Some(anyhow!("an output was not delivered"))
+                    };
+                    work.dirty = false;
+                    if let Some(e) = failure {
+                        tracing::warn!(stage, error = %format!("{e:#}"), "commit failed: uncommitted work is redone");
+                        restart(&consumer, &producer, transactional, true, &mut handler, &mut work)?;
+                    }
+                }
+            }
+            received = consumer.recv(), if work.in_flight.len() < settings.max_in_flight => {
                 let message = match received {
                     Ok(m) => m,
                     Err(e) => {
@@ -852,18 +902,17 @@ pub async fn process<H: Handler>(
                     // The rebalance was served by the poll that returned this message, which
                     // comes from the new assignment: reset, then handle it.
                     generation = current;
-                    restart(&consumer, &producer, transactional, false, &mut handler, &mut known, &mut in_flight, &mut next_offsets)?;
-                    dirty = false;
+                    restart(&consumer, &producer, transactional, false, &mut handler, &mut work)?;
                 }
                 let started = Instant::now();
                 let topic = message.topic().to_owned();
                 let key = (topic.clone(), message.partition());
-                if !known.contains(&key) {
+                if !work.known.contains(&key) {
                     let committed = committed_position(&consumer, &topic, message.partition())?;
                     tokio::task::block_in_place(|| {
                         handler.resume(&topic, message.partition(), committed.as_ref().map(|(o, m)| (*o, m.as_str())))
                     })?;
-                    known.insert(key);
+                    work.known.insert(key);
                 }
                 metrics.consumed.with_label_values(&[stage, &topic]).inc();
                 let position = (topic.clone(), message.partition(), message.offset());
@@ -893,6 +942,7 @@ pub async fn process<H: Handler>(
                 drop(message);
                 let sink = sink.clone();
                 let histogram = processing.clone();
+                let (topic, partition, offset) = position;
                 let future: Pin<Box<dyn Future<Output = Done> + Send>> = match handled {
                     Handled::Now(records) => {
                         let mut pending = Vec::with_capacity(records.len());
@@ -900,59 +950,51 @@ pub async fn process<H: Handler>(
                             pending.push(sink.enqueue(r).await);
                         }
                         Box::pin(async move {
+                            let mut delivered = true;
                             for p in pending {
-                                p.await;
+                                delivered &= p.await;
                             }
                             histogram.observe(started.elapsed().as_secs_f64());
-                            position
+                            Done { topic, partition, offset, delivered }
                         })
                     }
-                    Handled::Later(work) => Box::pin(async move {
-                        let records = work.await;
-                        sink.send_all(records).await;
+                    Handled::Later(later) => Box::pin(async move {
+                        let records = later.await;
+                        let delivered = sink.send_all(records).await;
                         histogram.observe(started.elapsed().as_secs_f64());
-                        position
+                        Done { topic, partition, offset, delivered }
                     }),
                     Handled::Malformed(_) => {
                         let letter = letter.expect("built above");
                         let pending = sink.enqueue(letter).await;
                         Box::pin(async move {
-                            pending.await;
-                            position
+                            let delivered = pending.await;
+                            Done { topic, partition, offset, delivered }
                         })
                     }
                 };
-                in_flight.push_back(future);
+                work.in_flight.push_back(future);
             }
         }
     }
-    // Finish what is in flight, then commit for good.
-    let drain = async {
-        while let Some((topic, partition, offset)) = in_flight.next().await {
-            next_offsets.insert((topic, partition), offset + 1);
-        }
+    // Finish what is in flight, then commit for good; if it cannot all be finished, commit nothing
+    // more: the uncommitted work is redone by the next owner of each partition.
+    let finished = match tokio::time::timeout(Duration::from_secs(30), work.drain()).await {
+        Ok(true) => commit(
+            &consumer,
+            &producer,
+            transactional,
+            &handler,
+            &work.next_offsets,
+            true,
+        ),
+        Ok(false) => Err(anyhow!("an output was not delivered")),
+        Err(_) => Err(anyhow!("in-flight work not finished within 30 s")),
     };
-    if tokio::time::timeout(Duration::from_secs(30), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            stage,
-            "in-flight work not finished within 30 s; it will be redone"
-        );
-    }
-    if let Err(e) = commit(
-        &consumer,
-        &producer,
-        transactional,
-        &handler,
-        &next_offsets,
-        true,
-    ) {
-        tracing::warn!(stage, error = %e, "final commit failed: the uncommitted work will be redone");
+    if let Err(e) = finished {
+        tracing::warn!(stage, error = %format!("{e:#}"), "final commit not made: the uncommitted work will be redone");
         if transactional {
-            let _ =
-                tokio::task::block_in_place(|| producer.abort_transaction(Duration::from_secs(10)));
+            let _ = tokio::task::block_in_place(|| producer.abort_transaction(WITHIN_TRANSACTION));
         }
     }
     close_consumer(consumer).await;
@@ -968,7 +1010,7 @@ fn committed_position(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     let committed =
-        tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(30)))
+        tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(10)))
             .with_context(|| format!("cannot read the committed offset of {topic}/{partition}"))?;
     Ok(committed
         .find_partition(topic, partition)
@@ -981,26 +1023,23 @@ fn committed_position(
 /// Abandons the uncommitted work: aborts the transaction, drops the handler's state and, with
 /// `rewind`, moves every assigned partition back to its committed offset (after a rebalance the
 /// consumer already fetches from there).
-#[allow(clippy::too_many_arguments)]
 fn restart<H: Handler>(
     consumer: &StreamConsumer<StageContext>,
     producer: &FutureProducer,
     transactional: bool,
     rewind: bool,
     handler: &mut H,
-    known: &mut std::collections::HashSet<(String, i32)>,
-    in_flight: &mut FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>,
-    next_offsets: &mut HashMap<(String, i32), i64>,
+    work: &mut Uncommitted,
 ) -> anyhow::Result<()> {
-    *in_flight = FuturesOrdered::new();
-    next_offsets.clear();
-    for (topic, partition) in known.drain() {
+    let known = std::mem::take(&mut work.known);
+    *work = Uncommitted::default();
+    for (topic, partition) in known {
         handler.revoke(&topic, partition);
     }
     if transactional {
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             producer
-                .abort_transaction(Duration::from_secs(30))
+                .abort_transaction(WITHIN_TRANSACTION)
                 .context("cannot abort the Kafka transaction")?;
             producer.begin_transaction()?;
             Ok(())
@@ -1058,9 +1097,9 @@ fn commit<H: Handler>(
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("no consumer group metadata yet"))?;
-            producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+            producer.send_offsets_to_transaction(&tpl, &group, WITHIN_TRANSACTION)?;
         }
-        producer.commit_transaction(Duration::from_secs(60))?;
+        producer.commit_transaction(WITHIN_TRANSACTION)?;
         if !last {
             producer.begin_transaction()?;
         }

@@ -162,10 +162,11 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
         .kafka
         .consumer_in_group(&group, STAGE, env.metrics.clone())?;
     consumer.subscribe(&[env.topics.stats_topic.as_str()])?;
+    let (helper_env, stop_helpers) = env.for_helpers();
     let pusher = args.pushgateway_url.clone().map(|url| {
         let board = board.clone();
         let metrics = env.metrics.clone();
-        let mut shutdown = env.shutdown.clone();
+        let mut shutdown = helper_env.shutdown.clone();
         let job = args.push_job.clone();
         let every = Duration::from_secs_f64(args.push_interval);
         tokio::spawn(async move {
@@ -211,6 +212,7 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
         ),
     )
     .await;
+    stop_helpers.stop();
     if let Some(p) = pusher {
         let _ = p.await;
     }

@@ -436,7 +436,8 @@ impl Handler for PredictorHandler {
 /// Runs the predictor until shutdown.
 pub async fn run(env: StageEnv, args: PredictorArgs) -> anyhow::Result<()> {
     let store = Arc::new(RwLock::new(ModelStore::default()));
-    let models_task = tokio::spawn(follow_models(env.clone(), store.clone()));
+    let (helper_env, stop_helpers) = env.for_helpers();
+    let models_task = tokio::spawn(follow_models(helper_env, store.clone()));
     let producer = env.kafka.stage_producer(STAGE).await?;
     let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
     consumer.subscribe(&[env.topics.properties_topic.as_str()])?;
@@ -458,6 +459,7 @@ pub async fn run(env: StageEnv, args: PredictorArgs) -> anyhow::Result<()> {
         handler,
     )
     .await;
+    stop_helpers.stop();
     let _ = models_task.await;
     result
 }

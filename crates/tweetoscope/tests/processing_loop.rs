@@ -1,0 +1,211 @@
+//! The processing loop's commit contract, against a real Apache Kafka (the in-process broker
+//! shows uncommitted transactional records to `read_committed` readers, so it cannot tell): a
+//! transaction never makes visible the outputs of a message whose offset it does not commit.
+//! Otherwise a crash after such a commit redoes the message and its outputs appear twice (seen
+//! once as a collector's sizes repeated after `kill -9`). Run by `scripts/tiers/kafka.sh`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tweetoscope::kafka::{
+    create_topics, handler, process, Handled, KafkaSettings, LoopSettings, Outgoing, Sink,
+};
+use tweetoscope::metrics::Metrics;
+
+const STAGE: &str = "loop-test";
+
+/// Topic and group names of one run (the broker outlives runs).
+#[derive(Clone)]
+struct Names {
+    brokers: String,
+    input: String,
+    output: String,
+    group: String,
+}
+
+impl Names {
+    /// Source offsets (the output keys) of the committed outputs.
+    fn committed_outputs(&self) -> BTreeSet<i64> {
+        common::real_kafka::read_committed(&self.brokers, &self.output)
+            .into_iter()
+            .map(|r| r.key.expect("keyed").parse().expect("an offset"))
+            .collect()
+    }
+
+    /// The offset the loop's group committed on the input, if any.
+    fn committed_offset(&self) -> Option<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .create()
+            .expect("offset reader");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.input, 0);
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        match committed.find_partition(&self.input, 0).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// [`Names::committed_outputs`], then [`Names::committed_offset`], off the runtime.
+    async fn committed_state(&self) -> (BTreeSet<i64>, Option<i64>) {
+        let names = self.clone();
+        // Outputs first: the offset read after them can only be later.
+        tokio::task::spawn_blocking(move || (names.committed_outputs(), names.committed_offset()))
+            .await
+            .expect("reader")
+    }
+}
+
+/// The outputs whose input offset is not committed.
+fn uncovered(outputs: &BTreeSet<i64>, offset: Option<i64>) -> Vec<i64> {
+    outputs
+        .iter()
+        .copied()
+        .filter(|&o| offset.is_none_or(|c| o >= c))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a real Kafka broker: run by scripts/tiers/kafka.sh"]
+async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages() {
+    let brokers = std::env::var("TWEETOSCOPE_TEST_KAFKA")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+        .expect("TWEETOSCOPE_TEST_KAFKA: the address of a Kafka broker (scripts/kafka.sh start)");
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    );
+    let group_prefix = format!("loop-{run}");
+    let names = Names {
+        brokers: brokers.clone(),
+        input: format!("loop-in-{run}"),
+        output: format!("loop-out-{run}"),
+        group: format!("{group_prefix}-{STAGE}"),
+    };
+    let settings = KafkaSettings {
+        brokers: brokers.clone(),
+        group_prefix,
+        session_timeout_ms: 6_000,
+        transactions: true,
+        commit_interval: Duration::from_millis(100),
+    };
+    create_topics(
+        &settings,
+        &[names.input.clone(), names.output.clone()],
+        &[],
+        1,
+    )
+    .await
+    .expect("topics");
+
+    // Each input says how long its work takes (ms). The slow middle one finishes last, so for a
+    // while the handled prefix ends before a message whose outputs are already produced.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    for delay in ["0", "2000", "0"] {
+        producer
+            .send(
+                FutureRecord::<(), str>::to(&names.input)
+                    .payload(delay)
+                    .partition(0),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("input written");
+    }
+
+    let metrics = Metrics::new();
+    let consumer = settings.consumer(STAGE, metrics.clone()).expect("consumer");
+    consumer
+        .subscribe(&[names.input.as_str()])
+        .expect("subscribe");
+    let sink = Sink::new(
+        settings.stage_producer(STAGE).await.expect("producer"),
+        metrics.clone(),
+        STAGE,
+    );
+    let output = names.output.clone();
+    let delayed_echo = handler(move |message| {
+        let delay: u64 = std::str::from_utf8(message.payload().unwrap_or_default())
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        let record = Outgoing::keyed(&output, message.offset().to_string(), b"done".to_vec());
+        Handled::Later(Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            vec![record]
+        }))
+    });
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn(process(
+        LoopSettings {
+            stage: STAGE,
+            max_in_flight: 100,
+            commit_interval: settings.commit_interval,
+            transactional: true,
+        },
+        consumer,
+        sink,
+        metrics,
+        shutdown,
+        delayed_echo,
+    ));
+
+    // Watch the committed state until every output is committed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut checks = 0;
+    loop {
+        let (outputs, offset) = names.committed_state().await;
+        checks += 1;
+        if !uncovered(&outputs, offset).is_empty() {
+            // The offsets of a transaction may become visible a moment after its outputs: only
+            // a gap that lasts is a broken contract.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (_, later) = names.committed_state().await;
+            let still = uncovered(&outputs, later);
+            assert!(
+                still.is_empty(),
+                "outputs of input offsets {still:?} are committed but the committed input offset \
+                 is {later:?}: a restart would redo them and write them twice"
+            );
+        }
+        if outputs.len() == 3 && offset == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not everything committed: outputs {outputs:?}, offset {offset:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        checks > 3,
+        "the committed state was checked only {checks} times while the slow message was in flight"
+    );
+    assert_eq!(names.committed_outputs(), BTreeSet::from([0, 1, 2]));
+
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the loop stops on shutdown")
+        .expect("task")
+        .expect("loop result");
+}
