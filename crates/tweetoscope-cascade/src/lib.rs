@@ -190,6 +190,24 @@ impl Collector {
         }
     }
 
+    /// The clock of `source`: the largest event time it has sent, if it is known.
+    pub fn clock(&self, source: &str) -> Option<f64> {
+        self.sources.get(source).map(|s| s.clock)
+    }
+
+    /// Moves the clock of `source` forward to `t` (if later) and appends what becomes due to
+    /// `out`. After a restart, a collector re-reading a source from an open cascade's original
+    /// tweet puts back the clock the source had reached with this: with event times out of order,
+    /// the re-read tweets alone can leave the clock behind, and what was already due would come
+    /// due again later.
+    pub fn advance_clock(&mut self, source: &str, t: f64, out: &mut Vec<Emission>) {
+        let state = self.sources.entry(source.to_owned()).or_default();
+        if t > state.clock {
+            state.clock = t;
+            state.advance(&self.config, out);
+        }
+    }
+
     /// The smallest position of an original tweet among the open cascades of `source`: replaying
     /// the source's input from there rebuilds every open cascade.
     pub fn oldest_open_position(&self, source: &str) -> Option<u64> {

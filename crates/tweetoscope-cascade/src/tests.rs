@@ -316,3 +316,84 @@ fn replaying_from_the_oldest_open_position_rebuilds_the_same_future() {
     c.forget_source("s");
     assert_eq!((c.open_cascades(), c.oldest_open_position("s")), (0, None));
 }
+
+#[test]
+fn replaying_out_of_order_event_times_needs_the_clock_put_back() {
+    // Event times out of order: a retweet from the future (of a cascade this collector never saw)
+    // moves the clock to 1000 before "x" starts at 300, so x's 600 s window is due at once.
+    let events = vec![
+        retweet("unknown", 1000.0, 1.0),
+        tweet("x", 300.0, 50.0),
+        retweet("x", 310.0, 5.0),
+        tweet("y", 1005.0, 20.0),
+        retweet("x", 1100.0, 5.0),
+        retweet("y", 1010.0, 5.0),
+        tweet("z", 1200.0, 10.0),
+        retweet("z", 1900.0, 3.0),
+        retweet("y", 2500.0, 5.0),
+        retweet("z", 4000.0, 3.0),
+    ];
+    let run = |from: usize, cut: usize, clock: Option<f64>| {
+        let mut c = Collector::new(config(1));
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate().skip(from) {
+            if i == cut {
+                if let Some(t) = clock {
+                    // What this makes due was emitted before the crash.
+                    c.advance_clock("s", t, &mut Vec::new());
+                }
+            }
+            let mut step = Vec::new();
+            c.on_tweet_at("s", e, i as u64, &mut step);
+            if i >= cut {
+                out.extend(step);
+            }
+        }
+        c.on_end_of_source("s", 1e9, &mut out);
+        out
+    };
+    let undisturbed = run(0, 0, None);
+    assert_eq!(series(&undisturbed)[0], ("x", 600, 1));
+    let mut diverged_without_clock = Vec::new();
+    for crash in 1..events.len() {
+        let mut c = Collector::new(config(1));
+        let mut before = Vec::new();
+        for (i, e) in events.iter().enumerate().take(crash) {
+            c.on_tweet_at("s", e, i as u64, &mut before);
+        }
+        let resume = c.oldest_open_position("s").map_or(crash, |p| p as usize);
+        let mut restored = before.clone();
+        restored.extend(run(resume, crash, c.clock("s")));
+        assert_eq!(
+            restored, undisturbed,
+            "crash after {crash}, resume at {resume}"
+        );
+        let mut unrestored = before;
+        unrestored.extend(run(resume, crash, None));
+        if unrestored != undisturbed {
+            diverged_without_clock.push(crash);
+        }
+    }
+    // Without the clock put back, x's window comes due again after the crash: emitted twice.
+    assert!(
+        diverged_without_clock.contains(&2),
+        "diverged without the clock: {diverged_without_clock:?}"
+    );
+}
+
+#[test]
+fn advancing_the_clock_emits_what_is_due_and_never_goes_back() {
+    let mut c = Collector::new(config(1));
+    let mut out = feed(&mut c, "s", &cascade("a", 0.0, 3, 10.0));
+    assert!(out.is_empty());
+    c.advance_clock("s", 700.0, &mut out);
+    assert_eq!(series(&out), vec![("a", 600, 3)]);
+    c.advance_clock("s", 100.0, &mut out);
+    assert_eq!(c.clock("s"), Some(700.0));
+    c.advance_clock("s", 700.0 + 1800.0 + 21.0, &mut out);
+    assert_eq!(series(&out), vec![("a", 600, 3), ("a", 1200, 3)]);
+    assert_eq!(sizes(&out), vec![("a", 600, 3, 20.0), ("a", 1200, 3, 20.0)]);
+    assert_eq!(c.clock("new"), None);
+    c.advance_clock("new", 5.0, &mut out);
+    assert_eq!(c.clock("new"), Some(5.0));
+}

@@ -4,9 +4,12 @@
 //! Recovery: the collector commits, per partition, the offset of the oldest original tweet its open
 //! cascades still need (with `processed=<offset>` in the commit metadata). After a crash or a
 //! rebalance it re-reads from there, rebuilding the open cascades with outputs suppressed until the
-//! processed mark, so no partial series or size is emitted twice or lost.
+//! processed mark, so no partial series or size is emitted twice or lost. The metadata also keeps
+//! each source's clock, put back when the processed mark is reached: with event times out of
+//! order, the re-read tweets alone could leave it behind and make due again what was already sent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
@@ -46,6 +49,22 @@ pub struct CollectorHandler {
     source_partition: HashMap<String, i32>,
     /// Per partition: outputs of messages before this offset were already committed.
     replay_until: HashMap<i32, i64>,
+    /// Per partition: the source clocks committed with the processed mark, put back once it is
+    /// reached.
+    committed_clocks: HashMap<i32, BTreeMap<String, f64>>,
+    /// Whether the too-many-sources warning was logged.
+    clocks_dropped: AtomicBool,
+}
+
+/// Largest commit metadata written (Kafka's default `offset.metadata.max.bytes` is 4096).
+const MAX_METADATA_BYTES: usize = 4000;
+
+/// The source clocks in commit metadata written by [`CollectorHandler`].
+fn clocks_of(metadata: &str) -> BTreeMap<String, f64> {
+    metadata
+        .split_once(";clocks=")
+        .and_then(|(_, json)| serde_json::from_str(json).ok())
+        .unwrap_or_default()
 }
 
 impl CollectorHandler {
@@ -63,6 +82,8 @@ impl CollectorHandler {
             properties_partitions,
             source_partition: HashMap::new(),
             replay_until: HashMap::new(),
+            committed_clocks: HashMap::new(),
+            clocks_dropped: AtomicBool::new(false),
         }
     }
 
@@ -101,6 +122,14 @@ impl Handler for CollectorHandler {
             .replay_until
             .get(&partition)
             .is_some_and(|&mark| message.offset() < mark);
+        if !replaying {
+            if let Some(clocks) = self.committed_clocks.remove(&partition) {
+                for (s, t) in clocks {
+                    // Whatever this makes due was sent before the processed mark.
+                    self.collector.advance_clock(&s, t, &mut Vec::new());
+                }
+            }
+        }
         self.source_partition.insert(source.clone(), partition);
         let mut emitted = Vec::new();
         match record {
@@ -149,6 +178,37 @@ impl Handler for CollectorHandler {
             .min()
             .map_or(processed, |o| (o as i64).min(processed));
         let mark = processed.max(self.replay_until.get(&partition).copied().unwrap_or(0));
+        // Clocks at the mark: those committed with it while it is not reached yet, else now's.
+        let mut clocks = self
+            .committed_clocks
+            .get(&partition)
+            .cloned()
+            .unwrap_or_default();
+        for (source, _) in self
+            .source_partition
+            .iter()
+            .filter(|(_, &p)| p == partition)
+        {
+            if let Some(t) = self.collector.clock(source) {
+                let clock = clocks.entry(source.clone()).or_insert(t);
+                *clock = clock.max(t);
+            }
+        }
+        let metadata = format!(
+            "processed={mark};clocks={}",
+            serde_json::to_string(&clocks).expect("serializable")
+        );
+        if metadata.len() <= MAX_METADATA_BYTES {
+            return (oldest, metadata);
+        }
+        if !self.clocks_dropped.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                partition,
+                sources = clocks.len(),
+                "too many sources on one partition to commit their clocks: a restart may resend \
+                 windows of sources whose event times go backwards"
+            );
+        }
         (oldest, format!("processed={mark}"))
     }
 
@@ -166,6 +226,8 @@ impl Handler for CollectorHandler {
                 "rebuilding open cascades"
             );
             self.replay_until.insert(partition, mark);
+            let clocks = committed.map(|(_, m)| clocks_of(m)).unwrap_or_default();
+            self.committed_clocks.insert(partition, clocks);
         }
         Ok(())
     }
@@ -182,6 +244,7 @@ impl Handler for CollectorHandler {
             self.source_partition.remove(&source);
         }
         self.replay_until.remove(&partition);
+        self.committed_clocks.remove(&partition);
         self.metrics
             .open_cascades
             .set(self.collector.open_cascades() as i64);
@@ -210,4 +273,95 @@ pub async fn run(env: StageEnv, args: CascadeArgs) -> anyhow::Result<()> {
         handler,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tweetoscope_cascade::CollectorConfig;
+    use tweetoscope_messages::{CascadeId, Tweet, TweetKind};
+
+    fn handler() -> CollectorHandler {
+        use clap::Parser;
+        let cli =
+            crate::config::Cli::try_parse_from(["tweetoscope", "collector"]).expect("defaults");
+        CollectorHandler {
+            collector: Collector::new(CollectorConfig {
+                windows: vec![600, 1200],
+                terminated: 1800.0,
+                min_cascade_size: 1,
+                remembered_finished: 100,
+            }),
+            metrics: Metrics::new(),
+            topics: cli.common.topics.clone(),
+            properties_partitions: 4,
+            source_partition: HashMap::new(),
+            replay_until: HashMap::new(),
+            committed_clocks: HashMap::new(),
+            clocks_dropped: AtomicBool::new(false),
+        }
+    }
+
+    fn feed(h: &mut CollectorHandler, source: &str, partition: i32, offset: u64, t: f64) {
+        let tweet = Tweet {
+            kind: TweetKind::Tweet,
+            msg: String::new(),
+            t,
+            m: 1.0,
+            tweet_id: CascadeId(format!("{source}-{offset}")),
+            info: String::new(),
+        };
+        h.collector
+            .on_tweet_at(source, &tweet, offset, &mut Vec::new());
+        h.source_partition.insert(source.into(), partition);
+    }
+
+    #[test]
+    fn the_checkpoint_keeps_the_oldest_needed_offset_the_mark_and_the_clocks() {
+        let mut h = handler();
+        feed(&mut h, "a", 1, 10, 500.0);
+        feed(&mut h, "a", 1, 11, 520.0);
+        feed(&mut h, "b", 1, 12, 90.0);
+        feed(&mut h, "c", 2, 3, 7000.0);
+        let (offset, metadata) = h.checkpoint("tweets", 1, 13);
+        assert_eq!(offset, 10);
+        assert_eq!(processed_mark(&metadata), Some(13));
+        let clocks = clocks_of(&metadata);
+        assert_eq!(
+            clocks,
+            BTreeMap::from([("a".to_owned(), 520.0), ("b".to_owned(), 90.0)])
+        );
+
+        // A restarted handler keeps those clocks until it reaches the mark, and commits them
+        // meanwhile even though its own clocks are still behind.
+        let mut restarted = handler();
+        restarted
+            .resume("tweets", 1, Some((offset, &metadata)))
+            .expect("resume");
+        assert_eq!(restarted.replay_until.get(&1), Some(&13));
+        feed(&mut restarted, "a", 1, 10, 500.0);
+        let (_, during_replay) = restarted.checkpoint("tweets", 1, 11);
+        assert_eq!(processed_mark(&during_replay), Some(13));
+        assert_eq!(clocks_of(&during_replay), clocks);
+        restarted.revoke("tweets", 1);
+        assert!(restarted.committed_clocks.is_empty());
+    }
+
+    #[test]
+    fn clocks_that_do_not_fit_the_metadata_are_left_out() {
+        let mut h = handler();
+        for i in 0..200 {
+            feed(
+                &mut h,
+                &format!("a-source-with-a-long-name-{i}"),
+                0,
+                i,
+                100.0,
+            );
+        }
+        let (offset, metadata) = h.checkpoint("tweets", 0, 500);
+        assert_eq!(offset, 0);
+        assert_eq!(metadata, "processed=500");
+        assert!(clocks_of(&metadata).is_empty());
+    }
 }
