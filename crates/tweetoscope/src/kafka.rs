@@ -164,6 +164,7 @@ impl KafkaSettings {
                 stage,
                 metrics,
                 generation: Arc::new(AtomicU64::new(0)),
+                revoked_at: std::sync::Mutex::new(None),
             })
             .with_context(|| format!("cannot create a Kafka consumer for {}", self.brokers))
     }
@@ -301,7 +302,26 @@ pub struct StageContext {
     stage: &'static str,
     metrics: Arc<Metrics>,
     generation: Arc<AtomicU64>,
+    /// When the partitions were last revoked, until the next assignment (empty or not).
+    revoked_at: std::sync::Mutex<Option<Instant>>,
 }
+
+impl StageContext {
+    /// How long the consumer has been waiting for an assignment since its partitions were
+    /// revoked (None: it has one, possibly empty).
+    fn unassigned_for(&self) -> Option<Duration> {
+        self.revoked_at
+            .lock()
+            .expect("rebalance clock")
+            .map(|at| at.elapsed())
+    }
+}
+
+/// Longest wait for an assignment after a revocation before the processing loop gives up on its
+/// consumer: a rebalance waits at most `max.poll.interval.ms` (120 s) for slow members, so a
+/// longer wait means this consumer has not rejoined its group (seen after broker outages). The
+/// loop then fails and its supervisor rebuilds the stage with new clients.
+const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
 
 impl ClientContext for StageContext {
     fn stats(&self, statistics: Statistics) {
@@ -334,6 +354,14 @@ impl ClientContext for StageContext {
 impl ConsumerContext for StageContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(stage = self.stage, ?rebalance, "partitions rebalanced");
+        let mut revoked_at = self.revoked_at.lock().expect("rebalance clock");
+        match rebalance {
+            Rebalance::Revoke(_) => {
+                revoked_at.get_or_insert_with(Instant::now);
+            }
+            Rebalance::Assign(_) => *revoked_at = None,
+            Rebalance::Error(_) => {}
+        }
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -874,6 +902,15 @@ pub async fn process<H: Handler>(
                 }
             }
             _ = commit_tick.tick() => {
+                if let Some(waited) = consumer.context().unassigned_for() {
+                    if waited > REJOIN_DEADLINE {
+                        close_consumer(consumer).await;
+                        return Err(anyhow!(
+                            "no partition assignment {} s after the last revocation: the consumer has not rejoined its group",
+                            waited.as_secs()
+                        ));
+                    }
+                }
                 if work.dirty || !work.in_flight.is_empty() {
                     // Everything handled so far is committed together: wait for its outputs.
                     let failure = if work.drain().await {
@@ -1037,6 +1074,8 @@ fn restart<H: Handler>(
         handler.revoke(&topic, partition);
     }
     if transactional {
+        // Logged on both sides: a call that blocks shows as a first line without its second.
+        tracing::info!("abandoning the uncommitted work: aborting the transaction");
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             producer
                 .abort_transaction(WITHIN_TRANSACTION)
@@ -1044,6 +1083,7 @@ fn restart<H: Handler>(
             producer.begin_transaction()?;
             Ok(())
         })?;
+        tracing::info!("transaction aborted; reading again from the committed offsets");
     }
     if !rewind {
         return Ok(());
