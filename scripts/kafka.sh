@@ -150,12 +150,8 @@ EOF
 
   local cluster_id
   cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
-  local heap
-  read -r -a heap <<<"${KAFKA_HEAP:--Xms256m -Xmx512m}"
-  local jvm=(java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
-    "-Dlog4j2.configurationFile=$root/scripts/kafka/log4j2.properties"
-    "-Dkafka.logs.dir=$state/logs" -cp "$libs/*")
+  local jvm
+  jvm_command
   if ! "${jvm[@]}" kafka.tools.StorageTool format --standalone --cluster-id "$cluster_id" \
     --config "$state/server.properties" >"$state/logs/format.out" 2>&1; then
     cat "$state/logs/format.out" >&2
@@ -165,15 +161,21 @@ EOF
   launch "$host:$port" "$host:$cport"
 }
 
-# Starts the JVM on the formatted storage of $state/server.properties and waits until it answers.
-launch() {
-  local address=$1 controller=$2
+# Sets the array `jvm` to the java command line of the broker's tools and server.
+jvm_command() {
   local heap
   read -r -a heap <<<"${KAFKA_HEAP:--Xms256m -Xmx512m}"
-  local jvm=(java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  jvm=(java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$root/scripts/kafka/log4j2.properties"
     "-Dkafka.logs.dir=$state/logs" -cp "$libs/*")
+}
+
+# Starts the JVM on the formatted storage of $state/server.properties and waits until it answers.
+launch() {
+  local address=$1 controller=$2
+  local jvm
+  jvm_command
   : >"$state/logs/server.log"
   # setsid: the broker has its own session, so a Ctrl-C in the caller's terminal does not reach it
   # before `stop` does; the pid written is the JVM's (bash execs it).
