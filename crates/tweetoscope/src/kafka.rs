@@ -31,6 +31,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tweetoscope_messages::{topics, Malformed};
 
+use crate::liveness::LoopBeat;
 use crate::metrics::Metrics;
 
 /// A record read back as (key, payload); `None` payload: a tombstone.
@@ -165,6 +166,7 @@ impl KafkaSettings {
                 metrics,
                 generation: Arc::new(AtomicU64::new(0)),
                 revoked_at: std::sync::Mutex::new(None),
+                group_state: std::sync::Mutex::new(Default::default()),
             })
             .with_context(|| format!("cannot create a Kafka consumer for {}", self.brokers))
     }
@@ -304,6 +306,8 @@ pub struct StageContext {
     generation: Arc<AtomicU64>,
     /// When the partitions were last revoked, until the next assignment (empty or not).
     revoked_at: std::sync::Mutex<Option<Instant>>,
+    /// librdkafka's consumer-group state and join state, as last reported in its statistics.
+    group_state: std::sync::Mutex<(String, String)>,
 }
 
 impl StageContext {
@@ -325,6 +329,22 @@ const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
 
 impl ClientContext for StageContext {
     fn stats(&self, statistics: Statistics) {
+        if let Some(group) = &statistics.cgrp {
+            // Changes of the group membership as librdkafka sees it: after an outage, these
+            // lines tell whether and when the consumer rejoined.
+            let mut last = self.group_state.lock().expect("group state");
+            if last.0 != group.state || last.1 != group.join_state {
+                *last = (group.state.clone(), group.join_state.clone());
+                tracing::info!(
+                    stage = self.stage,
+                    state = %group.state,
+                    join_state = %group.join_state,
+                    assigned = group.assignment_size,
+                    last_rebalance = %group.rebalance_reason,
+                    "consumer group state"
+                );
+            }
+        }
         for (topic, t) in &statistics.topics {
             for (id, p) in &t.partitions {
                 // With transactions, offsets are committed by the producer and librdkafka's
@@ -792,11 +812,13 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Timeout of the transactional calls: librdkafka's "remaining transaction time" (at most
-/// `transaction.timeout.ms`, 10 s), the value it recommends so that its state stays in step with
-/// the coordinator's. A call that still fails makes the loop return an error and the supervisor
-/// rebuild the stage, instead of blocking it for longer than the coordinator would wait anyway.
-const WITHIN_TRANSACTION: rdkafka::util::Timeout = rdkafka::util::Timeout::Never;
+/// Longest wait of a transactional call (send offsets, commit, abort): a little more than the
+/// transaction timeout (10 s), after which the coordinator aborts the transaction anyway.
+/// librdkafka recommends -1, documented as "the remaining transaction time", but for commit and
+/// abort -1 means no limit at all: with the broker frozen, a commit was seen blocking for as long
+/// as the broker did, and the loop with it. A call that times out leaves the transaction in progress, so the next abort
+/// fails too and the loop returns an error: its supervisor rebuilds the stage with new clients.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A handled message: where it was read, and whether every output it caused reached Kafka.
 struct Done {
@@ -855,8 +877,26 @@ pub async fn process<H: Handler>(
     consumer: StreamConsumer<StageContext>,
     sink: Sink,
     metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    handler: H,
+) -> anyhow::Result<()> {
+    let beat = metrics.liveness.register(settings.stage);
+    let result = run_loop(settings, &consumer, sink, metrics, shutdown, handler, &beat).await;
+    beat.beat("leaving the consumer group");
+    close_consumer(consumer).await;
+    beat.stopped();
+    result
+}
+
+/// The body of [`process`], which closes the consumer however this ends.
+async fn run_loop<H: Handler>(
+    settings: LoopSettings,
+    consumer: &StreamConsumer<StageContext>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
     mut handler: H,
+    beat: &LoopBeat,
 ) -> anyhow::Result<()> {
     let stage = settings.stage;
     let transactional = settings.transactional;
@@ -875,6 +915,7 @@ pub async fn process<H: Handler>(
         }
     }
     loop {
+        beat.beat("waiting for messages");
         if *shutdown.borrow() {
             break;
         }
@@ -884,12 +925,13 @@ pub async fn process<H: Handler>(
             // Whatever was not committed is redone from the committed offsets, by whichever
             // process now owns each partition (an eager rebalance restarts fetching there).
             restart(
-                &consumer,
+                consumer,
                 &producer,
                 transactional,
                 false,
                 &mut handler,
                 &mut work,
+                beat,
             )?;
         }
         tokio::select! {
@@ -898,13 +940,12 @@ pub async fn process<H: Handler>(
             Some(done) = work.in_flight.next(), if !work.in_flight.is_empty() => {
                 if !work.finish(done) {
                     tracing::warn!(stage, "an output was not delivered: uncommitted work is redone");
-                    restart(&consumer, &producer, transactional, true, &mut handler, &mut work)?;
+                    restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
                 }
             }
             _ = commit_tick.tick() => {
                 if let Some(waited) = consumer.context().unassigned_for() {
                     if waited > REJOIN_DEADLINE {
-                        close_consumer(consumer).await;
                         return Err(anyhow!(
                             "no partition assignment {} s after the last revocation: the consumer has not rejoined its group",
                             waited.as_secs()
@@ -913,15 +954,16 @@ pub async fn process<H: Handler>(
                 }
                 if work.dirty || !work.in_flight.is_empty() {
                     // Everything handled so far is committed together: wait for its outputs.
+                    beat.beat("waiting for the outputs in flight");
                     let failure = if work.drain().await {
-                        commit(&consumer, &producer, transactional, &handler, &work.next_offsets, false).err()
+                        commit(consumer, &producer, transactional, &handler, &work.next_offsets, false, beat).err()
                     } else {
                         Some(anyhow!("an output was not delivered"))
                     };
                     work.dirty = false;
                     if let Some(e) = failure {
                         tracing::warn!(stage, error = %format!("{e:#}"), "commit failed: uncommitted work is redone");
-                        restart(&consumer, &producer, transactional, true, &mut handler, &mut work)?;
+                        restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
                     }
                 }
             }
@@ -939,13 +981,15 @@ pub async fn process<H: Handler>(
                     // The rebalance was served by the poll that returned this message, which
                     // comes from the new assignment: reset, then handle it.
                     generation = current;
-                    restart(&consumer, &producer, transactional, false, &mut handler, &mut work)?;
+                    restart(consumer, &producer, transactional, false, &mut handler, &mut work, beat)?;
                 }
                 let started = Instant::now();
                 let topic = message.topic().to_owned();
                 let key = (topic.clone(), message.partition());
                 if !work.known.contains(&key) {
-                    let committed = committed_position(&consumer, &topic, message.partition())?;
+                    beat.beat("reading a committed offset");
+                    let committed = committed_position(consumer, &topic, message.partition())?;
+                    beat.beat("restoring the state of a partition");
                     tokio::task::block_in_place(|| {
                         handler.resume(&topic, message.partition(), committed.as_ref().map(|(o, m)| (*o, m.as_str())))
                     })?;
@@ -1016,14 +1060,16 @@ pub async fn process<H: Handler>(
     }
     // Finish what is in flight, then commit for good; if it cannot all be finished, commit nothing
     // more: the uncommitted work is redone by the next owner of each partition.
+    beat.beat("finishing the work in flight before stopping");
     let finished = match tokio::time::timeout(Duration::from_secs(30), work.drain()).await {
         Ok(true) => commit(
-            &consumer,
+            consumer,
             &producer,
             transactional,
             &handler,
             &work.next_offsets,
             true,
+            beat,
         ),
         Ok(false) => Err(anyhow!("an output was not delivered")),
         Err(_) => Err(anyhow!("in-flight work not finished within 30 s")),
@@ -1031,10 +1077,11 @@ pub async fn process<H: Handler>(
     if let Err(e) = finished {
         tracing::warn!(stage, error = %format!("{e:#}"), "final commit not made: the uncommitted work will be redone");
         if transactional {
-            let _ = tokio::task::block_in_place(|| producer.abort_transaction(WITHIN_TRANSACTION));
+            let _ = tokio::task::block_in_place(|| {
+                producer.abort_transaction(TRANSACTION_CALL_TIMEOUT)
+            });
         }
     }
-    close_consumer(consumer).await;
     Ok(())
 }
 
@@ -1067,6 +1114,7 @@ fn restart<H: Handler>(
     rewind: bool,
     handler: &mut H,
     work: &mut Uncommitted,
+    beat: &LoopBeat,
 ) -> anyhow::Result<()> {
     let known = std::mem::take(&mut work.known);
     *work = Uncommitted::default();
@@ -1076,9 +1124,10 @@ fn restart<H: Handler>(
     if transactional {
         // Logged on both sides: a call that blocks shows as a first line without its second.
         tracing::info!("abandoning the uncommitted work: aborting the transaction");
+        beat.beat("aborting the transaction");
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             producer
-                .abort_transaction(WITHIN_TRANSACTION)
+                .abort_transaction(TRANSACTION_CALL_TIMEOUT)
                 .context("cannot abort the Kafka transaction")?;
             producer.begin_transaction()?;
             Ok(())
@@ -1088,6 +1137,7 @@ fn restart<H: Handler>(
     if !rewind {
         return Ok(());
     }
+    beat.beat("rewinding to the committed offsets");
     let assignment = consumer.assignment()?;
     for element in assignment.elements() {
         let (topic, partition) = (element.topic().to_owned(), element.partition());
@@ -1110,6 +1160,7 @@ fn commit<H: Handler>(
     handler: &H,
     offsets: &HashMap<(String, i32), i64>,
     last: bool,
+    beat: &LoopBeat,
 ) -> anyhow::Result<()> {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), processed) in offsets {
@@ -1119,6 +1170,7 @@ fn commit<H: Handler>(
             e.set_metadata(metadata);
         }
     }
+    beat.beat("committing");
     if !transactional {
         if tpl.count() > 0 {
             consumer.commit(
@@ -1137,9 +1189,10 @@ fn commit<H: Handler>(
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("no consumer group metadata yet"))?;
-            producer.send_offsets_to_transaction(&tpl, &group, WITHIN_TRANSACTION)?;
+            producer.send_offsets_to_transaction(&tpl, &group, TRANSACTION_CALL_TIMEOUT)?;
         }
-        producer.commit_transaction(WITHIN_TRANSACTION)?;
+        beat.beat("committing the transaction");
+        producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)?;
         if !last {
             producer.begin_transaction()?;
         }

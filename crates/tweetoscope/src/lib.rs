@@ -8,6 +8,7 @@ pub mod config;
 pub mod eval;
 pub mod fit;
 pub mod kafka;
+pub mod liveness;
 pub mod metrics;
 pub mod run;
 pub mod stages;

@@ -156,6 +156,8 @@ async fn run_command(
             .map_err(|e| ConfigError(format!("cannot serve metrics on {addr}: {e} (choose another --metrics-addr, or \"off\")")))?;
         tracing::info!(%bound, "metrics at http://{bound}/metrics");
     }
+    metrics::spawn_stall_watchdog(metrics.clone())
+        .map_err(|e| anyhow::anyhow!("cannot start the stall watchdog thread: {e}"))?;
     if let Command::Bench(args) = &cli.command {
         readiness.set_ready();
         let report = tweetoscope::bench::bench(&cli.common, args, metrics).await?;

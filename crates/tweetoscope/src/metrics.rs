@@ -14,6 +14,8 @@ use prometheus::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::liveness::{Liveness, STALL_LIMIT, STALL_LOGGED_AFTER};
+
 /// Every metric the stages export.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +73,11 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Wall time from a cascade's window closing (series emitted) to its prediction.
     pub prediction_latency: Histogram,
+    /// Seconds since each processing loop last made progress, by stage (updated by
+    /// [`spawn_stall_watchdog`]).
+    pub loop_stalled_seconds: IntGaugeVec,
+    /// Progress of the processing loops (the liveness probe).
+    pub liveness: Liveness,
     /// The same latencies, kept exactly (up to a bound) for benchmark reports.
     latencies: std::sync::Mutex<Vec<f64>>,
 }
@@ -156,6 +163,13 @@ impl Metrics {
         r.register(Box::new(prediction_latency.clone()))
             .expect("unique metric");
         let m = Metrics {
+            loop_stalled_seconds: gauge_vec(
+                &r,
+                "tweetoscope_processing_loop_stalled_seconds",
+                "Seconds since the processing loop last made progress",
+                &["stage"],
+            ),
+            liveness: Liveness::default(),
             prediction_latency,
             latencies: std::sync::Mutex::new(Vec::new()),
             consumed: counter_vec(
@@ -336,7 +350,42 @@ impl Readiness {
     }
 }
 
-/// Serves `GET /metrics`, `GET /healthz` (alive) and `GET /readyz` (started) on `addr`.
+/// Watches the processing loops of the process from a thread of its own (it works even when every
+/// runtime worker is blocked): every 5 s it exports each loop's stall as
+/// `tweetoscope_processing_loop_stalled_seconds` and logs stalls longer than 30 s, every 30 s
+/// while they last, with what the loop was doing.
+pub fn spawn_stall_watchdog(metrics: Arc<Metrics>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("stall-watchdog".into())
+        .spawn(move || {
+            let mut logged: std::collections::HashMap<&'static str, std::time::Instant> =
+                std::collections::HashMap::new();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                for stall in metrics.liveness.stalls() {
+                    metrics
+                        .loop_stalled_seconds
+                        .with_label_values(&[stall.stage])
+                        .set(stall.for_.as_secs() as i64);
+                    let due = logged
+                        .get(stall.stage)
+                        .is_none_or(|at| at.elapsed() >= STALL_LOGGED_AFTER);
+                    if stall.for_ >= STALL_LOGGED_AFTER && due {
+                        logged.insert(stall.stage, std::time::Instant::now());
+                        if stall.for_ > STALL_LIMIT {
+                            tracing::error!(stage = stall.stage, stalled_s = stall.for_.as_secs(), doing = stall.doing, "processing loop stuck: /healthz now fails so that the process is restarted");
+                        } else {
+                            tracing::warn!(stage = stall.stage, stalled_s = stall.for_.as_secs(), doing = stall.doing, "processing loop making no progress");
+                        }
+                    }
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Serves `GET /metrics`, `GET /healthz` (alive: no processing loop stalled for longer than
+/// [`STALL_LIMIT`]) and `GET /readyz` (started) on `addr`.
 /// Returns the bound address (useful with port 0).
 pub async fn serve(
     addr: SocketAddr,
@@ -378,7 +427,16 @@ pub async fn serve(
                         "text/plain; version=0.0.4; charset=utf-8",
                         metrics.render(),
                     ),
-                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                    "/healthz" => {
+                        let stuck = metrics.liveness.stuck(STALL_LIMIT);
+                        if stuck.is_empty() {
+                            ("200 OK", "text/plain", "ok\n".to_owned())
+                        } else {
+                            let lines: Vec<String> =
+                                stuck.iter().map(|s| format!("{s}\n")).collect();
+                            ("503 Service Unavailable", "text/plain", lines.concat())
+                        }
+                    }
                     "/readyz" if readiness.is_ready() => {
                         ("200 OK", "text/plain", "ready\n".to_owned())
                     }

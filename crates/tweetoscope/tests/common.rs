@@ -121,6 +121,39 @@ pub mod real_kafka {
             .expect("a Kafka client")
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to the broker under test, found by the pid file in
+    /// the state directory of scripts/kafka.sh (the pid changes when the broker is bounced).
+    pub fn signal_broker(signal: &str) {
+        let dir = std::env::var("KAFKA_STATE_DIR").expect(
+            "KAFKA_STATE_DIR: the state directory of scripts/kafka.sh (scripts/tiers/kafka.sh sets it)",
+        );
+        let pid = std::fs::read_to_string(std::path::Path::new(&dir).join("pid"))
+            .expect("the broker's pid file");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {} failed", pid.trim());
+    }
+
+    /// The broker under test frozen (SIGSTOP) until this is dropped, even by a failing test.
+    pub struct FrozenBroker(());
+
+    impl FrozenBroker {
+        /// Freezes the broker: its connections stay open but it answers nothing.
+        pub fn freeze() -> Self {
+            signal_broker("STOP");
+            FrozenBroker(())
+        }
+    }
+
+    impl Drop for FrozenBroker {
+        fn drop(&mut self) {
+            signal_broker("CONT");
+        }
+    }
+
     /// Every committed record of `topic`, from the beginning to the current end of each
     /// partition (`isolation.level=read_committed`). Unlike `read_topic`, this works on topics
     /// written in transactions, whose last offsets are commit markers that no consumer receives:

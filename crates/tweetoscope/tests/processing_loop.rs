@@ -18,6 +18,7 @@ use tweetoscope::kafka::{
     create_topics, handler, process, Handled, KafkaSettings, LoopSettings, Outgoing, Sink,
 };
 use tweetoscope::metrics::Metrics;
+use tweetoscope::stages::supervise;
 
 const STAGE: &str = "loop-test";
 
@@ -76,15 +77,14 @@ fn uncovered(outputs: &BTreeSet<i64>, offset: Option<i64>) -> Vec<i64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs a real Kafka broker: run by scripts/tiers/kafka.sh"]
-async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages() {
+/// Names and settings of one run, with its topics created (one partition each).
+async fn new_run(label: &str, commit_interval: Duration) -> (Names, KafkaSettings) {
     let brokers = std::env::var("TWEETOSCOPE_TEST_KAFKA")
         .ok()
         .filter(|b| !b.trim().is_empty())
         .expect("TWEETOSCOPE_TEST_KAFKA: the address of a Kafka broker (scripts/kafka.sh start)");
     let run = format!(
-        "{}-{}",
+        "{label}-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -99,11 +99,11 @@ async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages()
         group: format!("{group_prefix}-{STAGE}"),
     };
     let settings = KafkaSettings {
-        brokers: brokers.clone(),
+        brokers,
         group_prefix,
         session_timeout_ms: 6_000,
         transactions: true,
-        commit_interval: Duration::from_millis(100),
+        commit_interval,
     };
     create_topics(
         &settings,
@@ -113,24 +113,37 @@ async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages()
     )
     .await
     .expect("topics");
+    (names, settings)
+}
 
-    // Each input says how long its work takes (ms). The slow middle one finishes last, so for a
-    // while the handled prefix ends before a message whose outputs are already produced.
+/// Writes one input record per payload to partition 0 of `topic`.
+async fn write_inputs(brokers: &str, topic: &str, payloads: &[&str]) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("producer");
-    for delay in ["0", "5000", "0"] {
+    for payload in payloads {
         producer
             .send(
-                FutureRecord::<(), str>::to(&names.input)
-                    .payload(delay)
+                FutureRecord::<(), str>::to(topic)
+                    .payload(payload)
                     .partition(0),
                 Duration::from_secs(10),
             )
             .await
             .expect("input written");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a real Kafka broker: run by scripts/tiers/kafka.sh"]
+async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages() {
+    let (names, settings) = new_run("order", Duration::from_millis(100)).await;
+    let brokers = names.brokers.clone();
+
+    // Each input says how long its work takes (ms). The slow middle one finishes last, so for a
+    // while the handled prefix ends before a message whose outputs are already produced.
+    write_inputs(&brokers, &names.input, &["0", "5000", "0"]).await;
 
     let metrics = Metrics::new();
     let consumer = settings.consumer(STAGE, metrics.clone()).expect("consumer");
@@ -204,6 +217,120 @@ async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages()
          in flight"
     );
     assert_eq!(names.committed_outputs(), BTreeSet::from([0, 1, 2]));
+
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the loop stops on shutdown")
+        .expect("task")
+        .expect("loop result");
+}
+
+/// The broker freezing while a transaction holds outputs must not freeze the loop with it: every
+/// call that waits on Kafka gives up in bounded time, and after the thaw the loop (rebuilt by its
+/// supervisor if it failed) commits the work exactly once. A commit that waited without limit
+/// was seen stalling a predictor for as long as the broker was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a real Kafka broker: run by scripts/tiers/kafka.sh"]
+async fn a_frozen_broker_stalls_the_loop_only_for_bounded_waits_and_loses_nothing() {
+    // Commits 5 s apart: the input is handled and its output delivered inside an open
+    // transaction well before the commit that the freeze then catches.
+    let commit_interval = Duration::from_secs(5);
+    let (names, settings) = new_run("frozen", commit_interval).await;
+    let metrics = Metrics::new();
+    let (stop, shutdown) = watch::channel(false);
+    let running = {
+        let (settings, metrics, names) = (settings.clone(), metrics.clone(), names.clone());
+        tokio::spawn(async move {
+            supervise(STAGE, shutdown.clone(), move || {
+                let (settings, metrics, shutdown) =
+                    (settings.clone(), metrics.clone(), shutdown.clone());
+                let (input, output) = (names.input.clone(), names.output.clone());
+                async move {
+                    let consumer = settings.consumer(STAGE, metrics.clone())?;
+                    consumer.subscribe(&[input.as_str()])?;
+                    let producer = settings.stage_producer(STAGE).await?;
+                    let echo = handler(move |message| {
+                        Handled::Now(vec![Outgoing::keyed(
+                            &output,
+                            message.offset().to_string(),
+                            b"done".to_vec(),
+                        )])
+                    });
+                    process(
+                        LoopSettings {
+                            stage: STAGE,
+                            max_in_flight: 100,
+                            commit_interval,
+                            transactional: true,
+                        },
+                        consumer,
+                        Sink::new(producer, metrics.clone(), STAGE),
+                        metrics,
+                        shutdown,
+                        echo,
+                    )
+                    .await
+                }
+            })
+            .await
+        })
+    };
+
+    write_inputs(&names.brokers, &names.input, &["0"]).await;
+    let produced = || {
+        metrics
+            .produced
+            .with_label_values(&[STAGE, &names.output])
+            .get()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while produced() == 0 {
+        assert!(Instant::now() < deadline, "the input was never handled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    // The output is in an open transaction: freeze the broker past the transaction timeout (10 s)
+    // and any single wait of the loop, watching how long the loop goes without progress
+    // (the stall watchdog's view, `tweetoscope_processing_loop_stalled_seconds`).
+    let frozen = common::real_kafka::FrozenBroker::freeze();
+    let thaw_at = Instant::now() + Duration::from_secs(60);
+    let mut longest = Duration::ZERO;
+    let mut longest_doing = "";
+    while Instant::now() < thaw_at {
+        for stall in metrics.liveness.stalls() {
+            if stall.for_ > longest {
+                longest = stall.for_;
+                longest_doing = stall.doing;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(frozen);
+    eprintln!("longest stall while frozen: {longest:?} while {longest_doing}");
+    // Each wait is bounded: 15 s for transactional calls (librdkafka may overrun it by a few
+    // seconds: 16 s seen), 10 s for deliveries and offset reads, and the loop beats before each.
+    // Unbounded (librdkafka's -1), a commit waited as long as the freeze.
+    assert!(
+        longest < Duration::from_secs(30),
+        "the loop made no progress for {longest:?} while {longest_doing} with the broker frozen"
+    );
+
+    // After the thaw the output is committed once, with its input's offset.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (outputs, offset) = names.committed_state().await;
+        if outputs == BTreeSet::from([0]) && offset == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the thaw: committed outputs {outputs:?}, committed offset {offset:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let records = common::real_kafka::read_committed(&names.brokers, &names.output);
+    assert_eq!(records.len(), 1, "the output is committed exactly once");
 
     stop.send_replace(true);
     tokio::time::timeout(Duration::from_secs(60), running)

@@ -17,7 +17,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use common::real_kafka::{group_state, http_get, metric_sum, partition_counts, read_committed};
+use common::real_kafka::{
+    group_state, http_get, metric_sum, partition_counts, read_committed, FrozenBroker,
+};
 use tweetoscope::config::{CascadeArgs, Cli, Command as Cmd, GeneratorArgs};
 use tweetoscope::stages::generator;
 use tweetoscope_messages::CascadeProperty;
@@ -765,18 +767,6 @@ fn poison_records() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ]
 }
 
-/// The pid of the broker under test, from the state directory of scripts/kafka.sh (it changes when
-/// the broker is bounced).
-fn broker_pid() -> String {
-    let dir = std::env::var("KAFKA_STATE_DIR").expect(
-        "KAFKA_STATE_DIR: the state directory of scripts/kafka.sh (scripts/tiers/kafka.sh sets it)",
-    );
-    std::fs::read_to_string(Path::new(&dir).join("pid"))
-        .expect("the broker's pid file")
-        .trim()
-        .to_owned()
-}
-
 /// A paced seeded replay through every stage with `fault` injected once a quarter of the series
 /// are out; afterwards the stats must be exactly the expected set: no pair missing, none twice.
 fn faulted_run(fault: Fault) {
@@ -846,18 +836,9 @@ fn faulted_run(fault: Fault) {
             pipeline.stages.push(restarted);
         }
         Fault::PauseBroker(seconds) => {
-            let pid = broker_pid();
-            assert!(Command::new("kill")
-                .args(["-STOP", &pid])
-                .status()
-                .expect("kill")
-                .success());
+            let frozen = FrozenBroker::freeze();
             std::thread::sleep(Duration::from_secs(seconds));
-            assert!(Command::new("kill")
-                .args(["-CONT", &pid])
-                .status()
-                .expect("kill")
-                .success());
+            drop(frozen);
         }
         Fault::BounceBroker(seconds) => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
