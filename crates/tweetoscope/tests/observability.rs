@@ -197,6 +197,10 @@ const EXPECTED_EMPTY: &[(&str, &str)] = &[
     ("rule TweetoscopeStageDown", "every scraped target is up"),
     ("rule TweetoscopePushgatewayDown", "the Pushgateway is up"),
     (
+        "rule TweetoscopeStageStalled",
+        "every processing loop keeps making progress",
+    ),
+    (
         "rule TweetoscopeConsumerLagGrowing",
         "a short run never lags 1000 messages behind",
     ),
@@ -1035,6 +1039,7 @@ fn exported_series_names() -> BTreeSet<String> {
     touch(&m.training_samples);
     touch(&m.trainings);
     touch(&m.logs_shown);
+    touch(&m.loop_stalled_seconds);
     touch(&m.build_info);
     let mut names = sample_names(&m.render());
     let board = tweetoscope::stages::monitor::ErrorBoard::default();
