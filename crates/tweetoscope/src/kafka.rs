@@ -816,8 +816,9 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
 /// transaction timeout (10 s), after which the coordinator aborts the transaction anyway.
 /// librdkafka recommends -1, documented as "the remaining transaction time", but for commit and
 /// abort -1 means no limit at all: with the broker frozen, a commit was seen blocking for as long
-/// as the broker did, and the loop with it. A call that times out leaves the transaction in progress, so the next abort
-/// fails too and the loop returns an error: its supervisor rebuilds the stage with new clients.
+/// as the broker did, and the loop with it. A call that times out leaves the transaction in
+/// progress, so the next abort fails too and the loop returns an error: its supervisor rebuilds
+/// the stage with new clients.
 const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A handled message: where it was read, and whether every output it caused reached Kafka.

@@ -49,9 +49,18 @@ impl Names {
             .expect("offset reader");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.input, 0);
-        let committed = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
+        // Transient errors (the group coordinator still loading after an outage) are retried.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(committed) => break committed,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("reading the committed offset: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("cannot read the committed offset for 60 s: {e}"),
+            }
+        };
         match committed.find_partition(&self.input, 0).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => Some(o),
             _ => None,
