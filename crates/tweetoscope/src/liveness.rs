@@ -45,6 +45,16 @@ impl LoopBeat {
         self.state.lock().expect("beat lock").running = false;
     }
 
+    /// Moves the last beat `by` into the past (tests of what depends on a long stall).
+    #[cfg(test)]
+    pub(crate) fn backdate(&self, by: Duration) {
+        let mut state = self.state.lock().expect("beat lock");
+        state.at = state
+            .at
+            .checked_sub(by)
+            .expect("the monotonic clock started long enough ago");
+    }
+
     /// The stage the loop runs.
     pub fn stage(&self) -> &'static str {
         self.stage

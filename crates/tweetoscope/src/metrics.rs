@@ -462,3 +462,53 @@ pub async fn serve(
     });
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        socket
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        let mut response = String::new();
+        socket
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        response
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_naming_the_loop_once_it_is_stalled_past_the_limit() {
+        let metrics = Metrics::new();
+        let addr = serve(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics.clone(),
+            Readiness::default(),
+        )
+        .await
+        .expect("serve");
+        let beat = metrics.liveness.register("predictor");
+        beat.beat("committing the transaction");
+        let healthy = get(addr, "/healthz").await;
+        assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+
+        beat.backdate(STALL_LIMIT + Duration::from_secs(10));
+        let stuck = get(addr, "/healthz").await;
+        assert!(stuck.starts_with("HTTP/1.1 503"), "{stuck}");
+        assert!(
+            stuck.contains("predictor: no progress for 34")
+                && stuck.contains("while committing the transaction"),
+            "{stuck}"
+        );
+
+        // A loop that ended is not a stuck one.
+        beat.stopped();
+        let ended = get(addr, "/healthz").await;
+        assert!(ended.starts_with("HTTP/1.1 200"), "{ended}");
+    }
+}
