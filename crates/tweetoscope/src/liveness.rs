@@ -3,8 +3,8 @@
 //! Each loop beats as it goes, naming what it is about to do; a loop blocked in a call (a Kafka
 //! transaction that never completes, a read that never ends) stops beating. The HTTP endpoint
 //! answers `/healthz` with 503 once a loop has been stalled for longer than [`STALL_LIMIT`], so
-//! an orchestrator restarts the process; a watchdog thread logs stalls as they grow and exports
-//! them as `tweetoscope_processing_loop_stalled_seconds`.
+//! an orchestrator restarts the process; `/metrics` exports them as
+//! `tweetoscope_processing_loop_stalled_seconds`, and a watchdog thread logs them as they grow.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -73,8 +73,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Wall time from a cascade's window closing (series emitted) to its prediction.
     pub prediction_latency: Histogram,
-    /// Seconds since each processing loop last made progress, by stage (updated by
-    /// [`spawn_stall_watchdog`]).
+    /// Seconds since each running processing loop last made progress, by stage (the longest if
+    /// a stage has several; set from [`Metrics::liveness`] at each rendering).
     pub loop_stalled_seconds: IntGaugeVec,
     /// Progress of the processing loops (the liveness probe).
     pub liveness: Liveness,
@@ -309,6 +309,11 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.loop_stalled_seconds.reset();
+        for stall in self.liveness.stalls() {
+            let gauge = self.loop_stalled_seconds.with_label_values(&[stall.stage]);
+            gauge.set(gauge.get().max(stall.for_.as_secs() as i64));
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -351,9 +356,8 @@ impl Readiness {
 }
 
 /// Watches the processing loops of the process from a thread of its own (it works even when every
-/// runtime worker is blocked): every 5 s it exports each loop's stall as
-/// `tweetoscope_processing_loop_stalled_seconds` and logs stalls longer than 30 s, every 30 s
-/// while they last, with what the loop was doing.
+/// runtime worker is blocked): every 5 s, it logs the stalls longer than 30 s, every 30 s while
+/// they last, with what the loop was doing.
 pub fn spawn_stall_watchdog(metrics: Arc<Metrics>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("stall-watchdog".into())
@@ -363,10 +367,6 @@ pub fn spawn_stall_watchdog(metrics: Arc<Metrics>) -> std::io::Result<()> {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(5));
                 for stall in metrics.liveness.stalls() {
-                    metrics
-                        .loop_stalled_seconds
-                        .with_label_values(&[stall.stage])
-                        .set(stall.for_.as_secs() as i64);
                     let due = logged
                         .get(stall.stage)
                         .is_none_or(|at| at.elapsed() >= STALL_LOGGED_AFTER);
@@ -498,6 +498,12 @@ mod tests {
         assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
 
         beat.backdate(STALL_LIMIT + Duration::from_secs(10));
+        assert!(
+            metrics
+                .render()
+                .contains("tweetoscope_processing_loop_stalled_seconds{stage=\"predictor\"} 34"),
+            "the stall is exported"
+        );
         let stuck = get(addr, "/healthz").await;
         assert!(stuck.starts_with("HTTP/1.1 503"), "{stuck}");
         assert!(
@@ -510,5 +516,11 @@ mod tests {
         beat.stopped();
         let ended = get(addr, "/healthz").await;
         assert!(ended.starts_with("HTTP/1.1 200"), "{ended}");
+        assert!(
+            !metrics
+                .render()
+                .contains("tweetoscope_processing_loop_stalled_seconds{"),
+            "a loop that ended has no stall series"
+        );
     }
 }
