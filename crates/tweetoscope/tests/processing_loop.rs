@@ -144,6 +144,19 @@ async fn write_inputs(brokers: &str, topic: &str, payloads: &[&str]) {
     }
 }
 
+/// Asks a running loop to stop, and waits for it to end without error.
+async fn stop_loop(
+    stop: watch::Sender<bool>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the loop stops on shutdown")
+        .expect("task")
+        .expect("loop result");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a real Kafka broker: run by scripts/tiers/kafka.sh"]
 async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages() {
@@ -227,12 +240,7 @@ async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages()
     );
     assert_eq!(names.committed_outputs(), BTreeSet::from([0, 1, 2]));
 
-    stop.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(60), running)
-        .await
-        .expect("the loop stops on shutdown")
-        .expect("task")
-        .expect("loop result");
+    stop_loop(stop, running).await;
 }
 
 /// The broker freezing while a transaction holds outputs must not freeze the loop with it: every
@@ -341,10 +349,5 @@ async fn a_frozen_broker_stalls_the_loop_only_for_bounded_waits_and_loses_nothin
     let records = common::real_kafka::read_committed(&names.brokers, &names.output);
     assert_eq!(records.len(), 1, "the output is committed exactly once");
 
-    stop.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(60), running)
-        .await
-        .expect("the loop stops on shutdown")
-        .expect("task")
-        .expect("loop result");
+    stop_loop(stop, running).await;
 }
