@@ -55,11 +55,6 @@ impl LoopBeat {
             .expect("the monotonic clock started long enough ago");
     }
 
-    /// The stage the loop runs.
-    pub fn stage(&self) -> &'static str {
-        self.stage
-    }
-
     /// How long the loop has gone without progress and what it was doing, while it runs.
     pub fn stalled(&self) -> Option<Stall> {
         self.stalled_at(Instant::now())

@@ -432,9 +432,8 @@ pub async fn serve(
                         if stuck.is_empty() {
                             ("200 OK", "text/plain", "ok\n".to_owned())
                         } else {
-                            let lines: Vec<String> =
-                                stuck.iter().map(|s| format!("{s}\n")).collect();
-                            ("503 Service Unavailable", "text/plain", lines.concat())
+                            let lines = stuck.iter().map(|s| format!("{s}\n")).collect();
+                            ("503 Service Unavailable", "text/plain", lines)
                         }
                     }
                     "/readyz" if readiness.is_ready() => {
