@@ -1,14 +1,18 @@
 //! Tweet sources of the generator, free of I/O but for reading data files.
 //!
 //! A *cascade source* yields whole cascades as `(time since the first tweet, magnitude)` lists:
-//! [`news::NewsDataset`] reads the public NEWS data format, [`synthetic::SyntheticCascades`]
+//! [`news::NewsDataset`] reads the public NEWS data format, [`files::tideh`] and [`files::csv`]
+//! directories of one file per cascade (TiDeH `RT<n>.txt`, `t,m` CSV), [`synthetic::SyntheticCascades`]
 //! simulates marked Hawkes cascades with known parameters. A [`Replay`] deals those cascades to
 //! several sources, each with its own clock, starts each cascade after a random delay with at most
 //! K live cascades per source, and yields the tweets in event-time order (monotone per source),
 //! ending each source with an end-of-source marker. Same seed, same replay.
 
+pub mod files;
 pub mod news;
 pub mod synthetic;
+
+pub use files::DataError;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;

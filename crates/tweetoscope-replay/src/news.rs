@@ -4,55 +4,18 @@
 
 use std::path::Path;
 
-use crate::CascadeEvents;
-
-/// A problem with a data file, naming the file and line.
-#[derive(Debug, thiserror::Error)]
-pub enum NewsError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// File name.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A line does not hold what the format says.
-    #[error("{path}:{line}: {what}")]
-    Format {
-        /// File name.
-        path: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong and what was expected.
-        what: String,
-    },
-    /// The index points past the end of the data file: the two files do not match.
-    #[error("{index}: cascade {cascade} ends at row {end} but {data} has only {rows} data rows")]
-    OutOfRange {
-        /// Index file name.
-        index: String,
-        /// 1-based cascade number in the index.
-        cascade: usize,
-        /// Last row of that cascade.
-        end: usize,
-        /// Data file name.
-        data: String,
-        /// Rows in the data file.
-        rows: usize,
-    },
-}
+use crate::{CascadeEvents, DataError};
 
 /// Row ranges of an index file: one `(start, end)` per cascade, 0-based, end exclusive.
-pub fn read_index(path: &Path) -> Result<Vec<(usize, usize)>, NewsError> {
+pub fn read_index(path: &Path) -> Result<Vec<(usize, usize)>, DataError> {
     parse_index(&read(path)?, &path.display().to_string())
 }
 
 /// Row ranges of index text; `name` names it in errors.
-pub fn parse_index(text: &str, name: &str) -> Result<Vec<(usize, usize)>, NewsError> {
+pub fn parse_index(text: &str, name: &str) -> Result<Vec<(usize, usize)>, DataError> {
     let mut ranges = Vec::new();
     for (line_no, fields) in rows(text) {
-        let bad = |what: String| NewsError::Format {
+        let bad = |what: String| DataError::Format {
             path: name.to_owned(),
             line: line_no,
             what,
@@ -80,7 +43,7 @@ pub fn parse_index(text: &str, name: &str) -> Result<Vec<(usize, usize)>, NewsEr
 }
 
 /// Cascade sizes listed by an index file (handy to calibrate synthetic data).
-pub fn index_sizes(path: &Path) -> Result<Vec<usize>, NewsError> {
+pub fn index_sizes(path: &Path) -> Result<Vec<usize>, DataError> {
     Ok(read_index(path)?.into_iter().map(|(s, e)| e - s).collect())
 }
 
@@ -93,12 +56,12 @@ pub struct NewsDataset {
 
 impl NewsDataset {
     /// Reads an index and a data file, checking that every range lies inside the data.
-    pub fn load(index: &Path, data: &Path) -> Result<Self, NewsError> {
+    pub fn load(index: &Path, data: &Path) -> Result<Self, DataError> {
         let ranges = read_index(index)?;
         let text = read(data)?;
         let mut data_rows = Vec::new();
         for (line_no, fields) in rows(&text) {
-            let bad = |what: String| NewsError::Format {
+            let bad = |what: String| DataError::Format {
                 path: data.display().to_string(),
                 line: line_no,
                 what,
@@ -120,7 +83,7 @@ impl NewsDataset {
             .enumerate()
             .find(|(_, r)| r.1 > data_rows.len())
         {
-            return Err(NewsError::OutOfRange {
+            return Err(DataError::OutOfRange {
                 index: index.display().to_string(),
                 cascade: i + 1,
                 end,
@@ -165,11 +128,8 @@ impl NewsDataset {
     }
 }
 
-fn read(path: &Path) -> Result<String, NewsError> {
-    std::fs::read_to_string(path).map_err(|source| NewsError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+fn read(path: &Path) -> Result<String, DataError> {
+    crate::files::read_text(path)
 }
 
 /// Non-empty CSV rows with their 1-based line numbers, skipping a header line of non-numbers.

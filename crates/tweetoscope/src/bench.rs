@@ -45,16 +45,6 @@ pub struct BenchReport {
 /// 42 and 7: 139 tweets per cascade); a margin makes the target reached.
 const TWEETS_PER_CASCADE: u64 = 125;
 
-/// The `q` quantile of unsorted values (NaN when empty).
-pub fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 /// Peak resident set size of this process in MiB, from /proc (NaN elsewhere).
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -90,8 +80,8 @@ pub async fn bench(
         } else {
             1e6 * metrics.fit_seconds.get_sample_sum() / fits as f64
         },
-        latency_p50_ms: 1e3 * quantile(&latencies, 0.5),
-        latency_p99_ms: 1e3 * quantile(&latencies, 0.99),
+        latency_p50_ms: 1e3 * tweetoscope_stats::quantile(&latencies, 0.5),
+        latency_p99_ms: 1e3 * tweetoscope_stats::quantile(&latencies, 0.99),
         peak_rss_mib: peak_rss_mib(),
         cores: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         run: summary,

@@ -291,10 +291,14 @@ pub struct GeneratorArgs {
     /// NEWS data CSV (`time,magnitude`), with --data news.
     #[arg(long, env = "TWEETOSCOPE_NEWS_DATA", value_name = "FILE")]
     pub news_data: Option<PathBuf>,
+    /// Directory of one file per cascade, with --data tideh (every `RT<n>.txt`) or --data csv
+    /// (every `*.csv`), read in natural order of the names (`RT2` before `RT10`).
+    #[arg(long, env = "TWEETOSCOPE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Index whose cascade sizes synthetic cascades follow (default: the bundled NEWS index).
     #[arg(long, env = "TWEETOSCOPE_SIZE_INDEX", value_name = "FILE")]
     pub size_index: Option<PathBuf>,
-    /// Number of synthetic cascades (with --data news: at most this many, 0 for all).
+    /// Number of synthetic cascades (with real data: at most this many, in data set order, 0 for all).
     #[arg(long, env = "TWEETOSCOPE_CASCADES", default_value_t = 1000)]
     pub cascades: usize,
     /// Number of sources, each with its own clock.
@@ -326,6 +330,18 @@ pub enum DataSource {
     Synthetic,
     /// The NEWS data set files (--news-index, --news-data).
     News,
+    /// TiDeH retweet files `RT<n>.txt` (--data-dir).
+    Tideh,
+    /// One `t,m` CSV per cascade, the format of `fit` (--data-dir).
+    Csv,
+}
+
+impl DataSource {
+    /// The name written on the command line.
+    pub fn name(&self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
 }
 
 /// Collector options.
@@ -486,9 +502,12 @@ pub struct FitArgs {
     /// Observation horizon in seconds after the first tweet (default: just after the last tweet).
     #[arg(long)]
     pub until: Option<f64>,
-    /// Maximum likelihood instead of MAP.
+    /// Maximum likelihood instead of MAP (exponential kernel; the power-law fit is always MLE).
     #[arg(long)]
     pub mle: bool,
+    /// Time kernel: `exponential` or `power-law`.
+    #[arg(long, default_value = "exponential")]
+    pub kernel: tweetoscope_hawkes::Kernel,
     #[command(flatten)]
     /// Mark distribution and branching cap.
     pub marks: FitMarkArgs,
@@ -622,6 +641,24 @@ impl GeneratorArgs {
                 "--data news needs both --news-index FILE and --news-data FILE (see README, \"Real data\")"
                     .into(),
             ));
+        }
+        if matches!(self.data, DataSource::Tideh | DataSource::Csv) {
+            match &self.data_dir {
+                None => {
+                    return Err(ConfigError(format!(
+                        "--data {} needs --data-dir DIR, the directory of its cascade files",
+                        self.data.name()
+                    )))
+                }
+                Some(dir) if !dir.is_dir() => {
+                    return Err(bad(
+                        "data-dir",
+                        dir.display(),
+                        "an existing directory of cascade files",
+                    ))
+                }
+                Some(_) => {}
+            }
         }
         if self.data == DataSource::Synthetic && self.cascades == 0 {
             return Err(bad("cascades", 0, "at least 1 synthetic cascade"));

@@ -1,19 +1,31 @@
-//! `tweetoscope fit FILE.csv`: fits one cascade and prints the result as one JSON object.
-
-use std::path::Path;
+//! `tweetoscope fit FILE.csv`: fits one cascade (either kernel) and prints the result as one JSON
+//! object.
 
 use serde::Serialize;
-use tweetoscope_hawkes::{FitConfig, MarkDistribution, Prior};
+use tweetoscope_hawkes::{FitConfig, Kernel, MarkDistribution, Prior};
 
 use crate::config::FitArgs;
 
-/// The printed fit.
+/// The printed fit. The kernel's own parameters are printed under their names: `p` and `beta`
+/// for the exponential kernel, `K`, `beta` (the mark exponent), `c` and `theta` for the power law.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FitOutput {
-    /// Excitation parameter.
-    pub p: f64,
-    /// Decay rate in 1/s.
+    /// `exponential` or `power-law`.
+    pub kernel: Kernel,
+    /// Excitation parameter (exponential kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+    /// Scale `K` of the power-law kernel.
+    #[serde(rename = "K", skip_serializing_if = "Option::is_none")]
+    pub k: Option<f64>,
+    /// Decay rate in 1/s (exponential kernel) or mark exponent (power law).
     pub beta: f64,
+    /// Time offset `c` of the power-law kernel, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub c: Option<f64>,
+    /// Tail exponent `θ` of the power-law kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub theta: Option<f64>,
     /// Branching factor.
     pub n_star: f64,
     /// Expected direct children still to come.
@@ -25,49 +37,14 @@ pub struct FitOutput {
     pub n_pred: f64,
     /// Horizon used, in seconds after the first tweet.
     pub horizon: f64,
-    /// "MAP" or "MLE".
+    /// "MAP" or "MLE" (the power-law fit is always MLE).
     pub method: &'static str,
-}
-
-/// Reads a `t,m` CSV (header allowed; blank lines and `#` comments skipped), sorted by time.
-pub fn read_events(path: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let mut events = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let parsed = match fields[..] {
-            [t, m] => t.parse::<f64>().ok().zip(m.parse::<f64>().ok()),
-            _ => None,
-        };
-        match parsed {
-            Some((t, m)) if t.is_finite() && m.is_finite() && m >= 0.0 => events.push((t, m)),
-            None if i == 0 => continue, // header
-            _ => anyhow::bail!(
-                "{}:{}: expected `t,m` with a finite time and a magnitude >= 0, found {line:?}",
-                path.display(),
-                i + 1
-            ),
-        }
-    }
-    events.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(events)
 }
 
 /// Fits the events of `args.file`.
 pub fn fit_file(args: &FitArgs) -> anyhow::Result<FitOutput> {
     args.marks.validate()?;
-    let mut events = read_events(&args.file)?;
-    let Some(&(t0, _)) = events.first() else {
-        anyhow::bail!("{} holds no tweet", args.file.display());
-    };
-    for e in &mut events {
-        e.0 -= t0;
-    }
+    let mut events = tweetoscope_replay::files::csv::read(&args.file)?.events;
     let horizon = match args.until {
         Some(t) if t.is_finite() && t > 0.0 => {
             events.retain(|e| e.0 < t);
@@ -91,15 +68,22 @@ pub fn fit_file(args: &FitArgs) -> anyhow::Result<FitOutput> {
     };
     let times: Vec<f64> = events.iter().map(|e| e.0).collect();
     let marks: Vec<f64> = events.iter().map(|e| e.1).collect();
-    let fit = tweetoscope_hawkes::fit(&times, &marks, horizon, &config)?;
+    let fit = tweetoscope_hawkes::fit_kernel(args.kernel, &times, &marks, horizon, &config)?;
+    let param = |i: usize| fit.params.get(i).copied().unwrap_or(f64::NAN);
+    let power_law = fit.kernel == Kernel::PowerLaw;
+    let only = |yes: bool, i: usize| yes.then(|| param(i));
     Ok(FitOutput {
-        p: fit.p,
-        beta: fit.beta,
+        kernel: fit.kernel,
+        p: only(!power_law, 0),
+        k: only(power_law, 0),
+        beta: param(1),
+        c: only(power_law, 2),
+        theta: only(power_law, 3),
         n_star: fit.n_star,
         g1: fit.g1,
         n_obs: fit.n_obs,
         n_pred: fit.predicted_size(1.0)?,
         horizon,
-        method: if args.mle { "MLE" } else { "MAP" },
+        method: if args.mle || power_law { "MLE" } else { "MAP" },
     })
 }

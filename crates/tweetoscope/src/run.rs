@@ -17,9 +17,10 @@ use crate::kafka::{create_topics, EmbeddedBroker, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::stages::dashboard::TopCascades;
 use crate::stages::generator::GeneratorReport;
-use crate::stages::monitor::{mean, median, ErrorBoard};
+use crate::stages::monitor::ErrorBoard;
 use crate::stages::{self, StageEnv};
 use crate::telemetry::{ship_to_topic, LogQueue, STAGE_SPAN};
+use tweetoscope_stats::{mean, median};
 
 /// Errors of one window.
 #[derive(Debug, Clone, Serialize, PartialEq)]

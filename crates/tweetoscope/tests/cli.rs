@@ -139,3 +139,125 @@ fn fit_prints_one_json_object_with_the_documented_keys() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.csv:3"), "{err}");
 }
+
+#[test]
+fn fit_with_the_power_law_kernel_prints_that_kernels_parameters() {
+    let marks = tweetoscope_hawkes::MarkDistribution::default();
+    // A whole simulated cascade (n* = 0.7, mark exponent 0.8, c = 60 s, θ = 0.6), observed
+    // for a day.
+    let truth =
+        tweetoscope_hawkes::power_law::PowerLawParams::from_branching(0.7, 0.8, 60.0, 0.6, &marks)
+            .unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let events: Vec<(f64, f64)> = tweetoscope_hawkes::power_law::simulate_cascade_from(
+        5e5,
+        &truth,
+        &marks,
+        f64::INFINITY,
+        1_000_000,
+        &mut rng,
+    )
+    .into_iter()
+    .filter(|e| e.0 < 86_400.0)
+    .collect();
+    assert!(events.len() > 1_000, "{} events", events.len());
+    let mut csv = String::from("t,m\n");
+    for (t, m) in &events {
+        csv.push_str(&format!("{t},{m}\n"));
+    }
+    let path = temp_file("power-law.csv", &csv);
+    let horizon = 86_400.0;
+    let until = horizon.to_string();
+    let (code, out, err) = tweetoscope(
+        &[
+            "fit",
+            path.to_str().unwrap(),
+            "--kernel",
+            "power-law",
+            "--until",
+            &until,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["kernel"], "power-law");
+    assert_eq!(v["method"], "MLE");
+    assert!(v.get("p").is_none(), "p is the exponential kernel's: {out}");
+    // Exactly the library's fit of the same events.
+    let (times, ms): (Vec<f64>, Vec<f64>) = events.iter().copied().unzip();
+    let fit = tweetoscope_hawkes::fit_kernel(
+        tweetoscope_hawkes::Kernel::PowerLaw,
+        &times,
+        &ms,
+        horizon,
+        &tweetoscope_hawkes::FitConfig::default(),
+    )
+    .unwrap();
+    for (key, value) in ["K", "beta", "c", "theta"].iter().zip(&fit.params) {
+        assert_eq!(v[key].as_f64(), Some(*value), "{key} in {out}");
+    }
+    assert_eq!(v["n_obs"].as_u64(), Some(events.len() as u64));
+    // The tolerance of the library's own recovery test on this case.
+    let n_star = v["n_star"].as_f64().unwrap();
+    assert!(
+        (n_star - 0.7).abs() < 0.12,
+        "n* {n_star} far from the true 0.7"
+    );
+    let theta = v["theta"].as_f64().unwrap();
+    assert!(
+        (theta - 0.6).abs() < 0.6 * 0.3,
+        "θ {theta} far from the true 0.6"
+    );
+
+    let (code, _, err) = tweetoscope(
+        &["fit", path.to_str().unwrap(), "--kernel", "gaussian"],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--kernel"), "{err}");
+}
+
+#[test]
+fn real_data_options_say_what_is_missing_and_bad_files_name_file_and_line() {
+    let (code, _, err) = tweetoscope(&["eval", "--data", "tideh"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
+    let (code, _, err) = tweetoscope(
+        &[
+            "eval",
+            "--data",
+            "csv",
+            "--data-dir",
+            "/nonexistent/cascades",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--data-dir") && err.contains("/nonexistent/cascades"),
+        "{err}"
+    );
+    let (code, _, err) = tweetoscope(&["eval", "--test-data-dir", "/tmp"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--test-data"), "{err}");
+
+    let dir = temp_file("placeholder", "").parent().unwrap().join("tideh");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("RT1.txt"), "2 0.5\n0 10\n30 4\n60 x\n").unwrap();
+    let (code, _, err) = tweetoscope(
+        &[
+            "eval",
+            "--data",
+            "tideh",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("RT1.txt:4") && err.contains("follower count \"x\""),
+        "{err}"
+    );
+}

@@ -50,6 +50,20 @@ pub fn cascades(
             };
             Ok(Box::new((0..take).map(move |i| set.cascade(i))))
         }
+        DataSource::Tideh | DataSource::Csv => {
+            let Some(dir) = &args.data_dir else {
+                anyhow::bail!("--data {} needs --data-dir DIR", args.data.name());
+            };
+            let mut set = if args.data == DataSource::Tideh {
+                tweetoscope_replay::files::tideh::read_dir(dir)?
+            } else {
+                tweetoscope_replay::files::csv::read_dir(dir)?
+            };
+            if args.cascades > 0 {
+                set.truncate(args.cascades);
+            }
+            Ok(Box::new(set.into_iter()))
+        }
     }
 }
 
@@ -85,10 +99,14 @@ pub fn replay_config(args: &GeneratorArgs) -> ReplayConfig {
 pub fn replay_id(args: &GeneratorArgs) -> String {
     args.replay_id.clone().unwrap_or_else(|| {
         let canonical = format!(
-            "{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{}",
+            "{:?}|{:?}|{:?}|{}{:?}|{}|{}|{}|{}|{}",
             args.data,
             args.news_index,
             args.news_data,
+            // Absent for the older sources, so their replay ids do not change.
+            args.data_dir
+                .as_ref()
+                .map_or(String::new(), |d| format!("{}|", d.display())),
             args.size_index,
             args.cascades,
             args.sources,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use tweetoscope_messages::Stat;
+use tweetoscope_stats::{mean, median};
 
 use super::StageEnv;
 use crate::config::MonitorArgs;
@@ -25,26 +26,6 @@ pub struct WindowErrors {
     pub are_hawkes: Vec<f64>,
     /// (served ARE, Hawkes-alone ARE) of the predictions a random forest corrected.
     pub with_model: Vec<(f64, f64)>,
-}
-
-/// Median of a list (NaN when empty).
-pub fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Mean of a list (NaN when empty).
-pub fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
 }
 
 /// Errors per window, shared with whoever reports them.
@@ -234,9 +215,6 @@ mod tests {
 
     #[test]
     fn medians_and_exposition() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
         let board = ErrorBoard::default();
         for (window, are) in [(600, 0.125), (600, 0.375), (1200, 0.0625)] {
             board.add(&Stat {

@@ -168,15 +168,15 @@ impl Join {
                 .retain(|(seq, k)| pending.get(k).is_some_and(|(s, _, _)| s == seq));
         }
         let joined = pair.map(|(p, n_tot)| {
-            let truth = n_tot.max(1) as f64;
+            let truth = n_tot as f64;
             let stat = Stat {
                 kind: StatTag::Stat,
                 cid: cid.clone(),
                 t_obs: window,
-                are: (p.n_pred - truth).abs() / truth,
+                are: tweetoscope_stats::absolute_relative_error(p.n_pred, truth),
                 n_pred: p.n_pred,
                 n_tot,
-                are_hawkes: (p.n_hawkes - truth).abs() / truth,
+                are_hawkes: tweetoscope_stats::absolute_relative_error(p.n_hawkes, truth),
                 model_version: p.model_version,
             };
             let [beta, n_star, g1] = p.features;
