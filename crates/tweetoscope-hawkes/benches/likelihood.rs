@@ -1,5 +1,7 @@
 //! Benchmarks of the log-likelihoods (fast and naive), their gradients and the fits, for both
-//! kernels, on simulated cascades of 100, 1,000 and 10,000 events.
+//! kernels, on simulated cascades of 100, 1,000 and 10,000 events. The `fit` group times the
+//! exponential fit (MAP and MLE) next to the former L-BFGS solver on the same cascades
+//! (`exponential_{map,mle}_lbfgs`), so that before and after come from one run.
 //!
 //! Throughput is in events, so criterion reports time per event next to the time per call.
 //! The naive O(n²) references run for 100 and 1,000 events only (10,000 would take ~0.1–1 s
@@ -170,7 +172,7 @@ fn power_law(c: &mut Criterion) {
 }
 
 fn fits(c: &mut Criterion) {
-    let config = FitConfig::default();
+    let configs = [("map", FitConfig::default()), ("mle", FitConfig::mle())];
     let mut group = c.benchmark_group("fit");
     group
         .sample_size(10)
@@ -180,12 +182,21 @@ fn fits(c: &mut Criterion) {
     for &n in &SIZES {
         group.throughput(Throughput::Elements(n as u64));
         let d = exponential_data(n);
-        group.bench_function(BenchmarkId::new("exponential_map", n), |b| {
-            b.iter(|| {
-                tweetoscope_hawkes::fit(&d.times, &d.marks, black_box(d.horizon), &config)
-                    .expect("fit")
-            })
-        });
+        let cascade = Cascade::new(&d.times, &d.marks, d.horizon).expect("valid cascade");
+        // The profiled fit (`fit`) and, on the same cascade, the former L-BFGS solver.
+        for (name, config) in &configs {
+            group.bench_function(BenchmarkId::new(format!("exponential_{name}"), n), |b| {
+                b.iter(|| {
+                    tweetoscope_hawkes::fit(&d.times, &d.marks, black_box(d.horizon), config)
+                        .expect("fit")
+                })
+            });
+            group.bench_function(
+                BenchmarkId::new(format!("exponential_{name}_lbfgs"), n),
+                |b| b.iter(|| config.fit_cascade_lbfgs(black_box(&cascade)).expect("fit")),
+            );
+        }
+        let config = FitConfig::default();
         let d = power_law_data(n);
         group.bench_function(BenchmarkId::new("power_law_mle", n), |b| {
             b.iter(|| {

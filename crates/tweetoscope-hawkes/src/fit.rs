@@ -1,12 +1,14 @@
-//! MAP / MLE fit of `(p, beta)` with L-BFGS (argmin) on a box-constrained reparametrisation.
+//! MAP / MLE fit of `(p, beta)`: `p` profiled out in closed form (MLE) or by a safeguarded
+//! Newton solve (MAP), then a 1-D search over `ln beta`: a grid brackets the stationary points
+//! of the profile, Brent's root finder refines them on its envelope-theorem derivative.
 
-use std::cell::Cell;
+mod lbfgs;
 
-use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
-use argmin::solver::quasinewton::LBFGS;
+use std::cell::RefCell;
 
-use crate::likelihood::Pass;
+use argmin::core::{CostFunction, Executor, State};
+use argmin::solver::brent::BrentRoot;
+
 use crate::prior::LogNormalParams;
 use crate::{predict_final_size, Cascade, HawkesError, MarkDistribution, Prior};
 
@@ -17,12 +19,21 @@ pub const BETA_MIN: f64 = 1.0 / (10.0 * 86_400.0);
 /// Upper bound of `beta`: 1/(60 s), in 1/s.
 pub const BETA_MAX: f64 = 1.0 / 60.0;
 
-/// Number of `beta` values of the grid that picks the starting point.
-const START_GRID: usize = 16;
+/// Number of points of the `ln beta` grid that brackets the maxima of the profile objective,
+/// evenly spaced from `ln BETA_MIN` to `ln BETA_MAX` (both faces included).
+const GRID: usize = 16;
+/// At most this many grid cells holding a local maximum of the profile are refined (the
+/// profile can be multimodal); the cells are ranked by their best end.
+const MAX_PEAKS: usize = 2;
+/// Tolerance of the root finder on `ln beta`, relative to `|ln beta|`.
+const LOG_BETA_TOL: f64 = 1e-10;
+/// Iteration cap of the Newton solve for the MAP `ln p` given `beta` (it converges in a few).
+const NEWTON_MAX: usize = 60;
 /// Starting points are kept this far (as a fraction of the log-range) from the box faces, where
 /// the logistic map is flat.
 pub(crate) const START_MARGIN: f64 = 1e-3;
-/// At most this many L-BFGS runs (restarts from the best point after a line-search failure).
+/// At most this many L-BFGS runs (restarts from the best point after a line-search failure;
+/// reference solver and power-law fit).
 pub(crate) const MAX_RUNS: usize = 3;
 
 /// Settings of [`fit`].
@@ -34,7 +45,9 @@ pub struct FitConfig {
     pub prior: Option<Prior>,
     /// Upper bound of the branching factor, in (0, 1): `p ≤ max_branching / E[m]`.
     pub max_branching: f64,
-    /// Iteration budget of the optimiser (over all its restarts); 0 returns the starting point.
+    /// Budget of steps of the search over `ln beta` after its grid (see
+    /// [`HawkesFit::iterations`]); 0 returns the best grid point, with its profiled `p`. For
+    /// the power-law fit: L-BFGS iterations over all restarts.
     pub max_iterations: u64,
 }
 
@@ -119,7 +132,9 @@ pub struct HawkesFit {
     pub n_obs: usize,
     /// Maximised objective: log-likelihood plus prior log-density (MAP) or log-likelihood (MLE).
     pub log_objective: f64,
-    /// L-BFGS iterations used (summed over restarts); 0 means the starting point was kept.
+    /// Steps of the search over `ln beta` after its grid: Brent iterations (one profile
+    /// evaluation each, summed over the refined cells) plus one per face of the `beta` range
+    /// accepted as a local maximum; 0 means the best grid point was kept.
     pub iterations: u64,
 }
 
@@ -136,10 +151,16 @@ impl HawkesFit {
 /// first event and must be strictly after the last event (later events are an error, not
 /// ignored); marks below 1 count as 1. Needs at least 2 events.
 ///
-/// The optimiser is L-BFGS with a More–Thuente line search on `x ∈ ℝ²`, mapped into the box by
-/// `ln p = ln p_min + ln(p_max/p_min)·σ(x₀)` (same for `beta`), starting from the best of a
-/// `beta` grid (with the closed-form best `p` for each `beta`) and, for MAP, the prior mode.
-/// The best point evaluated is returned even if the solver stops early.
+/// For a given `beta` the objective is strictly concave in `ln p`, so `p` is profiled out: in
+/// closed form `(n−1)/compensator(beta)` for the MLE, by a safeguarded Newton solve in `ln p`
+/// for MAP (the log-normal prior adds a term linear in `ln p` to the derivative), then clamped
+/// to `[p_min, p_max]`. The profile objective and its derivative in `ln beta` (by the envelope
+/// theorem, the partial derivative at the profiled `p`, clamped or not) are evaluated on a grid
+/// of 16 values of `ln beta`, faces included. Each cell where the derivative changes sign from
+/// `+` to `−` holds a local maximum; the best two such cells are refined by Brent's root finder
+/// (argmin's [`BrentRoot`]) on the derivative, to `1e-10·|ln beta|`. A face of the `beta`
+/// range where the derivative points outwards is itself a local maximum, taken as is. The
+/// best of these local maxima is returned.
 pub fn fit(
     times: &[f64],
     marks: &[f64],
@@ -166,36 +187,82 @@ pub fn fit_cascade(cascade: &Cascade<'_>, config: &FitConfig) -> Result<HawkesFi
     }
     let bounds = config.bounds()?;
     let prior = config.prior.map(|p| p.log_space()).transpose()?;
-    let objective = Objective::new(cascade, prior, &bounds);
+    let profile = Profile::new(cascade, prior, &bounds);
 
-    let mut x0 = objective.start();
-    // Records the starting point as the best so far (what is returned with no iterations).
-    objective.eval(x0);
+    let (lb_lo, lb_hi) = (bounds.beta_min.ln(), bounds.beta_max.ln());
+    let grid: [Point; GRID] = std::array::from_fn(|i| {
+        // The faces exactly, not exp(ln(face)).
+        let beta = match i {
+            0 => bounds.beta_min,
+            i if i == GRID - 1 => bounds.beta_max,
+            _ => (lb_lo + (lb_hi - lb_lo) * i as f64 / (GRID - 1) as f64).exp(),
+        };
+        profile.at_beta(beta)
+    });
+    let best_of = |points: &mut dyn Iterator<Item = Point>| {
+        points
+            .filter(|g| g.value.is_finite())
+            .max_by(|a, b| a.value.total_cmp(&b.value))
+    };
+    // With no budget, the best grid point (the former "starting point"); it also stands if
+    // the refined maxima are no better (a third mode, or non-finite derivatives).
+    let mut best = best_of(&mut grid.iter().copied()).unwrap_or(grid[GRID / 2]);
     let mut iterations = 0;
-    for _ in 0..MAX_RUNS {
-        let budget = config.max_iterations - iterations;
-        if budget == 0 {
-            break;
-        }
-        let before = objective.best().cost;
-        let (iters, reason) = run_lbfgs(&objective, x0, budget);
-        iterations += iters;
-        let improved = objective.best().cost < before;
-        match reason {
-            // A line-search failure (or an argmin error): retry from the best point with a
-            // fresh curvature memory, unless that run achieved nothing.
-            Some(TerminationReason::SolverExit(_)) | None if improved => {
-                x0 = objective.best().x;
+    if config.max_iterations > 0 {
+        let (faces, cells) = local_maxima(&grid);
+        // A face accepted as a local maximum counts as one step of the search.
+        let mut found: Vec<Point> = faces
+            .into_iter()
+            .take(usize::try_from(config.max_iterations).unwrap_or(usize::MAX))
+            .collect();
+        iterations += found.len() as u64;
+        for i in cells {
+            let budget = config.max_iterations - iterations;
+            if budget == 0 {
+                break;
             }
-            _ => break,
+            let (point, iters) = refine(&profile, grid[i], grid[i + 1], budget);
+            iterations += iters;
+            found.push(point);
+        }
+        if let Some(b) = best_of(&mut found.into_iter()) {
+            if b.value >= best.value {
+                best = b;
+            }
         }
     }
+    Ok(finish(
+        cascade,
+        config,
+        prior.as_ref(),
+        best.p,
+        best.beta,
+        iterations,
+    ))
+}
 
-    let best = objective.best();
-    let (p, beta, _, _) = objective.map.params(best.x);
+impl FitConfig {
+    /// The former L-BFGS solver (logistic reparametrisation of the box), for comparisons in
+    /// benchmarks and tests only; `iterations` counts L-BFGS iterations. Same checks and
+    /// errors as [`fit_cascade`].
+    #[doc(hidden)]
+    pub fn fit_cascade_lbfgs(&self, cascade: &Cascade<'_>) -> Result<HawkesFit, HawkesError> {
+        lbfgs::fit_cascade(cascade, self)
+    }
+}
+
+/// The result at `(p, beta)`, objective recomputed from the public likelihood and prior.
+fn finish(
+    cascade: &Cascade<'_>,
+    config: &FitConfig,
+    prior: Option<&LogNormalParams>,
+    p: f64,
+    beta: f64,
+    iterations: u64,
+) -> HawkesFit {
     let ll = cascade.log_likelihood(p, beta);
     let log_prior = prior.map_or(0.0, |l| l.log_density(p, beta));
-    Ok(HawkesFit {
+    HawkesFit {
         p,
         beta,
         n_star: p * config.marks.mean(),
@@ -203,39 +270,221 @@ pub fn fit_cascade(cascade: &Cascade<'_>, config: &FitConfig) -> Result<HawkesFi
         n_obs: cascade.len(),
         log_objective: ll + log_prior,
         iterations,
-    })
+    }
 }
 
-/// Runs L-BFGS from `x0`; returns the iterations done and why it stopped (`None`: argmin
-/// error). Whatever happens, the objective has recorded the best point it evaluated.
-fn run_lbfgs(
-    objective: &Objective<'_, '_>,
-    x0: [f64; 2],
-    budget: u64,
-) -> (u64, Option<TerminationReason>) {
-    let run = || -> Result<(u64, Option<TerminationReason>), argmin::core::Error> {
-        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
-            .with_tolerance_grad(1e-9)?
-            .with_tolerance_cost(1e-13)?;
-        let result = Executor::new(Problem(objective), solver)
-            .configure(|state| state.param(x0.to_vec()).max_iters(budget))
-            .run()?;
-        Ok((
-            result.state.get_iter(),
-            result.state.get_termination_reason().cloned(),
-        ))
+/// Local maxima of the profile seen on the grid: the faces where the derivative points
+/// outwards (exact, as points) and the cells `[i, i+1]` where it changes sign from `+` to `−`
+/// (as indices `i`, best end first, at most [`MAX_PEAKS`]).
+fn local_maxima(grid: &[Point; GRID]) -> (Vec<Point>, Vec<usize>) {
+    let mut faces = Vec::new();
+    if grid[0].slope <= 0.0 {
+        faces.push(grid[0]);
+    }
+    if grid[GRID - 1].slope >= 0.0 {
+        faces.push(grid[GRID - 1]);
+    }
+    let mut cells: Vec<usize> = (0..GRID - 1)
+        .filter(|&i| grid[i].slope > 0.0 && grid[i + 1].slope <= 0.0)
+        .collect();
+    let top = |i: usize| grid[i].value.max(grid[i + 1].value);
+    cells.sort_by(|&a, &b| top(b).total_cmp(&top(a)));
+    cells.truncate(MAX_PEAKS);
+    (faces, cells)
+}
+
+/// The stationary point of the profile in the cell `[lo, hi]` (derivative `> 0` at `lo`,
+/// `≤ 0` at `hi`) by Brent's root finder, within `budget` iterations; returns it (or, if the
+/// solver fails, the better end) and the iterations done.
+fn refine(profile: &Profile<'_, '_>, lo: Point, hi: Point, budget: u64) -> (Point, u64) {
+    let (a, b) = (lo.beta.ln(), hi.beta.ln());
+    let slope = Slope {
+        profile,
+        seen: RefCell::new(vec![(a, lo), (b, hi)]),
     };
-    run().unwrap_or((0, None))
+    let tol = LOG_BETA_TOL * a.abs().max(b.abs());
+    let solver = BrentRoot::new(a, b, tol);
+    let fallback = if lo.value >= hi.value { lo } else { hi };
+    let run = Executor::new(&slope, solver)
+        .configure(|state| state.max_iters(budget))
+        .run();
+    match run {
+        Ok(result) => {
+            let iters = result.state.get_iter();
+            let point = result
+                .state
+                .get_param()
+                .and_then(|x| slope.point(*x))
+                .unwrap_or(fallback);
+            (point, iters)
+        }
+        Err(_) => (fallback, 0),
+    }
 }
 
-/// Logistic maps of `x ∈ ℝ²` onto the box, linear in `(ln p, ln beta)`.
+/// A point of the profile: `beta`, its best `p` in the box, the objective there and its
+/// derivative with respect to `ln beta`.
 #[derive(Debug, Clone, Copy)]
-struct BoxMap {
+struct Point {
+    p: f64,
+    beta: f64,
+    value: f64,
+    slope: f64,
+}
+
+/// The profile objective `beta ↦ max_p objective(p, beta)` over the box.
+struct Profile<'c, 'a> {
+    cascade: &'c Cascade<'a>,
+    prior: Option<LogNormalParams>,
+    /// `n − 1`.
+    k: f64,
     bounds: Bounds,
-    lp_lo: f64,
-    lp_width: f64,
-    lb_lo: f64,
-    lb_width: f64,
+    lp_min: f64,
+    lp_max: f64,
+}
+
+impl<'c, 'a> Profile<'c, 'a> {
+    fn new(cascade: &'c Cascade<'a>, prior: Option<LogNormalParams>, bounds: &Bounds) -> Self {
+        Self {
+            cascade,
+            prior,
+            k: cascade.events_after_first(),
+            bounds: *bounds,
+            lp_min: bounds.p_min.ln(),
+            lp_max: bounds.p_max.ln(),
+        }
+    }
+
+    /// The profile and its derivative at `beta` (one likelihood pass with gradient). By the
+    /// envelope theorem the derivative is the partial one at the profiled `p`: either
+    /// `∂/∂ln p = 0` there, or `p` sits on a face and does not move.
+    fn at_beta(&self, beta: f64) -> Point {
+        let s = self.cascade.pass_with_gradient(beta);
+        let lb = beta.ln();
+        let (p, lp) = self.best_p(lb, s.compensator);
+        let mut value = self.k * (lp + lb) + s.log_excitation - p * s.compensator;
+        let mut slope = self.k + beta * (s.d_log_excitation - p * s.d_compensator);
+        if let Some(prior) = &self.prior {
+            let (v, g) = prior.log_density_log_space(lp, lb);
+            value += v;
+            slope += g[1];
+        }
+        Point {
+            p,
+            beta,
+            value,
+            slope,
+        }
+    }
+
+    /// `(p, ln p)` maximising the objective at `ln beta = lb` over `[p_min, p_max]`, given the
+    /// compensator at that `beta`. The objective is strictly concave in `ln p`: its derivative
+    /// `k − p·compensator (+ prior term, linear and decreasing in ln p)` has a unique root.
+    fn best_p(&self, lb: f64, compensator: f64) -> (f64, f64) {
+        // Root of the likelihood part alone (+∞ if the compensator vanishes).
+        let lp_mle = if compensator > 0.0 {
+            (self.k / compensator).ln()
+        } else {
+            f64::INFINITY
+        };
+        let Some(prior) = &self.prior else {
+            return self.clamp_log_p(lp_mle);
+        };
+        let det = prior.var_log_p * prior.var_log_beta - prior.cov_log * prior.cov_log;
+        let slope = prior.var_log_beta / det;
+        // ∂ prior/∂ln p = offset − slope·ln p; its root is offset/slope.
+        let offset =
+            slope * prior.mean_log_p + prior.cov_log * (lb - prior.mean_log_beta) / det - 1.0;
+        let derivative = |lp: f64| -> (f64, f64) {
+            let pc = lp.exp() * compensator;
+            (self.k - pc + offset - slope * lp, -pc - slope)
+        };
+        // Both parts decrease in ln p, so the root lies between their roots.
+        let lp_prior = offset / slope;
+        let (mut lo, mut hi) = if lp_mle < lp_prior {
+            (lp_mle, lp_prior)
+        } else {
+            (lp_prior, lp_mle)
+        };
+        if hi > self.lp_max {
+            if derivative(self.lp_max).0 >= 0.0 {
+                return (self.bounds.p_max, self.lp_max);
+            }
+            hi = self.lp_max;
+        }
+        if lo < self.lp_min {
+            if derivative(self.lp_min).0 <= 0.0 {
+                return (self.bounds.p_min, self.lp_min);
+            }
+            lo = self.lp_min;
+        }
+        // Newton, safeguarded by bisection of the bracket [lo, hi] (derivative > 0 at lo,
+        // < 0 at hi); starts at the likelihood root, where the data dominate.
+        let mut x = lp_mle.clamp(lo, hi);
+        for _ in 0..NEWTON_MAX {
+            let (g, dg) = derivative(x);
+            let step = -g / dg;
+            if step.abs() <= 4.0 * f64::EPSILON * x.abs().max(1.0) {
+                x += step;
+                break;
+            }
+            if g > 0.0 {
+                lo = x;
+            } else {
+                hi = x;
+            }
+            x = if x + step > lo && x + step < hi {
+                x + step
+            } else {
+                0.5 * (lo + hi)
+            };
+        }
+        self.clamp_log_p(x)
+    }
+
+    /// `(p, ln p)` for `ln p` clamped to the box (exact faces).
+    fn clamp_log_p(&self, lp: f64) -> (f64, f64) {
+        if lp >= self.lp_max {
+            (self.bounds.p_max, self.lp_max)
+        } else if lp <= self.lp_min {
+            (self.bounds.p_min, self.lp_min)
+        } else {
+            (lp.exp().clamp(self.bounds.p_min, self.bounds.p_max), lp)
+        }
+    }
+}
+
+/// argmin adaptor: the derivative of the profile as a function of `ln beta` (clamped to the
+/// box). Remembers the points it evaluated (the grid ends included, so they are not
+/// recomputed), so that the root can be returned without another pass.
+struct Slope<'p, 'c, 'a> {
+    profile: &'p Profile<'c, 'a>,
+    seen: RefCell<Vec<(f64, Point)>>,
+}
+
+impl Slope<'_, '_, '_> {
+    fn point(&self, lb: f64) -> Option<Point> {
+        let seen = self.seen.borrow();
+        seen.iter().find(|(x, _)| *x == lb).map(|(_, point)| *point)
+    }
+}
+
+impl CostFunction for &Slope<'_, '_, '_> {
+    type Param = f64;
+    type Output = f64;
+
+    fn cost(&self, lb: &f64) -> Result<f64, argmin::core::Error> {
+        let point = match self.point(*lb) {
+            Some(point) => point,
+            None => {
+                let b = &self.profile.bounds;
+                let point = self.profile.at_beta(lb.exp().clamp(b.beta_min, b.beta_max));
+                self.seen.borrow_mut().push((*lb, point));
+                point
+            }
+        };
+        Ok(point.slope)
+    }
 }
 
 /// `(σ(x), σ'(x))`, accurate in both tails.
@@ -253,292 +502,108 @@ pub(crate) fn logit(f: f64) -> f64 {
     (f / (1.0 - f)).ln()
 }
 
-impl BoxMap {
-    fn new(bounds: &Bounds) -> Self {
-        Self {
-            bounds: *bounds,
-            lp_lo: bounds.p_min.ln(),
-            lp_width: (bounds.p_max / bounds.p_min).ln(),
-            lb_lo: bounds.beta_min.ln(),
-            lb_width: (bounds.beta_max / bounds.beta_min).ln(),
-        }
-    }
-
-    /// `(p, beta, ∂ln p/∂x₀, ∂ln beta/∂x₁)`.
-    fn params(&self, x: [f64; 2]) -> (f64, f64, f64, f64) {
-        let (s0, d0) = sigmoid(x[0]);
-        let (s1, d1) = sigmoid(x[1]);
-        let b = &self.bounds;
-        // Exact faces when saturated; clamped against rounding otherwise.
-        let inside = |s: f64, lo: f64, width: f64, min: f64, max: f64| match s {
-            0.0 => min,
-            1.0 => max,
-            _ => (lo + width * s).exp().clamp(min, max),
-        };
-        let p = inside(s0, self.lp_lo, self.lp_width, b.p_min, b.p_max);
-        let beta = inside(s1, self.lb_lo, self.lb_width, b.beta_min, b.beta_max);
-        (p, beta, self.lp_width * d0, self.lb_width * d1)
-    }
-
-    /// Inverse of [`BoxMap::params`], kept [`START_MARGIN`] away from the faces.
-    fn x(&self, p: f64, beta: f64) -> [f64; 2] {
-        let f = |v: f64, lo: f64, width: f64| {
-            let frac = (v.ln() - lo) / width;
-            logit(if frac.is_nan() {
-                0.5
-            } else {
-                frac.clamp(START_MARGIN, 1.0 - START_MARGIN)
-            })
-        };
-        [
-            f(p, self.lp_lo, self.lp_width),
-            f(beta, self.lb_lo, self.lb_width),
-        ]
-    }
-}
-
-/// One evaluation of the objective in `x` space.
-#[derive(Debug, Clone, Copy)]
-struct Eval {
-    x: [f64; 2],
-    cost: f64,
-    grad: [f64; 2],
-}
-
-/// Negative log-posterior (or log-likelihood) divided by the number of events, as a function
-/// of the unconstrained `x`. Caches the last evaluation (argmin asks for cost and gradient
-/// separately) and records the best one.
-struct Objective<'c, 'a> {
-    cascade: &'c Cascade<'a>,
-    prior: Option<LogNormalParams>,
-    map: BoxMap,
-    scale: f64,
-    last: Cell<Option<Eval>>,
-    best: Cell<Eval>,
-}
-
-impl<'c, 'a> Objective<'c, 'a> {
-    fn new(cascade: &'c Cascade<'a>, prior: Option<LogNormalParams>, bounds: &Bounds) -> Self {
-        Self {
-            cascade,
-            prior,
-            map: BoxMap::new(bounds),
-            scale: 1.0 / cascade.len() as f64,
-            last: Cell::new(None),
-            best: Cell::new(Eval {
-                x: [0.0; 2],
-                cost: f64::INFINITY,
-                grad: [0.0; 2],
-            }),
-        }
-    }
-
-    fn best(&self) -> Eval {
-        self.best.get()
-    }
-
-    fn eval(&self, x: [f64; 2]) -> Eval {
-        if let Some(e) = self.last.get() {
-            if e.x == x {
-                return e;
-            }
-        }
-        let e = self.compute(x);
-        self.last.set(Some(e));
-        if e.cost < self.best.get().cost {
-            self.best.set(e);
-        }
-        e
-    }
-
-    fn compute(&self, x: [f64; 2]) -> Eval {
-        let bad = Eval {
-            x,
-            cost: f64::INFINITY,
-            grad: [0.0; 2],
-        };
-        if !(x[0].is_finite() && x[1].is_finite()) {
-            return bad;
-        }
-        let (p, beta, jp, jb) = self.map.params(x);
-        let (lp, lb) = (p.ln(), beta.ln());
-        let k = self.cascade.events_after_first();
-        let s = self.cascade.pass_with_gradient(beta);
-        let ll = k * (lp + lb) + s.log_excitation - p * s.compensator;
-        // Gradient with respect to (ln p, ln beta).
-        let mut g = [
-            k - p * s.compensator,
-            k + beta * (s.d_log_excitation - p * s.d_compensator),
-        ];
-        let mut total = ll;
-        if let Some(prior) = &self.prior {
-            let (v, pg) = prior.log_density_log_space(lp, lb);
-            total += v;
-            g[0] += pg[0];
-            g[1] += pg[1];
-        }
-        let grad = [-g[0] * jp * self.scale, -g[1] * jb * self.scale];
-        let cost = -total * self.scale;
-        if cost.is_finite() && grad.iter().all(|v| v.is_finite()) {
-            Eval { x, cost, grad }
-        } else {
-            bad
-        }
-    }
-
-    /// Log-likelihood plus prior log-density from a pass at `beta`.
-    fn log_objective(&self, p: f64, beta: f64, s: &Pass) -> f64 {
-        let k = self.cascade.events_after_first();
-        let ll = k * (p.ln() + beta.ln()) + s.log_excitation - p * s.compensator;
-        ll + self.prior.map_or(0.0, |prior| {
-            prior.log_density_log_space(p.ln(), beta.ln()).0
-        })
-    }
-
-    /// Best starting point: a `beta` grid, each with the `p` maximising the likelihood for that
-    /// `beta` (`(n−1)/compensator`), plus the prior mode and mean for MAP. One likelihood pass
-    /// per candidate.
-    fn start(&self) -> [f64; 2] {
-        let k = self.cascade.events_after_first();
-        let b = self.map.bounds;
-        let mut best = (
-            f64::NEG_INFINITY,
-            self.map.x(b.p_min.sqrt() * b.p_max.sqrt(), 1e-3),
-        );
-        let mut consider = |x: [f64; 2], beta: f64, s: &Pass| {
-            let (p, _, _, _) = self.map.params(x);
-            let value = self.log_objective(p, beta, s);
-            if value > best.0 {
-                best = (value, x);
-            }
-        };
-        for i in 0..START_GRID {
-            let frac = (i as f64 + 0.5) / START_GRID as f64;
-            let beta = (self.map.lb_lo + self.map.lb_width * frac).exp();
-            let s = self.cascade.pass(beta);
-            consider(self.map.x(k / s.compensator, beta), beta, &s);
-        }
-        if let Some(prior) = &self.prior {
-            let mean = (
-                (prior.mean_log_p + 0.5 * prior.var_log_p).exp(),
-                (prior.mean_log_beta + 0.5 * prior.var_log_beta).exp(),
-            );
-            for (p, beta) in [prior.mode(), mean] {
-                let x = self.map.x(p, beta);
-                let (_, beta, _, _) = self.map.params(x);
-                consider(x, beta, &self.cascade.pass(beta));
-            }
-        }
-        best.1
-    }
-}
-
-/// argmin adaptor borrowing the objective (so its records survive the executor).
-struct Problem<'o, 'c, 'a>(&'o Objective<'c, 'a>);
-
-fn as_array(x: &[f64]) -> [f64; 2] {
-    [
-        x.first().copied().unwrap_or(f64::NAN),
-        x.get(1).copied().unwrap_or(f64::NAN),
-    ]
-}
-
-impl CostFunction for Problem<'_, '_, '_> {
-    type Param = Vec<f64>;
-    type Output = f64;
-
-    fn cost(&self, x: &Self::Param) -> Result<f64, argmin::core::Error> {
-        Ok(self.0.eval(as_array(x)).cost)
-    }
-}
-
-impl Gradient for Problem<'_, '_, '_> {
-    type Param = Vec<f64>;
-    type Gradient = Vec<f64>;
-
-    fn gradient(&self, x: &Self::Param) -> Result<Vec<f64>, argmin::core::Error> {
-        Ok(self.0.eval(as_array(x)).grad.to_vec())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cascade_data() -> (Vec<f64>, Vec<f64>) {
-        let times = vec![0.0, 5.0, 12.0, 40.0, 41.0, 300.0, 900.0, 20_000.0];
+        let times = vec![0.0, 5.0, 12.0, 40.0, 41.0, 300.0, 900.0, 2_000.0];
         let marks = vec![120.0, 3.0, 0.0, 45.0, 1e4, 7.0, 2.0, 60.0];
         (times, marks)
     }
 
-    #[test]
-    fn objective_gradient_matches_finite_differences_in_x() {
-        let (times, marks) = cascade_data();
-        let cascade = Cascade::new(&times, &marks, 30_000.0).unwrap();
-        let config = FitConfig::default();
-        let bounds = config.bounds().unwrap();
-        let prior = config.prior.map(|p| p.log_space().unwrap());
-        for prior in [prior, None] {
-            let obj = Objective::new(&cascade, prior, &bounds);
-            for x in [[0.3, -0.7], [-2.0, 1.5], [1.2, 0.1], [-4.0, -3.0]] {
-                let e = obj.compute(x);
-                for i in 0..2 {
-                    let h = 1e-6;
-                    let mut xp = x;
-                    let mut xm = x;
-                    xp[i] += h;
-                    xm[i] -= h;
-                    let fd = (obj.compute(xp).cost - obj.compute(xm).cost) / (2.0 * h);
-                    let err = (fd - e.grad[i]).abs();
-                    assert!(
-                        err <= 1e-6 * (1.0 + e.grad[i].abs()),
-                        "x = {x:?}, i = {i}: analytic {} vs finite difference {fd}",
-                        e.grad[i]
-                    );
-                }
-            }
-        }
+    fn priors() -> [Option<LogNormalParams>; 2] {
+        [None, Some(Prior::default().log_space().unwrap())]
     }
 
+    /// The profiled `p` beats a fine scan over `ln p`, and the profile value matches the
+    /// public objective there.
     #[test]
-    fn objective_is_finite_everywhere_including_saturated_corners() {
+    fn profiled_p_is_the_best_p_for_each_beta() {
         let (times, marks) = cascade_data();
-        let cascade = Cascade::new(&times, &marks, 864_000.0).unwrap();
-        let config = FitConfig::default();
-        let bounds = config.bounds().unwrap();
-        let obj = Objective::new(
-            &cascade,
-            config.prior.map(|p| p.log_space().unwrap()),
-            &bounds,
-        );
-        for a in [-1e6, -800.0, -40.0, 0.0, 40.0, 800.0, 1e6] {
-            for b in [-1e6, -800.0, -40.0, 0.0, 40.0, 800.0, 1e6] {
-                let e = obj.compute([a, b]);
-                assert!(e.cost.is_finite(), "cost at x = ({a}, {b})");
-                assert!(
-                    e.grad.iter().all(|g| g.is_finite()),
-                    "gradient at ({a}, {b})"
-                );
-                let (p, beta, _, _) = obj.map.params([a, b]);
-                assert!((bounds.p_min..=bounds.p_max).contains(&p));
-                assert!((bounds.beta_min..=bounds.beta_max).contains(&beta));
-            }
-        }
-        // The saturated corners are the box corners.
-        let (p, beta, _, _) = obj.map.params([1e6, -1e6]);
-        assert_eq!((p, beta), (bounds.p_max, bounds.beta_min));
-        let (p, beta, _, _) = obj.map.params([-1e6, 1e6]);
-        assert_eq!((p, beta), (bounds.p_min, bounds.beta_max));
-    }
-
-    #[test]
-    fn box_map_round_trips() {
+        let cascade = Cascade::new(&times, &marks, 3_600.0).unwrap();
         let bounds = FitConfig::default().bounds().unwrap();
-        let map = BoxMap::new(&bounds);
-        for (p, beta) in [(0.02, 1.0 / 600.0), (1e-5, 1e-5), (0.027, 0.015)] {
-            let (p2, b2, _, _) = map.params(map.x(p, beta));
-            assert!((p2 / p - 1.0).abs() < 1e-12, "{p} -> {p2}");
-            assert!((b2 / beta - 1.0).abs() < 1e-12, "{beta} -> {b2}");
+        for prior in priors() {
+            let profile = Profile::new(&cascade, prior, &bounds);
+            let objective = |p: f64, beta: f64| {
+                cascade.log_likelihood(p, beta) + prior.map_or(0.0, |l| l.log_density(p, beta))
+            };
+            for beta in [BETA_MIN, 6e-6, 1.2e-4, 7e-4, 2.5e-3, 6.7e-3, BETA_MAX] {
+                let point = profile.at_beta(beta);
+                assert!((bounds.p_min..=bounds.p_max).contains(&point.p));
+                let own = objective(point.p, beta);
+                assert!((point.value - own).abs() <= 1e-12 * own.abs(), "{point:?}");
+                let scan = (0..=4_000)
+                    .map(|i| {
+                        let p = bounds.p_min * (bounds.p_max / bounds.p_min).powf(i as f64 / 4e3);
+                        objective(p, beta)
+                    })
+                    .fold(f64::NEG_INFINITY, f64::max);
+                assert!(
+                    point.value >= scan - 1e-12 * scan.abs(),
+                    "{point:?} vs {scan}"
+                );
+            }
         }
+    }
+
+    /// The envelope derivative matches central differences of the profile in `ln beta`,
+    /// including where `p` is clamped at `p_max`.
+    #[test]
+    fn profile_slope_matches_finite_differences() {
+        let (times, marks) = cascade_data();
+        let cascade = Cascade::new(&times, &marks, 3_600.0).unwrap();
+        let bounds = FitConfig::default().bounds().unwrap();
+        for prior in priors() {
+            let profile = Profile::new(&cascade, prior, &bounds);
+            let mut clamped = false;
+            for lb in [-13.0, -11.0, -9.5, -8.0, -7.0, -6.0, -5.0, -4.3] {
+                let point = profile.at_beta(f64::exp(lb));
+                clamped |= point.p == bounds.p_max;
+                let h = 1e-5;
+                let fd = (profile.at_beta(f64::exp(lb + h)).value
+                    - profile.at_beta(f64::exp(lb - h)).value)
+                    / (2.0 * h);
+                assert!(
+                    (fd - point.slope).abs() <= 1e-5 * (1.0 + point.slope.abs()),
+                    "ln beta {lb}: {point:?} vs finite difference {fd}"
+                );
+            }
+            assert!(clamped, "no point with p at p_max was checked");
+        }
+    }
+
+    #[test]
+    fn local_maxima_are_outward_faces_and_sign_changes() {
+        let at = |value: f64, slope: f64| Point {
+            p: 0.01,
+            beta: 1e-3,
+            value,
+            slope,
+        };
+        // Faces pointing outwards, two interior maxima (cells 3 and 9), one minimum.
+        let mut grid = [at(0.0, 1.0); GRID];
+        grid[0] = at(5.0, -1.0);
+        grid[1] = at(4.0, -1.0);
+        grid[2] = at(3.0, 1.0);
+        grid[3] = at(4.0, 2.0);
+        grid[4] = at(4.5, -1.0);
+        for g in &mut grid[5..=9] {
+            *g = at(6.0, 1.0);
+        }
+        grid[10] = at(7.0, -1.0);
+        for g in &mut grid[11..GRID - 1] {
+            *g = at(1.0, 1.0);
+        }
+        grid[GRID - 1] = at(2.0, 0.5);
+        let (faces, cells) = local_maxima(&grid);
+        assert_eq!(faces.len(), 2);
+        assert_eq!(cells, vec![9, 3]);
+        // The best grid cell first; at most MAX_PEAKS of them.
+        grid[1] = at(4.0, 1.0);
+        grid[2] = at(3.0, -1.0);
+        let (_, cells) = local_maxima(&grid);
+        assert_eq!(cells.len(), MAX_PEAKS);
+        assert_eq!(cells[0], 9);
     }
 }

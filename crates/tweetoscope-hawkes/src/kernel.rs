@@ -70,7 +70,8 @@ pub struct KernelFit {
     /// Maximised objective (see [`HawkesFit::log_objective`] and
     /// [`PowerLawFit::log_objective`]).
     pub log_objective: f64,
-    /// Optimiser iterations used.
+    /// Optimiser iterations used (see [`HawkesFit::iterations`] and
+    /// [`PowerLawFit::iterations`]).
     pub iterations: u64,
 }
 
