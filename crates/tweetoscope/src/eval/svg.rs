@@ -72,7 +72,7 @@ fn frame(svg: &mut String, x0: f64, y0: f64, title: &str, x_title: &str, y_title
 
 /// A legend box inside the panel, in its bottom-right corner.
 fn legend(svg: &mut String, x0: f64, y0: f64, entries: &[(String, &str, &str, f64)]) {
-    let (w, line) = (225.0, 17.0);
+    let (w, line) = (240.0, 17.0);
     let h = 8.0 + line * entries.len() as f64;
     let (lx, ly) = (x0 + PANEL_W - w - 6.0, y0 + PANEL_H - h - 6.0);
     let _ = write!(
