@@ -10,6 +10,10 @@ use crate::{ForestError, ForestParams};
 /// Version of the JSON model format written by [`RandomForest::to_json`].
 pub const MODEL_FORMAT_VERSION: u32 = 1;
 
+/// Levels at which the out-of-bag residuals' quantiles are kept: central intervals of 50 %,
+/// 80 % and 90 % coverage (see [`RandomForest::interval`]).
+pub const RESIDUAL_LEVELS: [f64; 6] = [0.05, 0.1, 0.25, 0.75, 0.9, 0.95];
+
 /// Below this many (samples × trees) the forest is grown on the calling thread.
 const PARALLEL_MIN_WORK: usize = 50_000;
 
@@ -25,6 +29,7 @@ pub struct RandomForest {
     params: ForestParams,
     n_features: usize,
     oob_mse: Option<f64>,
+    oob_residual_quantiles: Vec<(f64, f64)>,
     trees: Vec<Tree>,
 }
 
@@ -35,6 +40,9 @@ struct ForestWire {
     params: ForestParams,
     n_features: usize,
     oob_mse: Option<f64>,
+    /// Absent from models written before intervals existed: they predict without intervals.
+    #[serde(default)]
+    oob_residual_quantiles: Vec<(f64, f64)>,
     trees: Vec<Tree>,
 }
 
@@ -45,6 +53,8 @@ struct ForestWireRef<'a> {
     params: &'a ForestParams,
     n_features: usize,
     oob_mse: Option<f64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    oob_residual_quantiles: &'a [(f64, f64)],
     trees: &'a [Tree],
 }
 
@@ -55,6 +65,7 @@ impl Serialize for RandomForest {
             params: &self.params,
             n_features: self.n_features,
             oob_mse: self.oob_mse,
+            oob_residual_quantiles: &self.oob_residual_quantiles,
             trees: &self.trees,
         }
         .serialize(serializer)
@@ -97,10 +108,25 @@ impl TryFrom<ForestWire> for RandomForest {
                 ));
             }
         }
+        let levels_ok = w
+            .oob_residual_quantiles
+            .iter()
+            .all(|(level, v)| (0.0..=1.0).contains(level) && v.is_finite())
+            && w.oob_residual_quantiles
+                .windows(2)
+                .all(|q| q[0].0 < q[1].0 && q[0].1 <= q[1].1);
+        if !levels_ok {
+            return invalid(
+                "out-of-bag residual quantiles must be finite, at increasing levels in [0, 1], \
+                 and non-decreasing"
+                    .to_owned(),
+            );
+        }
         Ok(RandomForest {
             params: w.params,
             n_features: w.n_features,
             oob_mse: w.oob_mse,
+            oob_residual_quantiles: w.oob_residual_quantiles,
             trees: w.trees,
         })
     }
@@ -184,6 +210,32 @@ impl RandomForest {
     /// samples left out by at least one tree. `None` when there is none.
     pub fn out_of_bag_mse(&self) -> Option<f64> {
         self.oob_mse
+    }
+
+    /// Quantiles of the out-of-bag residuals `target − out-of-bag prediction`, as `(level,
+    /// value)` at the [`RESIDUAL_LEVELS`] (empty for a model trained without out-of-bag
+    /// samples or written before they were kept).
+    pub fn oob_residual_quantiles(&self) -> &[(f64, f64)] {
+        &self.oob_residual_quantiles
+    }
+
+    /// A central prediction interval of the given coverage (0.5, 0.8 or 0.9) for one row:
+    /// the prediction plus the out-of-bag residual quantiles at `(1 − coverage)/2` and
+    /// `(1 + coverage)/2` (split-conformal with out-of-bag predictions standing for held-out
+    /// ones, so calibrated when training and new rows are alike). `None` when the model holds
+    /// no residuals at those levels.
+    pub fn interval(&self, x: &[f64], coverage: f64) -> Result<Option<(f64, f64)>, ForestError> {
+        let at = |level: f64| {
+            self.oob_residual_quantiles
+                .iter()
+                .find(|(l, _)| (l - level).abs() < 1e-9)
+                .map(|q| q.1)
+        };
+        let (Some(lo), Some(hi)) = (at((1.0 - coverage) / 2.0), at((1.0 + coverage) / 2.0)) else {
+            return Ok(None);
+        };
+        let y = self.try_predict_one(x)?;
+        Ok(Some((y + lo, y + hi)))
     }
 
     /// Encodes the model as compact (single-line) JSON.
@@ -361,14 +413,25 @@ pub(crate) fn fit_data(
         }
     }
     let (mut se, mut k) = (0.0, 0usize);
+    let mut oob_residuals = Vec::new();
     for (&r, &c) in residuals.iter().zip(&counts) {
         if c > 0 {
             let e = r / c as f64;
             se += e * e;
             k += 1;
+            oob_residuals.push(-e);
         }
     }
     let oob_mse = Some(se / k.max(1) as f64).filter(|m| k > 0 && m.is_finite());
+    let sorted = tweetoscope_stats::sorted(&oob_residuals);
+    let oob_residual_quantiles = if sorted.iter().all(|v| v.is_finite()) && !sorted.is_empty() {
+        RESIDUAL_LEVELS
+            .iter()
+            .map(|&level| (level, tweetoscope_stats::quantile_sorted(&sorted, level)))
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     let trees: Vec<Tree> = grown.into_iter().map(|(t, _)| t).collect();
     for tree in &trees {
@@ -380,6 +443,7 @@ pub(crate) fn fit_data(
         params: params.clone(),
         n_features: data.n_features(),
         oob_mse,
+        oob_residual_quantiles,
         trees,
     })
 }

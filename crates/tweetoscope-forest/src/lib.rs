@@ -37,5 +37,5 @@ mod rng;
 mod tree;
 
 pub use error::ForestError;
-pub use forest::{fit_rows, RandomForest, MODEL_FORMAT_VERSION};
+pub use forest::{fit_rows, RandomForest, MODEL_FORMAT_VERSION, RESIDUAL_LEVELS};
 pub use params::ForestParams;

@@ -539,3 +539,66 @@ fn sample_fraction_shrinks_the_bootstrap() {
     );
     assert!(full.n_nodes() > tenth.n_nodes() * 3);
 }
+
+#[test]
+fn out_of_bag_intervals_hold_the_truth_at_their_coverage_on_new_rows() {
+    let (rows, y) = nonlinear(1_500, 21);
+    let params = ForestParams {
+        n_trees: 60,
+        max_depth: 8,
+        min_samples_leaf: 10,
+        seed: 4,
+        ..ForestParams::default()
+    };
+    let model = fit_rows(&rows, &y, &params).unwrap();
+    let levels: Vec<f64> = model.oob_residual_quantiles().iter().map(|q| q.0).collect();
+    assert_eq!(levels, tweetoscope_forest::RESIDUAL_LEVELS);
+    let (test_rows, test_y) = nonlinear(4_000, 22);
+    for (coverage, tolerance) in [(0.5, 0.06), (0.8, 0.06), (0.9, 0.05)] {
+        let inside = test_rows
+            .iter()
+            .zip(&test_y)
+            .filter(|(r, t)| {
+                let (lo, hi) = model.interval(&r[..], coverage).unwrap().unwrap();
+                assert!(lo <= hi);
+                (lo..=hi).contains(t)
+            })
+            .count() as f64
+            / test_y.len() as f64;
+        assert!(
+            (inside - coverage).abs() <= tolerance,
+            "{coverage} interval held {inside} of new rows"
+        );
+    }
+    assert_eq!(
+        model.interval(&[0.0, 0.0, 0.0], 0.7).unwrap(),
+        None,
+        "no such level"
+    );
+    assert!(
+        model.interval(&[0.0, 0.0], 0.8).is_err(),
+        "wrong row length"
+    );
+    // The residuals travel with the model.
+    let copy = RandomForest::from_json(&model.to_json()).unwrap();
+    assert_eq!(copy, model);
+}
+
+#[test]
+fn a_model_written_before_intervals_still_predicts_without_them() {
+    let (rows, y) = nonlinear(200, 5);
+    let model = fit_rows(&rows, &y, &small_params(1)).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&model.to_json()).unwrap();
+    json.as_object_mut()
+        .unwrap()
+        .remove("oob_residual_quantiles")
+        .expect("written by new models");
+    let old = RandomForest::from_json(&json.to_string()).unwrap();
+    assert_eq!(old.predict_one(&rows[0]), model.predict_one(&rows[0]));
+    assert_eq!(old.interval(&rows[0], 0.8).unwrap(), None);
+    json["oob_residual_quantiles"] = serde_json::json!([[0.1, 2.0], [0.9, 1.0]]);
+    assert!(
+        RandomForest::from_json(&json.to_string()).is_err(),
+        "decreasing quantiles"
+    );
+}

@@ -247,6 +247,8 @@ pub struct MethodReport {
     /// Popularity alerts (predicted at least the alert size) against the cascades that reached
     /// it; with folds, counts summed over the folds.
     pub alerts: AlertScores,
+    /// How often the 80 % prediction interval held the truth (forest methods only).
+    pub interval: Option<IntervalReport>,
     /// Spread over the folds, with --folds.
     pub folds: Option<FoldFigures>,
     /// Sorted AREs (for plots).
@@ -256,6 +258,20 @@ pub struct MethodReport {
     #[serde(skip)]
     pub points: Vec<(f64, f64)>,
 }
+
+/// Calibration of a method's prediction intervals on the test pairs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IntervalReport {
+    /// Nominal coverage of the central interval (0.8: from the 10th to the 90th percentile).
+    pub level: f64,
+    /// Share of test pairs whose true size lies in the interval.
+    pub coverage: f64,
+    /// Median of (upper − lower) / predicted size.
+    pub median_relative_width: f64,
+}
+
+/// Nominal coverage of the intervals `eval` checks.
+pub const INTERVAL_LEVEL: f64 = 0.8;
 
 /// Parameter recovery on synthetic data.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -532,6 +548,8 @@ struct Split<'a> {
 struct SplitOutcome {
     /// `(predicted, true)` per method, aligned with [`METHODS`].
     predictions: Vec<Vec<(f64, f64)>>,
+    /// `(lower, upper)` per test pair for the methods with intervals.
+    intervals: Vec<Option<Vec<(f64, f64)>>>,
     alert_size: f64,
     train_pairs: usize,
 }
@@ -540,14 +558,17 @@ fn usable(p: &Pair, window: u64) -> bool {
     p.series.t_obs == window && p.fit.is_some() && p.n_tot > 0
 }
 
+/// ω of one test pair and its [`INTERVAL_LEVEL`] interval.
+type Omega = (f64, Option<(f64, f64)>);
+
 /// Trains a forest on the training pairs and returns ω for the test pairs (1 without usable
-/// training data or for a test pair whose features are not finite).
+/// training data or for a test pair whose features are not finite), with its interval.
 fn forest_omegas(
     train: &[&Pair],
     test: &[&Pair],
     features: &dyn Fn(&Pair) -> Vec<f64>,
     params: &tweetoscope_forest::ForestParams,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<Omega>> {
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for p in train {
@@ -560,15 +581,20 @@ fn forest_omegas(
         }
     }
     if rows.is_empty() {
-        return Ok(vec![1.0; test.len()]);
+        return Ok(vec![(1.0, None); test.len()]);
     }
     let forest = tweetoscope_forest::fit_rows(&rows, &targets, params)?;
+    let omega = crate::stages::learner::omega_from_target;
     Ok(test
         .iter()
         .map(|p| {
-            forest
-                .try_predict_one(&features(p))
-                .map_or(1.0, crate::stages::learner::omega_from_target)
+            let x = features(p);
+            let interval = forest
+                .interval(&x, INTERVAL_LEVEL)
+                .ok()
+                .flatten()
+                .map(|(lo, hi)| (omega(lo), omega(hi)));
+            (forest.try_predict_one(&x).map_or(1.0, omega), interval)
         })
         .collect())
 }
@@ -604,21 +630,40 @@ fn predict_window(
     });
     let truth: Vec<f64> = test.iter().map(|p| p.n_tot as f64).collect();
     let history: Vec<(f64, f64)> = train.iter().map(|p| (p.n_obs(), p.n_tot as f64)).collect();
+    let size = |p: &Pair, omega: f64| p.fit().predicted_size(omega).unwrap_or(f64::INFINITY);
     let hawkes = |omegas: &[f64]| -> Vec<f64> {
         test.iter()
             .zip(omegas)
-            .map(|(p, &omega)| p.fit().predicted_size(omega).unwrap_or(f64::INFINITY))
+            .map(|(p, &omega)| size(p, omega))
             .collect()
+    };
+    // Sizes grow with ω, so an interval of ω maps to one of the size.
+    let sizes_of = |omegas: &[Omega]| -> (Vec<f64>, Option<Vec<(f64, f64)>>) {
+        let point = hawkes(&omegas.iter().map(|o| o.0).collect::<Vec<_>>());
+        let bounds = test
+            .iter()
+            .zip(omegas)
+            .map(|(p, o)| o.1.map(|(lo, hi)| (size(p, lo), size(p, hi))))
+            .collect();
+        (point, bounds)
     };
     let base = |p: &Pair| base_features(p.fit());
     let extended = |p: &Pair| extended_features(p.fit(), &p.series);
     let mut predictions = Vec::new();
+    let mut intervals = Vec::new();
     for method in METHODS {
+        let mut bounds = None;
         let predicted: Vec<f64> = match method {
             Method::Hawkes => hawkes(&vec![1.0; test.len()]),
-            Method::HawkesForest => hawkes(&forest_omegas(&train, &test, &base, params)?),
-            Method::HawkesForestExtended => {
-                hawkes(&forest_omegas(&train, &test, &extended, params)?)
+            Method::HawkesForest | Method::HawkesForestExtended => {
+                let features: &dyn Fn(&Pair) -> Vec<f64> = if method == Method::HawkesForest {
+                    &base
+                } else {
+                    &extended
+                };
+                let (point, b) = sizes_of(&forest_omegas(&train, &test, features, params)?);
+                bounds = b;
+                point
             }
             Method::MedianRatio => {
                 let ratio = tweetoscope_stats::median_ratio(&history);
@@ -632,9 +677,11 @@ fn predict_window(
             }
         };
         predictions.push(predicted.into_iter().zip(truth.iter().copied()).collect());
+        intervals.push(bounds);
     }
     Ok(SplitOutcome {
         predictions,
+        intervals,
         alert_size,
         train_pairs: train.len(),
     })
@@ -695,6 +742,34 @@ fn method_report(method: Method, index: usize, outcomes: &[SplitOutcome]) -> Met
         }
     });
     let q = |p: f64| tweetoscope_stats::quantile_sorted(&pooled.sorted, p);
+    let interval = outcomes
+        .iter()
+        .map(|o| {
+            o.intervals[index]
+                .as_ref()
+                .map(|b| b.iter().zip(&o.predictions[index]).collect::<Vec<_>>())
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|parts| {
+            let all: Vec<_> = parts.into_iter().flatten().collect();
+            let inside = all
+                .iter()
+                .filter(|((lo, hi), (_, truth))| (*lo..=*hi).contains(truth))
+                .count();
+            let widths: Vec<f64> = all
+                .iter()
+                .map(|((lo, hi), (predicted, _))| (hi - lo) / predicted)
+                .collect();
+            IntervalReport {
+                level: INTERVAL_LEVEL,
+                coverage: if all.is_empty() {
+                    f64::NAN
+                } else {
+                    inside as f64 / all.len() as f64
+                },
+                median_relative_width: tweetoscope_stats::median(&widths),
+            }
+        });
     MethodReport {
         method: method.name().into(),
         served: method.served(),
@@ -705,6 +780,7 @@ fn method_report(method: Method, index: usize, outcomes: &[SplitOutcome]) -> Met
         within_10: pooled.within_10,
         within_25: pooled.within_25,
         alerts,
+        interval,
         folds,
         sorted: pooled.sorted,
         points,

@@ -86,6 +86,19 @@ impl EvalReport {
                     percent(m.alerts.recall),
                 );
             }
+            for m in &w.methods {
+                if let Some(i) = &m.interval {
+                    let _ = writeln!(
+                        out,
+                        "{:.0}% interval of {}: holds the truth for {} of the test pairs, median \
+                         width {:.2} x the prediction",
+                        100.0 * i.level,
+                        m.method,
+                        percent(i.coverage),
+                        i.median_relative_width
+                    );
+                }
+            }
             if let Some(r) = &w.recovery {
                 let _ = writeln!(
                     out,
