@@ -78,6 +78,26 @@ fn non_negative(name: &str, value: f64) -> Result<f64, Malformed> {
     }
 }
 
+/// Coverage of the prediction intervals `[n_low, n_high]` carried by alerts and stats: the
+/// central 80 % (from the 10th to the 90th percentile of the predicted distribution).
+pub const PREDICTION_INTERVAL_COVERAGE: f64 = 0.8;
+
+/// An interval `[n_low, n_high]` must have finite bounds in order; one bound alone is kept.
+fn ordered_interval(low: Option<f64>, high: Option<f64>) -> Result<(), Malformed> {
+    let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+    if !finite(low) || !finite(high) {
+        return Err(Malformed::new(
+            "`n_low` and `n_high` must be finite numbers",
+        ));
+    }
+    match (low, high) {
+        (Some(lo), Some(hi)) if lo > hi => Err(Malformed::new(format!(
+            "`n_low` ({lo}) must not be above `n_high` ({hi})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn positive_window(value: u64) -> Result<u64, Malformed> {
     if value == 0 {
         Err(Malformed::new(
@@ -553,6 +573,13 @@ pub struct Alert {
     /// Version of the random forest used (0: Hawkes prediction alone).
     #[serde(default)]
     pub model_version: u64,
+    /// Lower bound of the 80 % prediction interval of the final size (absent when no forest
+    /// with intervals corrected the prediction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_low: Option<f64>,
+    /// Upper bound of the 80 % prediction interval of the final size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_high: Option<f64>,
 }
 
 impl Alert {
@@ -560,6 +587,7 @@ impl Alert {
     pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
         let a: Alert = decode(payload)?;
         positive_window(a.t_obs)?;
+        ordered_interval(a.n_low, a.n_high)?;
         Ok(a)
     }
 }
@@ -598,6 +626,12 @@ pub struct Stat {
     /// Version of the random forest used (0: none).
     #[serde(default)]
     pub model_version: u64,
+    /// Lower bound of the 80 % prediction interval of the final size (as in the alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_low: Option<f64>,
+    /// Upper bound of the 80 % prediction interval of the final size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_high: Option<f64>,
 }
 
 impl Stat {
@@ -605,6 +639,7 @@ impl Stat {
     pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
         let s: Stat = decode(payload)?;
         positive_window(s.t_obs)?;
+        ordered_interval(s.n_low, s.n_high)?;
         non_negative("ARE", s.are)?;
         Ok(s)
     }

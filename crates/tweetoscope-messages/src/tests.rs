@@ -142,6 +142,21 @@ fn samples_stats_alerts_logs() {
 
     let alert = br#"{"type":"alert","cid":"c","msg":"m","T_obs":600,"n_tot":158}"#;
     assert_eq!(Alert::parse(alert).unwrap().n_tot, 158);
+    // Prediction intervals are extra fields: absent in the classic format, kept when present,
+    // refused when out of order; written only when known.
+    assert_eq!(Alert::parse(alert).unwrap().n_low, None);
+    let with = br#"{"type":"alert","cid":"c","T_obs":600,"n_tot":158,"n_low":90.5,"n_high":400}"#;
+    let a = Alert::parse(with).unwrap();
+    assert_eq!((a.n_low, a.n_high), (Some(90.5), Some(400.0)));
+    let bad = br#"{"type":"alert","cid":"c","T_obs":600,"n_tot":158,"n_low":500,"n_high":400}"#;
+    assert!(Alert::parse(bad).unwrap_err().to_string().contains("n_low"));
+    let stat = br#"{"type":"stat","cid":"c","T_obs":600,"ARE":0.1,"n_low":1,"n_high":"x"}"#;
+    assert!(Stat::parse(stat).is_err());
+    let stat = br#"{"type":"stat","cid":"c","T_obs":600,"ARE":0.1,"n_low":10,"n_high":20}"#;
+    assert_eq!(Stat::parse(stat).unwrap().n_high, Some(20.0));
+    let plain = Alert::parse(alert).unwrap();
+    let json = serde_json::to_string(&plain).unwrap();
+    assert!(!json.contains("n_low"), "{json}");
 
     let log = br#"{"t":1.5,"source":"collector","level":"INFO","message":"hello"}"#;
     assert_eq!(LogRecord::parse(log).unwrap().source, "collector");

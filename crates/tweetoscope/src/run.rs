@@ -41,6 +41,10 @@ pub struct WindowSummary {
     pub forest_median_are: f64,
     /// Median ARE of the Hawkes prediction alone on the same cascades.
     pub forest_median_are_hawkes: f64,
+    /// Predictions with an 80 % interval.
+    pub interval_predictions: usize,
+    /// Share of those whose interval held the true size.
+    pub interval_coverage: f64,
 }
 
 /// One of the most popular predictions.
@@ -54,6 +58,10 @@ pub struct TopEntry {
     pub predicted: u64,
     /// Tweets observed when predicting.
     pub observed: u64,
+    /// Lower bound of the 80 % prediction interval (none without a forest).
+    pub low: Option<f64>,
+    /// Upper bound of the 80 % prediction interval.
+    pub high: Option<f64>,
 }
 
 /// What a run did.
@@ -315,6 +323,8 @@ pub async fn run_pipeline(
                     forest_median_are_hawkes: median(
                         &e.with_model.iter().map(|p| p.1).collect::<Vec<_>>(),
                     ),
+                    interval_predictions: e.interval_held.len(),
+                    interval_coverage: e.interval_coverage(),
                 },
             )
         })
@@ -340,6 +350,8 @@ pub async fn run_pipeline(
                 window: a.t_obs,
                 predicted: a.n_tot,
                 observed: a.n_obs,
+                low: a.n_low,
+                high: a.n_high,
             })
             .collect(),
         dead_letters: sum_counter(&metrics.malformed),
@@ -398,13 +410,22 @@ impl RunSummary {
         if self.windows.values().any(|s| s.forest_predictions > 0) {
             let _ = writeln!(
                 out,
-                "\nPredictions made once a forest existed (same cascades, with and without it):\n{:>8} {:>12} {:>17} {:>19}",
-                "window", "predictions", "median ARE (RF)", "median ARE Hawkes"
+                "\nPredictions made once a forest existed (same cascades, with and without it):\n{:>8} {:>12} {:>17} {:>19} {:>22}",
+                "window", "predictions", "median ARE (RF)", "median ARE Hawkes", "80% interval coverage"
             );
             for (w, s) in &self.windows {
+                let coverage = if s.interval_predictions == 0 {
+                    "-".to_owned()
+                } else {
+                    format!(
+                        "{:.0}% of {}",
+                        100.0 * s.interval_coverage,
+                        s.interval_predictions
+                    )
+                };
                 let _ = writeln!(
                     out,
-                    "{:>7}s {:>12} {:>17.3} {:>19.3}",
+                    "{:>7}s {:>12} {:>17.3} {:>19.3} {coverage:>22}",
                     w, s.forest_predictions, s.forest_median_are, s.forest_median_are_hawkes
                 );
             }
@@ -417,13 +438,17 @@ impl RunSummary {
         if !self.top.is_empty() {
             let _ = writeln!(
                 out,
-                "\nTop predicted cascades:\n{:>10} {:>8} {:>10} {:>9}",
-                "cascade", "window", "predicted", "observed"
+                "\nTop predicted cascades:\n{:>10} {:>8} {:>10} {:>17} {:>9}",
+                "cascade", "window", "predicted", "80% interval", "observed"
             );
             for t in &self.top {
+                let interval = match (t.low, t.high) {
+                    (Some(lo), Some(hi)) => format!("{lo:.0}–{hi:.0}"),
+                    _ => "-".to_owned(),
+                };
                 let _ = writeln!(
                     out,
-                    "{:>10} {:>7}s {:>10} {:>9}",
+                    "{:>10} {:>7}s {:>10} {interval:>17} {:>9}",
                     t.cid, t.window, t.predicted, t.observed
                 );
             }

@@ -270,8 +270,8 @@ pub struct IntervalReport {
     pub median_relative_width: f64,
 }
 
-/// Nominal coverage of the intervals `eval` checks.
-pub const INTERVAL_LEVEL: f64 = 0.8;
+/// Nominal coverage of the intervals `eval` checks: those the pipeline serves.
+pub const INTERVAL_LEVEL: f64 = tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE;
 
 /// Parameter recovery on synthetic data.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -9,7 +9,7 @@ use rdkafka::Message;
 use tweetoscope_messages::Alert;
 
 use super::StageEnv;
-use crate::config::DashboardArgs;
+use crate::config::{AlertOn, DashboardArgs};
 use crate::kafka::{handler, process, Handled, Sink};
 
 const STAGE: &str = "dashboard";
@@ -59,6 +59,25 @@ pub fn severity(predicted: u64, threshold: u64) -> &'static str {
     }
 }
 
+/// The size an alert is judged by: its prediction, or with [`AlertOn::LowerBound`] the lower
+/// bound of its interval when it has one.
+pub fn judged_size(alert: &Alert, on: AlertOn) -> f64 {
+    match (on, alert.n_low) {
+        (AlertOn::LowerBound, Some(low)) => low,
+        _ => alert.n_tot as f64,
+    }
+}
+
+/// Whether an alert is worth sending.
+pub fn is_popular(alert: &Alert, threshold: u64, on: AlertOn) -> bool {
+    judged_size(alert, on) >= threshold as f64
+}
+
+/// An interval bound as an annotation (empty when unknown).
+fn bound(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.0}"))
+}
+
 /// The Alertmanager v2 body for one alert.
 pub fn alertmanager_body(alert: &Alert, threshold: u64) -> serde_json::Value {
     serde_json::json!([{
@@ -72,6 +91,8 @@ pub fn alertmanager_body(alert: &Alert, threshold: u64) -> serde_json::Value {
         "annotations": {
             "summary": format!("Tweet {} is predicted to reach {} retweets", alert.cid, alert.n_tot),
             "predicted_size": alert.n_tot.to_string(),
+            "predicted_low": bound(alert.n_low),
+            "predicted_high": bound(alert.n_high),
             "observed": alert.n_obs.to_string(),
             "model_version": alert.model_version.to_string(),
             "msg": alert.msg,
@@ -112,8 +133,9 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
     let client = reqwest::Client::new();
     let metrics = env.metrics.clone();
     let threshold = args.alert_threshold;
+    let alert_on = args.alert_on;
     let url = args.alertmanager_url.clone();
-    tracing::info!(threshold, alertmanager = ?url.as_ref().map(|u| u.as_str()), "dashboard started");
+    tracing::info!(threshold, ?alert_on, alertmanager = ?url.as_ref().map(|u| u.as_str()), "dashboard started");
     let sink = Sink::new(
         env.kafka.stage_producer(STAGE).await?,
         env.metrics.clone(),
@@ -131,10 +153,10 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
                 Err(m) => return Handled::Malformed(m),
             };
             top.offer(&alert);
-            if alert.n_tot < threshold {
+            if !is_popular(&alert, threshold, alert_on) {
                 return Handled::Now(Vec::new());
             }
-            tracing::info!(cid = %alert.cid, window = alert.t_obs, predicted = alert.n_tot, "popular tweet");
+            tracing::info!(cid = %alert.cid, window = alert.t_obs, predicted = alert.n_tot, low = ?alert.n_low, high = ?alert.n_high, "popular tweet");
             let Some(url) = url.clone() else {
                 return Handled::Now(Vec::new());
             };
@@ -169,7 +191,29 @@ mod tests {
             n_tot: n,
             n_obs: 12,
             model_version: 2,
+            n_low: None,
+            n_high: None,
         }
+    }
+
+    #[test]
+    fn alerts_on_the_lower_bound_need_a_likely_popular_cascade() {
+        let mut a = alert("a", 600, 800);
+        assert!(is_popular(&a, 500, AlertOn::Predicted));
+        // Without an interval the lower-bound rule falls back to the prediction.
+        assert!(is_popular(&a, 500, AlertOn::LowerBound));
+        a.n_low = Some(300.0);
+        a.n_high = Some(2000.0);
+        assert!(is_popular(&a, 500, AlertOn::Predicted));
+        assert!(
+            !is_popular(&a, 500, AlertOn::LowerBound),
+            "only possibly popular"
+        );
+        a.n_low = Some(520.0);
+        assert!(is_popular(&a, 500, AlertOn::LowerBound));
+        let body = alertmanager_body(&a, 500);
+        assert_eq!(body[0]["annotations"]["predicted_low"], "520");
+        assert_eq!(body[0]["annotations"]["predicted_high"], "2000");
     }
 
     #[test]

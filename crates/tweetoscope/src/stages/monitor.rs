@@ -26,6 +26,18 @@ pub struct WindowErrors {
     pub are_hawkes: Vec<f64>,
     /// (served ARE, Hawkes-alone ARE) of the predictions a random forest corrected.
     pub with_model: Vec<(f64, f64)>,
+    /// For each prediction with an 80 % interval: whether the true size fell inside it.
+    pub interval_held: Vec<bool>,
+}
+
+impl WindowErrors {
+    /// Share of the predictions with an interval whose truth it held (NaN without any).
+    pub fn interval_coverage(&self) -> f64 {
+        if self.interval_held.is_empty() {
+            return f64::NAN;
+        }
+        self.interval_held.iter().filter(|&&h| h).count() as f64 / self.interval_held.len() as f64
+    }
 }
 
 /// Errors per window, shared with whoever reports them.
@@ -41,6 +53,10 @@ impl ErrorBoard {
         w.are_hawkes.push(stat.are_hawkes);
         if stat.model_version > 0 {
             w.with_model.push((stat.are, stat.are_hawkes));
+        }
+        if let (Some(low), Some(high)) = (stat.n_low, stat.n_high) {
+            w.interval_held
+                .push((low..=high).contains(&(stat.n_tot as f64)));
         }
     }
 
@@ -64,7 +80,7 @@ impl ErrorBoard {
         let board = self.snapshot();
         let mut out = String::new();
         type Family = (&'static str, &'static str, fn(&WindowErrors) -> f64);
-        let families: [Family; 5] = [
+        let families: [Family; 6] = [
             (
                 "tweetoscope_are_median",
                 "Median absolute relative error of the predictions",
@@ -89,6 +105,11 @@ impl ErrorBoard {
                 "tweetoscope_are_count",
                 "Predictions whose error is known",
                 |w| w.are.len() as f64,
+            ),
+            (
+                "tweetoscope_interval_coverage",
+                "Share of the predictions with an 80% interval whose true size fell inside it",
+                WindowErrors::interval_coverage,
             ),
         ];
         for (name, help, value) in families {
@@ -226,11 +247,36 @@ mod tests {
                 n_tot: 1,
                 are_hawkes: 2.0 * are,
                 model_version: 0,
+                n_low: None,
+                n_high: None,
+            });
+        }
+        // Intervals of 600 s: [0, 2] holds the truth 1, [3, 4] does not; 1200 s has none.
+        for (low, high) in [(0.0, 2.0), (3.0, 4.0)] {
+            board.add(&Stat {
+                kind: StatTag::Stat,
+                cid: "d".into(),
+                t_obs: 600,
+                are: 0.5,
+                n_pred: 1.5,
+                n_tot: 1,
+                are_hawkes: 0.5,
+                model_version: 1,
+                n_low: Some(low),
+                n_high: Some(high),
             });
         }
         let text = board.exposition();
         assert!(
-            text.contains("tweetoscope_are_median{window=\"600\"} 0.25"),
+            text.contains("tweetoscope_are_median{window=\"600\"} 0.4375"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tweetoscope_interval_coverage{window=\"600\"} 0.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tweetoscope_interval_coverage{window=\"1200\"} NaN"),
             "{text}"
         );
         assert!(
@@ -242,6 +288,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE tweetoscope_are_last gauge"));
-        assert_eq!(board.count(), 3);
+        assert_eq!(board.count(), 5);
     }
 }

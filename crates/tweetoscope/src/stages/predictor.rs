@@ -13,7 +13,7 @@ use rdkafka::Message;
 use tweetoscope_forest::RandomForest;
 use tweetoscope_messages::{
     to_payload, Alert, AlertTag, CascadeId, CascadeParameters, CascadeProperty, Malformed,
-    ModelMessage, ModelTarget, Sample, Stat, StatTag,
+    ModelMessage, ModelTarget, Sample, Stat, StatTag, PREDICTION_INTERVAL_COVERAGE,
 };
 
 use super::StageEnv;
@@ -47,22 +47,54 @@ impl ModelStore {
         Ok(())
     }
 
-    /// The correction ω for these features and the version used (1 and 0 without a model).
-    pub fn omega(&self, window: u64, features: [f64; 3]) -> (f64, u64) {
-        match self.models.get(&window) {
-            Some((version, target, forest)) => {
-                let omega = forest.try_predict_one(&features).map(|y| match target {
-                    ModelTarget::Omega => y.max(0.0),
-                    ModelTarget::LnOmega => crate::stages::learner::omega_from_target(y),
-                });
-                match omega {
-                    Ok(w) if w.is_finite() => (w, *version),
-                    _ => (1.0, 0),
-                }
-            }
-            None => (1.0, 0),
+    /// The correction ω for these features, the version used (1 and 0 without a model) and
+    /// ω's [`PREDICTION_INTERVAL_COVERAGE`] interval, when the model holds its out-of-bag
+    /// residuals and learns ln ω.
+    pub fn omega(&self, window: u64, features: [f64; 3]) -> Correction {
+        let none = Correction {
+            omega: 1.0,
+            model_version: 0,
+            interval: None,
+        };
+        let Some((version, target, forest)) = self.models.get(&window) else {
+            return none;
+        };
+        let omega = forest.try_predict_one(&features).map(|y| match target {
+            ModelTarget::Omega => y.max(0.0),
+            ModelTarget::LnOmega => crate::stages::learner::omega_from_target(y),
+        });
+        let interval = match target {
+            ModelTarget::LnOmega => forest
+                .interval(&features, PREDICTION_INTERVAL_COVERAGE)
+                .ok()
+                .flatten()
+                .map(|(lo, hi)| {
+                    let omega = crate::stages::learner::omega_from_target;
+                    (omega(lo), omega(hi))
+                })
+                .filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
+            ModelTarget::Omega => None,
+        };
+        match omega {
+            Ok(w) if w.is_finite() => Correction {
+                omega: w,
+                model_version: *version,
+                interval,
+            },
+            _ => none,
         }
     }
+}
+
+/// The forest's correction of one prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Correction {
+    /// ω, the factor of the Hawkes expected remainder.
+    pub omega: f64,
+    /// Version of the model used (0: none).
+    pub model_version: u64,
+    /// Interval of ω (see [`ModelStore::omega`]).
+    pub interval: Option<(f64, f64)>,
 }
 
 /// What the predictor keeps of the parameters half.
@@ -73,6 +105,9 @@ struct Prediction {
     n_pred: f64,
     n_hawkes: f64,
     model_version: u64,
+    /// Prediction interval of the final size (absent in entries written before intervals).
+    #[serde(default)]
+    interval: Option<(f64, f64)>,
 }
 
 /// One half of a join, as kept in memory and in the changelog.
@@ -178,6 +213,8 @@ impl Join {
                 n_tot,
                 are_hawkes: tweetoscope_stats::absolute_relative_error(p.n_hawkes, truth),
                 model_version: p.model_version,
+                n_low: p.interval.map(|i| i.0),
+                n_high: p.interval.map(|i| i.1),
             };
             let [beta, n_star, g1] = p.features;
             let w = tweetoscope_hawkes::random_forest_target(p.n_obs as usize, n_tot, g1, n_star);
@@ -227,9 +264,18 @@ fn predict(
     let features = [p.time_feature(), p.n_star, p.g1];
     let n_hawkes = tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, 1.0)
         .map_err(|e| Malformed::new(e.to_string()))?;
-    let (omega, model_version) = models.omega(window, features);
-    let n_pred = tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, omega)
-        .map_err(|e| Malformed::new(e.to_string()))?;
+    let correction = models.omega(window, features);
+    let size = |omega: f64| {
+        tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, omega)
+            .map_err(|e| Malformed::new(e.to_string()))
+    };
+    let n_pred = size(correction.omega)?;
+    let model_version = correction.model_version;
+    // The size grows with ω, so ω's interval maps to the size's.
+    let interval = match correction.interval {
+        Some((lo, hi)) => Some((size(lo)?, size(hi)?)),
+        None => None,
+    };
     let alert = Alert {
         kind: AlertTag::Alert,
         cid: p.cid.clone(),
@@ -238,6 +284,8 @@ fn predict(
         n_tot: n_pred.round() as u64,
         n_obs: p.n_obs,
         model_version,
+        n_low: interval.map(|i| i.0),
+        n_high: interval.map(|i| i.1),
     };
     Ok((
         alert,
@@ -247,6 +295,7 @@ fn predict(
             n_pred,
             n_hawkes,
             model_version,
+            interval,
         },
     ))
 }
@@ -643,5 +692,56 @@ mod tests {
             .stat;
         assert_eq!((stat.are, stat.model_version), (0.0, 3));
         assert!((stat.are_hawkes - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            (alert.n_low, stat.n_low),
+            (None, None),
+            "a raw-ω model has no interval"
+        );
+    }
+
+    #[test]
+    fn a_ln_omega_model_gives_an_interval_carried_to_the_alert_and_the_stat() {
+        // ln ω spread evenly over [ln 1, ln 4]: the 80 % interval of ω is about [1.15, 3.5].
+        let rows: Vec<[f64; 3]> = (0..400)
+            .map(|i| [0.001 * (i % 7) as f64, 0.5, 10.0])
+            .collect();
+        let targets: Vec<f64> = (0..400).map(|i| (4f64.ln() * i as f64) / 399.0).collect();
+        let forest = tweetoscope_forest::fit_rows(&rows, &targets, &Default::default()).unwrap();
+        let mut store = ModelStore::default();
+        store
+            .install(&ModelMessage {
+                kind: tweetoscope_messages::ModelTag::Model,
+                t_obs: 600,
+                version: 1,
+                n_samples: 400,
+                features: vec!["beta".into(), "n_star".into(), "G1".into()],
+                target: ModelTarget::LnOmega,
+                forest: serde_json::from_str(&forest.to_json()).unwrap(),
+            })
+            .unwrap();
+        let (alert, p) = predict(600, &params("a"), &store).unwrap();
+        let (lo, hi) = (alert.n_low.unwrap(), alert.n_high.unwrap());
+        // n = 20 observed + ω · 20 expected remainder.
+        assert!(
+            lo < alert.n_tot as f64 && (alert.n_tot as f64) < hi,
+            "{lo} {alert:?} {hi}"
+        );
+        assert!((lo - (20.0 + 20.0 * 1.15)).abs() < 4.0, "lower bound {lo}");
+        assert!((hi - (20.0 + 20.0 * 3.5)).abs() < 8.0, "upper bound {hi}");
+        let mut join = Join::new(4);
+        join.add(&"a".into(), 600, 0, Half::Size(50));
+        let stat = join
+            .add(&"a".into(), 600, 0, Half::Predicted(p.clone()))
+            .joined
+            .unwrap()
+            .stat;
+        assert_eq!((stat.n_low, stat.n_high), (alert.n_low, alert.n_high));
+        // A changelog entry written before intervals existed still loads, without one.
+        let mut old = serde_json::to_value(Half::Predicted(p)).unwrap();
+        old["predicted"].as_object_mut().unwrap().remove("interval");
+        let Half::Predicted(restored) = serde_json::from_value(old).unwrap() else {
+            panic!("a prediction");
+        };
+        assert_eq!(restored.interval, None);
     }
 }
