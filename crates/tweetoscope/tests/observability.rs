@@ -1277,6 +1277,7 @@ fn exported_series_cover_the_documented_families() {
         "tweetoscope_are_last",
         "tweetoscope_are_hawkes_median",
         "tweetoscope_are_count",
+        "tweetoscope_interval_coverage",
     ] {
         assert!(names.contains(family), "{family} not exported: {names:?}");
     }
