@@ -177,7 +177,10 @@ pub fn train(job: &TrainingJob, params: &ForestParams) -> Result<ModelMessage, S
         t_obs: job.window,
         version: job.version,
         n_samples: job.rows.len() as u64,
-        features: vec!["beta".into(), "n_star".into(), "G1".into()],
+        features: tweetoscope_messages::SERVED_FEATURES
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect(),
         target: ModelTarget::LnOmega,
         forest: serde_json::to_value(&forest).map_err(|e| e.to_string())?,
     })

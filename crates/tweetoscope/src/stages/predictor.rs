@@ -14,6 +14,7 @@ use tweetoscope_forest::RandomForest;
 use tweetoscope_messages::{
     to_payload, Alert, AlertTag, CascadeId, CascadeParameters, CascadeProperty, Malformed,
     ModelMessage, ModelTarget, Sample, Stat, StatTag, PREDICTION_INTERVAL_COVERAGE,
+    SERVED_FEATURES,
 };
 
 use super::StageEnv;
@@ -32,8 +33,16 @@ pub struct ModelStore {
 }
 
 impl ModelStore {
-    /// Installs a model; returns false when the blob is not a forest over 3 features.
+    /// Installs a model; refuses one whose feature list is not [`SERVED_FEATURES`] or whose
+    /// blob is not a forest over them.
     pub fn install(&mut self, message: &ModelMessage) -> Result<(), String> {
+        if message.features != SERVED_FEATURES {
+            return Err(format!(
+                "model of window {} version {} uses features {:?}, but this predictor computes \
+                 {:?}: retrain it with a learner of the same version",
+                message.t_obs, message.version, message.features, SERVED_FEATURES
+            ));
+        }
         let forest: RandomForest =
             serde_json::from_value(message.forest.clone()).map_err(|e| e.to_string())?;
         if forest.n_features() != 3 {
@@ -657,6 +666,13 @@ mod tests {
         };
         let mut store = ModelStore::default();
         store.install(&message).unwrap();
+        // A model over other features (another version's learner) is refused, with the lists.
+        let other = ModelMessage {
+            features: vec!["beta".into(), "n_star".into(), "log_n_obs".into()],
+            ..message.clone()
+        };
+        let err = ModelStore::default().install(&other).unwrap_err();
+        assert!(err.contains("log_n_obs") && err.contains("G1"), "{err}");
         let (alert, p) = predict(600, &params("a"), &store).unwrap();
         // ω = 2: n = 20 + 2 · 20 = 60.
         assert_eq!(
