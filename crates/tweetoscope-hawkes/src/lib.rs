@@ -47,6 +47,6 @@ pub use kernel::{fit_kernel, Kernel, KernelFit};
 pub use likelihood::{
     g1, log_likelihood, log_likelihood_naive, log_likelihood_with_gradient, Cascade,
 };
-pub use marks::MarkDistribution;
+pub use marks::{power_marks, MarkDistribution};
 pub use predict::{predict_final_size, random_forest_target};
 pub use prior::{LogNormalParams, Prior};

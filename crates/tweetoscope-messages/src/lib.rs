@@ -501,12 +501,12 @@ pub enum ModelTag {
     Model,
 }
 
-/// A trained random forest for one window, on the compacted `models` topic keyed by `T_obs`.
 /// The features, in order, of the samples and models the pipeline serves: the kernel's time
 /// scale (β, or θ for the power law), the branching factor and G1. A model listing other
 /// features is refused by the predictor.
 pub const SERVED_FEATURES: [&str; 3] = ["beta", "n_star", "G1"];
 
+/// A trained random forest for one window, on the compacted `models` topic keyed by `T_obs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMessage {
     /// Always `"model"`.

@@ -367,6 +367,11 @@ pub struct EstimatorArgs {
     /// Minimum μ of the power-law marks (> 0).
     #[arg(long, env = "TWEETOSCOPE_MARK_MU", default_value_t = 10.0)]
     pub mark_mu: f64,
+    /// Exponent g in (0, 1] of the excitation by followers: an event with m followers excites
+    /// p·m^g (1: linear, the classic model; 0.5 tames celebrities' accounts). Exponential
+    /// kernel only (the power-law kernel fits its own).
+    #[arg(long, env = "TWEETOSCOPE_MARK_EXPONENT", default_value_t = 1.0)]
+    pub mark_exponent: f64,
     /// Time kernel: `exponential` (MAP with the log-normal prior) or `power-law` (MLE,
     /// sum-of-exponentials likelihood).
     #[arg(long, env = "TWEETOSCOPE_KERNEL", default_value = "exponential")]
@@ -539,6 +544,9 @@ pub struct FitMarkArgs {
     /// Minimum μ of the power-law marks (> 0).
     #[arg(long, default_value_t = 10.0)]
     pub mark_mu: f64,
+    /// Exponent g in (0, 1] of the excitation by followers (p·m^g; exponential kernel only).
+    #[arg(long, default_value_t = 1.0)]
+    pub mark_exponent: f64,
 }
 
 /// A configuration problem, said so that the user knows what to fix.
@@ -618,6 +626,7 @@ impl EstimatorArgs {
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_marks(self.mark_alpha, self.mark_mu, self.max_branching)?;
+        check_mark_exponent(self.mark_exponent, self.kernel)?;
         if self.fit_workers == Some(0) {
             return Err(bad("fit-workers", 0, "at least 1"));
         }
@@ -625,10 +634,32 @@ impl EstimatorArgs {
     }
 }
 
+/// Checks `--mark-exponent` for a kernel.
+pub fn check_mark_exponent(
+    exponent: f64,
+    kernel: tweetoscope_hawkes::Kernel,
+) -> Result<(), ConfigError> {
+    if !(exponent > 0.0 && exponent <= 1.0) {
+        return Err(bad(
+            "mark-exponent",
+            exponent,
+            "an exponent in (0, 1], e.g. 1 (linear) or 0.5",
+        ));
+    }
+    if exponent != 1.0 && kernel == tweetoscope_hawkes::Kernel::PowerLaw {
+        return Err(ConfigError(format!(
+            "--mark-exponent {exponent} applies to the exponential kernel; the power-law kernel \
+             fits its own mark exponent (drop --mark-exponent or use --kernel exponential)"
+        )));
+    }
+    Ok(())
+}
+
 impl FitMarkArgs {
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_marks(self.mark_alpha, self.mark_mu, self.max_branching)
+        check_marks(self.mark_alpha, self.mark_mu, self.max_branching)?;
+        check_mark_exponent(self.mark_exponent, tweetoscope_hawkes::Kernel::Exponential)
     }
 }
 

@@ -44,6 +44,7 @@ pub struct FitOutput {
 /// Fits the events of `args.file`.
 pub fn fit_file(args: &FitArgs) -> anyhow::Result<FitOutput> {
     args.marks.validate()?;
+    crate::config::check_mark_exponent(args.marks.mark_exponent, args.kernel)?;
     let mut events = tweetoscope_replay::files::csv::read(&args.file)?.events;
     let horizon = match args.until {
         Some(t) if t.is_finite() && t > 0.0 => {
@@ -57,7 +58,8 @@ pub fn fit_file(args: &FitArgs) -> anyhow::Result<FitOutput> {
         }
     };
     let config = FitConfig {
-        marks: MarkDistribution::new(args.marks.mark_alpha, args.marks.mark_mu)?,
+        marks: MarkDistribution::new(args.marks.mark_alpha, args.marks.mark_mu)?
+            .powered(args.marks.mark_exponent)?,
         prior: if args.mle {
             None
         } else {
@@ -67,7 +69,8 @@ pub fn fit_file(args: &FitArgs) -> anyhow::Result<FitOutput> {
         ..FitConfig::default()
     };
     let times: Vec<f64> = events.iter().map(|e| e.0).collect();
-    let marks: Vec<f64> = events.iter().map(|e| e.1).collect();
+    let mut marks: Vec<f64> = events.iter().map(|e| e.1).collect();
+    tweetoscope_hawkes::power_marks(&mut marks, args.marks.mark_exponent);
     let fit = tweetoscope_hawkes::fit_kernel(args.kernel, &times, &marks, horizon, &config)?;
     let param = |i: usize| fit.params.get(i).copied().unwrap_or(f64::NAN);
     let power_law = fit.kernel == Kernel::PowerLaw;

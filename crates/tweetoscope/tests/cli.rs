@@ -30,7 +30,7 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn bad_values_are_refused_with_what_to_fix() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["run", "--windows", "600,abc"], "--windows"),
         (&["run", "--terminated=-5"], "--terminated"),
         (&["run", "--max-branching", "1.5"], "--max-branching"),
@@ -38,6 +38,11 @@ fn bad_values_are_refused_with_what_to_fix() {
         (
             &["run", "--windows", "600,600"],
             "each window must appear once",
+        ),
+        (&["run", "--mark-exponent", "1.5"], "--mark-exponent"),
+        (
+            &["run", "--kernel", "power-law", "--mark-exponent", "0.5"],
+            "fits its own mark exponent",
         ),
     ];
     for (args, expected) in cases {
@@ -126,6 +131,28 @@ fn fit_prints_one_json_object_with_the_documented_keys() {
     assert_eq!(v["n_obs"].as_u64(), Some(observed));
     assert!(v["n_pred"].as_f64().unwrap() >= observed as f64);
     assert!(v["n_star"].as_f64().unwrap() < 1.0);
+
+    // With sublinear marks the branching factor is p·E[m^0.5] of the default marks (α = 2.4,
+    // μ = 10): 10^0.5 · 1.4/0.9.
+    let (code, sub, err) = tweetoscope(
+        &[
+            "fit",
+            path.to_str().unwrap(),
+            "--until",
+            "1200",
+            "--mark-exponent",
+            "0.5",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let sub: serde_json::Value = serde_json::from_str(sub.trim()).unwrap();
+    let ratio = sub["n_star"].as_f64().unwrap() / sub["p"].as_f64().unwrap();
+    assert!(
+        (ratio - 10f64.sqrt() * 1.4 / 0.9).abs() < 1e-9,
+        "n*/p = {ratio}"
+    );
+    assert_ne!(sub["p"], v["p"]);
 
     let (code, out_mle, _) = tweetoscope(
         &["fit", path.to_str().unwrap(), "--until", "1200", "--mle"],

@@ -495,7 +495,7 @@ fn prepare(
     let kernel = estimator.kernel;
     let fits = parallel_map(&series, |s| {
         let times: Vec<f64> = s.tweets.iter().map(|e| e.0).collect();
-        let marks: Vec<f64> = s.tweets.iter().map(|e| e.1).collect();
+        let marks = estimator::fit_marks(s, estimator.mark_exponent);
         tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, s.t_obs as f64, &config).ok()
     });
     let fitted = fits.iter().filter(|f| f.is_some()).count();

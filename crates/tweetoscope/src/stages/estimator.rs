@@ -21,10 +21,11 @@ use crate::kafka::{
 
 const STAGE: &str = "estimator";
 
-/// The fit settings the options give.
+/// The fit settings the options give (the mark distribution is that of the marks raised to
+/// `--mark-exponent`, see [`fit_marks`]).
 pub fn fit_config(args: &EstimatorArgs) -> anyhow::Result<FitConfig> {
     Ok(FitConfig {
-        marks: MarkDistribution::new(args.mark_alpha, args.mark_mu)?,
+        marks: MarkDistribution::new(args.mark_alpha, args.mark_mu)?.powered(args.mark_exponent)?,
         prior: if args.mle {
             None
         } else {
@@ -33,6 +34,13 @@ pub fn fit_config(args: &EstimatorArgs) -> anyhow::Result<FitConfig> {
         max_branching: args.max_branching,
         ..FitConfig::default()
     })
+}
+
+/// The marks a fit uses: the follower counts raised to `--mark-exponent`.
+pub fn fit_marks(series: &CascadeSeries, exponent: f64) -> Vec<f64> {
+    let mut marks: Vec<f64> = series.tweets.iter().map(|e| e.1).collect();
+    tweetoscope_hawkes::power_marks(&mut marks, exponent);
+    marks
 }
 
 /// Checks a series before fitting: it must lie inside its window.
@@ -74,6 +82,7 @@ pub fn parameters_message(
 pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
     let config = Arc::new(fit_config(&args)?);
     let kernel = args.kernel;
+    let mark_exponent = args.mark_exponent;
     let workers = args.fit_workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
@@ -125,7 +134,7 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                     let started = Instant::now();
                     let t0 = series.tweets[0].0;
                     let times: Vec<f64> = series.tweets.iter().map(|e| e.0 - t0).collect();
-                    let marks: Vec<f64> = series.tweets.iter().map(|e| e.1).collect();
+                    let marks = fit_marks(&series, mark_exponent);
                     let result =
                         tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, series.t_obs as f64, &config);
                     (series, result, started.elapsed())
