@@ -454,7 +454,8 @@ struct Prepared {
     description: String,
 }
 
-fn describe(generator: &GeneratorArgs, kernel: Kernel) -> String {
+fn describe(generator: &GeneratorArgs, estimator: &EstimatorArgs) -> String {
+    let kernel = estimator.kernel;
     let what = match generator.data {
         DataSource::Synthetic => format!(
             "synthetic (seed {}, sizes from the NEWS index)",
@@ -470,7 +471,12 @@ fn describe(generator: &GeneratorArgs, kernel: Kernel) -> String {
                 .map_or_else(String::new, |d| d.display().to_string())
         ),
     };
-    format!("{what}, {kernel} kernel")
+    let marks = if estimator.mark_exponent == 1.0 {
+        String::new()
+    } else {
+        format!(", marks^{}", estimator.mark_exponent)
+    };
+    format!("{what}, {kernel} kernel{marks}")
 }
 
 /// Replays, collects and fits one data set.
@@ -534,7 +540,7 @@ fn prepare(
         cascades: collected.rank.len(),
         fits: fitted,
         truth,
-        description: describe(generator, kernel),
+        description: describe(generator, estimator),
     })
 }
 
