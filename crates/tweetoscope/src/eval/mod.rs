@@ -268,6 +268,9 @@ pub struct IntervalReport {
     pub coverage: f64,
     /// Median of (upper − lower) / predicted size.
     pub median_relative_width: f64,
+    /// Alerts raised when the interval's lower bound reaches the alert size (the dashboard's
+    /// `--alert-on lower-bound`), against the cascades that reached it.
+    pub lower_bound_alerts: AlertScores,
 }
 
 /// Nominal coverage of the intervals `eval` checks: those the pipeline serves.
@@ -748,6 +751,20 @@ fn method_report(method: Method, index: usize, outcomes: &[SplitOutcome]) -> Met
         }
     });
     let q = |p: f64| tweetoscope_stats::quantile_sorted(&pooled.sorted, p);
+    let lower_bound_alerts = outcomes
+        .iter()
+        .map(|o| {
+            o.intervals[index].as_ref().map(|b| {
+                let pairs: Vec<(f64, f64)> = b
+                    .iter()
+                    .zip(&o.predictions[index])
+                    .map(|((lo, _), (_, truth))| (*lo, *truth))
+                    .collect();
+                AlertScores::of(&pairs, o.alert_size)
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|parts| AlertScores::combine(&parts));
     let interval = outcomes
         .iter()
         .map(|o| {
@@ -774,6 +791,7 @@ fn method_report(method: Method, index: usize, outcomes: &[SplitOutcome]) -> Met
                     inside as f64 / all.len() as f64
                 },
                 median_relative_width: tweetoscope_stats::median(&widths),
+                lower_bound_alerts: lower_bound_alerts.expect("intervals in every split"),
             }
         });
     MethodReport {
