@@ -225,17 +225,23 @@ impl RandomForest {
     /// ones, so calibrated when training and new rows are alike). `None` when the model holds
     /// no residuals at those levels.
     pub fn interval(&self, x: &[f64], coverage: f64) -> Result<Option<(f64, f64)>, ForestError> {
+        let Some((lo, hi)) = self.residual_bounds(coverage) else {
+            return Ok(None);
+        };
+        let y = self.try_predict_one(x)?;
+        Ok(Some((y + lo, y + hi)))
+    }
+
+    /// The out-of-bag residual quantiles at `(1 − coverage)/2` and `(1 + coverage)/2`: what
+    /// [`RandomForest::interval`] adds to a prediction, for a caller that already has it.
+    pub fn residual_bounds(&self, coverage: f64) -> Option<(f64, f64)> {
         let at = |level: f64| {
             self.oob_residual_quantiles
                 .iter()
                 .find(|(l, _)| (l - level).abs() < 1e-9)
                 .map(|q| q.1)
         };
-        let (Some(lo), Some(hi)) = (at((1.0 - coverage) / 2.0), at((1.0 + coverage) / 2.0)) else {
-            return Ok(None);
-        };
-        let y = self.try_predict_one(x)?;
-        Ok(Some((y + lo, y + hi)))
+        at((1.0 - coverage) / 2.0).zip(at((1.0 + coverage) / 2.0))
     }
 
     /// Encodes the model as compact (single-line) JSON.

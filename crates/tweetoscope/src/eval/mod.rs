@@ -593,17 +593,11 @@ fn forest_omegas(
         return Ok(vec![(1.0, None); test.len()]);
     }
     let forest = tweetoscope_forest::fit_rows(&rows, &targets, params)?;
-    let omega = crate::stages::learner::omega_from_target;
     Ok(test
         .iter()
         .map(|p| {
-            let x = features(p);
-            let interval = forest
-                .interval(&x, INTERVAL_LEVEL)
-                .ok()
-                .flatten()
-                .map(|(lo, hi)| (omega(lo), omega(hi)));
-            (forest.try_predict_one(&x).map_or(1.0, omega), interval)
+            crate::stages::learner::omega_with_interval(&forest, &features(p))
+                .unwrap_or((1.0, None))
         })
         .collect())
 }

@@ -8,7 +8,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
-use tweetoscope_forest::ForestParams;
+use tweetoscope_forest::{ForestParams, RandomForest};
 use tweetoscope_messages::{to_payload, ModelMessage, ModelTag, ModelTarget, Sample};
 
 use super::StageEnv;
@@ -32,6 +32,20 @@ pub fn target_from_omega(w: f64) -> f64 {
 /// Inverse of [`target_from_omega`].
 pub fn omega_from_target(y: f64) -> f64 {
     y.exp()
+}
+
+/// ω for one row of a forest that learns ln ω, with ω's
+/// [`PREDICTION_INTERVAL_COVERAGE`](tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE) interval
+/// when the forest holds its out-of-bag residuals; one forest prediction for both.
+pub fn omega_with_interval(
+    forest: &RandomForest,
+    x: &[f64],
+) -> Result<(f64, Option<(f64, f64)>), tweetoscope_forest::ForestError> {
+    let y = forest.try_predict_one(x)?;
+    let interval = forest
+        .residual_bounds(tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE)
+        .map(|(lo, hi)| (omega_from_target(y + lo), omega_from_target(y + hi)));
+    Ok((omega_from_target(y), interval))
 }
 
 /// Training data of one observation window.

@@ -13,8 +13,7 @@ use rdkafka::Message;
 use tweetoscope_forest::RandomForest;
 use tweetoscope_messages::{
     to_payload, Alert, AlertTag, CascadeId, CascadeParameters, CascadeProperty, Malformed,
-    ModelMessage, ModelTarget, Sample, Stat, StatTag, PREDICTION_INTERVAL_COVERAGE,
-    SERVED_FEATURES,
+    ModelMessage, ModelTarget, Sample, Stat, StatTag, SERVED_FEATURES,
 };
 
 use super::StageEnv;
@@ -57,8 +56,8 @@ impl ModelStore {
     }
 
     /// The correction ω for these features, the version used (1 and 0 without a model) and
-    /// ω's [`PREDICTION_INTERVAL_COVERAGE`] interval, when the model holds its out-of-bag
-    /// residuals and learns ln ω.
+    /// ω's [`tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE`] interval, when the model
+    /// holds its out-of-bag residuals and learns ln ω.
     pub fn omega(&self, window: u64, features: [f64; 3]) -> Correction {
         let none = Correction {
             omega: 1.0,
@@ -68,27 +67,17 @@ impl ModelStore {
         let Some((version, target, forest)) = self.models.get(&window) else {
             return none;
         };
-        let omega = forest.try_predict_one(&features).map(|y| match target {
-            ModelTarget::Omega => y.max(0.0),
-            ModelTarget::LnOmega => crate::stages::learner::omega_from_target(y),
-        });
-        let interval = match target {
-            ModelTarget::LnOmega => forest
-                .interval(&features, PREDICTION_INTERVAL_COVERAGE)
-                .ok()
-                .flatten()
-                .map(|(lo, hi)| {
-                    let omega = crate::stages::learner::omega_from_target;
-                    (omega(lo), omega(hi))
-                })
-                .filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
-            ModelTarget::Omega => None,
+        let corrected = match target {
+            ModelTarget::Omega => forest
+                .try_predict_one(&features)
+                .map(|y| (y.max(0.0), None)),
+            ModelTarget::LnOmega => crate::stages::learner::omega_with_interval(forest, &features),
         };
-        match omega {
-            Ok(w) if w.is_finite() => Correction {
+        match corrected {
+            Ok((w, interval)) if w.is_finite() => Correction {
                 omega: w,
                 model_version: *version,
-                interval,
+                interval: interval.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
             },
             _ => none,
         }
