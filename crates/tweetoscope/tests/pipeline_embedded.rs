@@ -25,6 +25,29 @@ fn expected_pairs(
         .series_pairs()
 }
 
+/// Runs the whole pipeline with `args` on a fresh embedded broker until it completes: the
+/// topics, the broker (to read them), the expected (cascade, window) pairs and the summary.
+async fn run_embedded(
+    args: &[&str],
+) -> (
+    tweetoscope::config::TopicArgs,
+    EmbeddedBroker,
+    BTreeSet<Pair>,
+    tweetoscope::run::RunSummary,
+) {
+    let (mut common, run) = common::run_options(args);
+    let topics = common.topics.clone();
+    let broker = EmbeddedBroker::start(&topics.all(), &topics.compacted(), 4).unwrap();
+    common.brokers = Some(broker.bootstrap().to_owned());
+    common.no_create_topics = true;
+    let summary = tweetoscope::run::run_pipeline(&common, &run, Metrics::new(), None)
+        .await
+        .unwrap();
+    assert!(summary.complete, "{}", summary.to_text());
+    let expected = expected_pairs(&common, &run);
+    (topics, broker, expected, summary)
+}
+
 fn count_pairs(pairs: impl IntoIterator<Item = Pair>) -> BTreeMap<Pair, usize> {
     let mut counts = BTreeMap::new();
     for p in pairs {
@@ -232,7 +255,7 @@ async fn seeded_run_yields_exactly_one_of_each_per_cascade_window_and_dead_lette
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_power_law_kernel_runs_through_every_stage() {
-    let (mut common, run) = common::run_options(&[
+    let (topics, broker, expected, summary) = run_embedded(&[
         "--cascades",
         "30",
         "--sources",
@@ -242,16 +265,8 @@ async fn the_power_law_kernel_runs_through_every_stage() {
         "--kernel",
         "power-law",
         "--no-log-topic",
-    ]);
-    let topics = common.topics.clone();
-    let broker = EmbeddedBroker::start(&topics.all(), &topics.compacted(), 4).unwrap();
-    common.brokers = Some(broker.bootstrap().to_owned());
-    common.no_create_topics = true;
-    let summary = tweetoscope::run::run_pipeline(&common, &run, Metrics::new(), None)
-        .await
-        .unwrap();
-    assert!(summary.complete, "{}", summary.to_text());
-    let expected = expected_pairs(&common, &run);
+    ])
+    .await;
     assert_eq!(summary.expected_predictions as usize, expected.len());
     let parameters: Vec<_> = common::read_topic(broker.bootstrap(), &topics.properties_topic)
         .into_iter()
@@ -275,7 +290,7 @@ async fn the_power_law_kernel_runs_through_every_stage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_tideh_cascades_run_through_every_stage() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tideh");
-    let (mut common, run) = common::run_options(&[
+    let (topics, broker, expected, _) = run_embedded(&[
         "--data",
         "tideh",
         "--data-dir",
@@ -287,16 +302,8 @@ async fn real_tideh_cascades_run_through_every_stage() {
         "--terminated",
         "700000",
         "--no-log-topic",
-    ]);
-    let topics = common.topics.clone();
-    let broker = EmbeddedBroker::start(&topics.all(), &topics.compacted(), 4).unwrap();
-    common.brokers = Some(broker.bootstrap().to_owned());
-    common.no_create_topics = true;
-    let summary = tweetoscope::run::run_pipeline(&common, &run, Metrics::new(), None)
-        .await
-        .unwrap();
-    assert!(summary.complete, "{}", summary.to_text());
-    let expected = expected_pairs(&common, &run);
+    ])
+    .await;
     assert_eq!(
         expected.len(),
         12,
