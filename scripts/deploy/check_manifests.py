@@ -8,7 +8,7 @@ Each file is the `kustomize build` of one overlay. The checks:
     the /readyz and /healthz probes on port 9100, resources, and a Service tweetoscope-<stage>:9100
     that selects its pods;
   * every container of every pod: no privilege escalation, all capabilities dropped, non-root;
-  * every TWEETOSCOPE_* variable given to the binary is one it reads (crates/tweetoscope/src/config.rs);
+  * every TWEETOSCOPE_* variable given to the binary is one it reads (crates/tweetoscope/src);
   * $(VAR) references in env values name a variable defined earlier in the same container;
   * ConfigMaps, Secrets and PVCs referenced by pods exist (unless optional);
   * every Service selects some pod, and every scrape target, Alertmanager, Grafana data source
@@ -414,7 +414,9 @@ class Checker:
 
 
 def binary_env_vars(repo: Path) -> set[str]:
-    source = (repo / "crates/tweetoscope/src/config.rs").read_text()
+    source = "\n".join(
+        p.read_text() for p in sorted((repo / "crates/tweetoscope/src").rglob("*.rs"))
+    )
     return set(re.findall(r'env\s*=\s*"(TWEETOSCOPE_[A-Z0-9_]+)"', source))
 
 

@@ -15,7 +15,7 @@ use crate::run::{run_pipeline, RunSummary};
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Tweets to replay at least (the number of synthetic cascades is chosen to reach it).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, help_heading = "Bench")]
     pub tweets: u64,
     /// Every option of `run` (its --cascades is replaced).
     #[command(flatten)]

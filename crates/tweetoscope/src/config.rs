@@ -1,95 +1,108 @@
-//! Command line, environment and configuration file.
-//!
-//! Every option is a flag with an environment-variable fallback `TWEETOSCOPE_<NAME>`; a TOML file
-//! given by `--config FILE` (or `TWEETOSCOPE_CONFIG`) supplies values for options that neither a
-//! flag nor the environment set. Precedence: flag > environment > file > built-in default.
+//! The options of every command, grouped by what they configure (Kafka, telemetry, each stage),
+//! with the checks clap cannot make alone and the translations into the library crates' configs.
+//! The command tree that assembles them, and the configuration file, are in [`crate::cli`].
 //! Values are checked before anything starts; a bad one stops the program with a message that
 //! names the option and what it accepts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
-/// Prefix of every environment variable.
-pub const ENV_PREFIX: &str = "TWEETOSCOPE_";
-
-/// Tweetoscope: predicts how popular a tweet will be from the first minutes of its retweets.
-#[derive(Debug, Parser)]
-#[command(name = "tweetoscope", version, about, long_about = None)]
-pub struct Cli {
-    /// TOML configuration file; its keys are the long option names (e.g. `terminated = 1800`).
-    #[arg(long, global = true, env = "TWEETOSCOPE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    /// Options of every command.
-    pub common: CommonArgs,
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Options every command accepts.
+/// How a process reaches Kafka: brokers, partitions, groups, commits and topic names. Flattened
+/// into the commands that talk to Kafka (the stages, `run`, `bench`), and only those.
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Kafka bootstrap servers (host:port,...). `run` starts an embedded broker when absent.
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_BROKERS",
-        value_name = "HOST:PORT,..."
-    )]
+#[command(next_help_heading = "Kafka")]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port,...). `run` and `bench` start an embedded broker when
+    /// absent.
+    #[arg(long, env = "TWEETOSCOPE_BROKERS", value_name = "HOST:PORT,...")]
     pub brokers: Option<String>,
     /// Partitions of the topics this process creates.
-    #[arg(long, global = true, env = "TWEETOSCOPE_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    #[arg(long, env = "TWEETOSCOPE_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub partitions: i32,
+    /// Replication factor of the topics this process creates (at most the number of brokers).
+    #[arg(long, env = "TWEETOSCOPE_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=32))]
+    pub replication: i32,
     /// Prefix of the consumer group ids (`<prefix>-<stage>`).
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_GROUP_PREFIX",
-        default_value = "tweetoscope"
-    )]
+    #[arg(long, env = "TWEETOSCOPE_GROUP_PREFIX", default_value = "tweetoscope")]
     pub group_prefix: String,
     /// Kafka consumer session timeout in milliseconds.
-    #[arg(long, global = true, env = "TWEETOSCOPE_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1_000..=3_600_000))]
+    #[arg(long, env = "TWEETOSCOPE_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1_000..=3_600_000))]
     pub session_timeout_ms: u32,
+    /// Milliseconds between two commits (transactions) of a stage: lower gives lower latency
+    /// downstream (read_committed consumers see outputs at commit), higher gives more throughput.
+    #[arg(long, env = "TWEETOSCOPE_COMMIT_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub commit_interval_ms: u64,
+    /// Commit outputs and offsets without Kafka transactions (at-least-once instead of
+    /// exactly-once; for brokers without transaction support).
+    #[arg(long, env = "TWEETOSCOPE_NO_TRANSACTIONS")]
+    pub no_transactions: bool,
+    /// The topics exist already (created by an operator or a Kubernetes job): do not create them.
+    #[arg(long, env = "TWEETOSCOPE_NO_CREATE_TOPICS")]
+    pub no_create_topics: bool,
+    #[command(flatten)]
+    /// Topic names.
+    pub topics: TopicArgs,
+}
+
+/// The Kafka options under their former name, until the Kafka layer takes [`KafkaArgs`].
+pub type CommonArgs = KafkaArgs;
+
+/// Console logs: filter and format. `fit` and `eval` take these alone; the long-running commands
+/// take them within [`TelemetryArgs`].
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logs")]
+pub struct LogArgs {
+    /// Log filter, e.g. `info` or `info,tweetoscope::stages::estimator=debug`; `RUST_LOG` when
+    /// neither this nor `TWEETOSCOPE_LOG` is set (default: `info`; for `run` and `bench`,
+    /// `warn,tweetoscope::run=info` so the progress stays readable).
+    #[arg(long, env = "TWEETOSCOPE_LOG")]
+    pub log: Option<String>,
+    /// Log format: text for people, json for machines; auto picks text on a terminal. Text has
+    /// no colours when `NO_COLOR` is set.
+    #[arg(long, env = "TWEETOSCOPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// The filter given by `--log`, else `TWEETOSCOPE_LOG` (both through clap), else `RUST_LOG`.
+    pub fn filter(&self) -> Option<String> {
+        self.log.clone().or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
+    }
+}
+
+/// Telemetry of a long-running process: logs, Loki, the log topic and the HTTP endpoint.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Telemetry")]
+pub struct TelemetryArgs {
+    #[command(flatten)]
+    /// Console logs.
+    pub logs: LogArgs,
+    /// Ship logs to this Grafana Loki base URL (e.g. http://127.0.0.1:3100).
+    #[arg(
+        long,
+        env = "TWEETOSCOPE_LOKI_URL",
+        value_name = "URL",
+        help_heading = "Telemetry"
+    )]
+    pub loki_url: Option<reqwest::Url>,
+    /// Do not publish log records to the logs topic.
+    #[arg(long, env = "TWEETOSCOPE_NO_LOG_TOPIC", help_heading = "Telemetry")]
+    pub no_log_topic: bool,
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz ("off" to disable).
     /// Default: 127.0.0.1 with a port per stage (run 9100, generator 9101 ... logger 9108).
     #[arg(
         long,
-        global = true,
         env = "TWEETOSCOPE_METRICS_ADDR",
-        value_name = "ADDR|off"
+        value_name = "ADDR|off",
+        help_heading = "Telemetry"
     )]
     pub metrics_addr: Option<MetricsAddr>,
-    /// Log filter, e.g. `info` or `info,tweetoscope::stages::estimator=debug`
-    /// (default: `info`; for `run`, `warn,tweetoscope::run=info` so the progress stays readable).
-    #[arg(long, global = true, env = "TWEETOSCOPE_LOG")]
-    pub log: Option<String>,
-    /// Log format: text for people, json for machines; auto picks text on a terminal.
-    #[arg(long, global = true, env = "TWEETOSCOPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
-    pub log_format: LogFormat,
-    /// Ship logs to this Grafana Loki base URL (e.g. http://127.0.0.1:3100).
-    #[arg(long, global = true, env = "TWEETOSCOPE_LOKI_URL", value_name = "URL")]
-    pub loki_url: Option<reqwest::Url>,
-    /// Milliseconds between two commits (transactions) of a stage: lower gives lower latency
-    /// downstream (read_committed consumers see outputs at commit), higher gives more throughput.
-    #[arg(long, global = true, env = "TWEETOSCOPE_COMMIT_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
-    pub commit_interval_ms: u64,
-    /// Commit outputs and offsets without Kafka transactions (at-least-once instead of
-    /// exactly-once; for brokers without transaction support).
-    #[arg(long, global = true, env = "TWEETOSCOPE_NO_TRANSACTIONS")]
-    pub no_transactions: bool,
-    /// The topics exist already (created by an operator or a Kubernetes job): do not create them.
-    #[arg(long, global = true, env = "TWEETOSCOPE_NO_CREATE_TOPICS")]
-    pub no_create_topics: bool,
-    /// Do not publish log records to the logs topic.
-    #[arg(long, global = true, env = "TWEETOSCOPE_NO_LOG_TOPIC")]
-    pub no_log_topic: bool,
-    #[command(flatten)]
-    /// Topic names.
-    pub topics: TopicArgs,
 }
 
 /// Where `/metrics` is served.
@@ -126,19 +139,14 @@ pub enum LogFormat {
 
 /// Topic names.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Topics")]
 pub struct TopicArgs {
     /// Topic of the tweets.
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_TWEETS_TOPIC",
-        default_value = "tweets"
-    )]
+    #[arg(long, env = "TWEETOSCOPE_TWEETS_TOPIC", default_value = "tweets")]
     pub tweets_topic: String,
     /// Topic of the partial cascades.
     #[arg(
         long,
-        global = true,
         env = "TWEETOSCOPE_SERIES_TOPIC",
         default_value = "cascade_series"
     )]
@@ -146,55 +154,28 @@ pub struct TopicArgs {
     /// Topic of the sizes and parameters.
     #[arg(
         long,
-        global = true,
         env = "TWEETOSCOPE_PROPERTIES_TOPIC",
         default_value = "cascade_properties"
     )]
     pub properties_topic: String,
     /// Topic of the training samples.
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_SAMPLES_TOPIC",
-        default_value = "samples"
-    )]
+    #[arg(long, env = "TWEETOSCOPE_SAMPLES_TOPIC", default_value = "samples")]
     pub samples_topic: String,
     /// Topic of the models.
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_MODELS_TOPIC",
-        default_value = "models"
-    )]
+    #[arg(long, env = "TWEETOSCOPE_MODELS_TOPIC", default_value = "models")]
     pub models_topic: String,
     /// Topic of the alerts.
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_ALERTS_TOPIC",
-        default_value = "alerts"
-    )]
+    #[arg(long, env = "TWEETOSCOPE_ALERTS_TOPIC", default_value = "alerts")]
     pub alerts_topic: String,
     /// Topic of the stats.
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_STATS_TOPIC",
-        default_value = "stats"
-    )]
+    #[arg(long, env = "TWEETOSCOPE_STATS_TOPIC", default_value = "stats")]
     pub stats_topic: String,
     /// Topic of the logs.
-    #[arg(
-        long,
-        global = true,
-        env = "TWEETOSCOPE_LOGS_TOPIC",
-        default_value = "logs"
-    )]
+    #[arg(long, env = "TWEETOSCOPE_LOGS_TOPIC", default_value = "logs")]
     pub logs_topic: String,
     /// Compacted changelog of the predictor's half-joined entries (its state, for recovery).
     #[arg(
         long,
-        global = true,
         env = "TWEETOSCOPE_PREDICTOR_STATE_TOPIC",
         default_value = "predictor_state"
     )]
@@ -202,7 +183,6 @@ pub struct TopicArgs {
     /// Compacted topic where the generator records how far each replay got (for resuming).
     #[arg(
         long,
-        global = true,
         env = "TWEETOSCOPE_GENERATOR_PROGRESS_TOPIC",
         default_value = "generator_progress"
     )]
@@ -236,37 +216,9 @@ impl TopicArgs {
     }
 }
 
-/// The commands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Replay cascades (NEWS files or synthetic Hawkes) onto the tweets topic.
-    Generator(GeneratorArgs),
-    /// Group tweets into cascades; emit partial series per window and final sizes.
-    Collector(CollectorArgs),
-    /// Fit a marked Hawkes process to each partial cascade.
-    Estimator(EstimatorArgs),
-    /// Join parameters and sizes: predictions, alerts, errors (stats) and training samples.
-    Predictor(PredictorArgs),
-    /// Train one random forest per window from the samples; publish the models.
-    Learner(LearnerArgs),
-    /// Push prediction errors per window to a Prometheus Pushgateway.
-    Monitor(MonitorArgs),
-    /// Post alerts for cascades predicted to be popular to Alertmanager.
-    Dashboard(DashboardArgs),
-    /// Show the structured logs of every stage.
-    Logger(LoggerArgs),
-    /// Run every stage in this process (on an embedded broker unless --brokers is given).
-    Run(Box<RunArgs>),
-    /// Fit one cascade from a CSV file with columns `t,m` and print the fit as JSON.
-    Fit(FitArgs),
-    /// Evaluate the predictions offline over a data set (no broker): ARE per window and method.
-    Eval(Box<crate::eval::EvalArgs>),
-    /// Throughput benchmark: a large seeded replay through every stage, with figures.
-    Bench(Box<crate::bench::BenchArgs>),
-}
-
 /// Observation windows, termination and minimum size.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cascades")]
 pub struct CascadeArgs {
     /// Observation windows in seconds, comma-separated.
     #[arg(long, env = "TWEETOSCOPE_WINDOWS", value_delimiter = ',', default_value = "600,1200", value_parser = clap::value_parser!(u64).range(1..))]
@@ -281,6 +233,7 @@ pub struct CascadeArgs {
 
 /// Generator options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Replay")]
 pub struct GeneratorArgs {
     /// Where cascades come from.
     #[arg(long, env = "TWEETOSCOPE_DATA", value_enum, default_value_t = DataSource::Synthetic)]
@@ -354,6 +307,7 @@ pub struct CollectorArgs {
 
 /// Estimator options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Estimator")]
 pub struct EstimatorArgs {
     /// Maximum likelihood instead of the MAP estimate with the log-normal prior.
     #[arg(long, env = "TWEETOSCOPE_MLE")]
@@ -374,7 +328,7 @@ pub struct EstimatorArgs {
     pub mark_exponent: f64,
     /// Time kernel: `exponential` (MAP with the log-normal prior) or `power-law` (MLE,
     /// sum-of-exponentials likelihood).
-    #[arg(long, env = "TWEETOSCOPE_KERNEL", default_value = "exponential")]
+    #[arg(long, env = "TWEETOSCOPE_KERNEL", default_value = "exponential", value_parser = kernel_parser())]
     pub kernel: tweetoscope_hawkes::Kernel,
     /// Fits run at once (default: the number of cores).
     #[arg(long, env = "TWEETOSCOPE_FIT_WORKERS")]
@@ -383,6 +337,7 @@ pub struct EstimatorArgs {
 
 /// Predictor options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Predictor")]
 pub struct PredictorArgs {
     /// Most half-joined (cascade, window) entries kept; the oldest go first.
     #[arg(long, env = "TWEETOSCOPE_MAX_PENDING", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -391,6 +346,7 @@ pub struct PredictorArgs {
 
 /// Learner options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Learner")]
 pub struct LearnerArgs {
     /// Retrain a window's forest after this many new samples.
     #[arg(long, env = "TWEETOSCOPE_RETRAIN_EVERY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
@@ -408,6 +364,7 @@ pub struct LearnerArgs {
 
 /// Monitor options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Monitor")]
 pub struct MonitorArgs {
     /// Pushgateway base URL, e.g. http://127.0.0.1:9091 (none: only keep and log the figures).
     #[arg(long, env = "TWEETOSCOPE_PUSHGATEWAY_URL", value_name = "URL")]
@@ -422,6 +379,7 @@ pub struct MonitorArgs {
 
 /// Dashboard options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Dashboard")]
 pub struct DashboardArgs {
     /// Alertmanager base URL, e.g. http://127.0.0.1:9093 (none: only log the alerts).
     #[arg(long, env = "TWEETOSCOPE_ALERTMANAGER_URL", value_name = "URL")]
@@ -450,6 +408,7 @@ pub enum AlertOn {
 
 /// Logger options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logger")]
 pub struct LoggerArgs {
     /// Show records at this level and above.
     #[arg(long, env = "TWEETOSCOPE_LEVEL", value_enum, default_value_t = Level::Info)]
@@ -506,10 +465,15 @@ pub struct RunArgs {
     /// Dashboard options.
     pub dashboard: DashboardArgs,
     /// Give up when nothing progresses for this many seconds after the replay ended.
-    #[arg(long, env = "TWEETOSCOPE_STALL_TIMEOUT", default_value_t = 60.0)]
+    #[arg(
+        long,
+        env = "TWEETOSCOPE_STALL_TIMEOUT",
+        default_value_t = 60.0,
+        help_heading = "Run"
+    )]
     pub stall_timeout: f64,
     /// Print the summary as JSON instead of text.
-    #[arg(long, env = "TWEETOSCOPE_JSON_SUMMARY")]
+    #[arg(long, env = "TWEETOSCOPE_JSON_SUMMARY", help_heading = "Run")]
     pub json: bool,
 }
 
@@ -525,7 +489,7 @@ pub struct FitArgs {
     #[arg(long)]
     pub mle: bool,
     /// Time kernel: `exponential` or `power-law`.
-    #[arg(long, default_value = "exponential")]
+    #[arg(long, default_value = "exponential", value_parser = kernel_parser())]
     pub kernel: tweetoscope_hawkes::Kernel,
     #[command(flatten)]
     /// Mark distribution and branching cap.
@@ -534,6 +498,7 @@ pub struct FitArgs {
 
 /// Mark distribution of `fit`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Marks")]
 pub struct FitMarkArgs {
     /// Largest branching factor n* a fit may reach (below 1).
     #[arg(long, default_value_t = 0.99)]
@@ -547,6 +512,20 @@ pub struct FitMarkArgs {
     /// Exponent g in (0, 1] of the excitation by followers (p·m^g; exponential kernel only).
     #[arg(long, default_value_t = 1.0)]
     pub mark_exponent: f64,
+}
+
+/// Parses `--kernel`, listing the kernels in the help and in the error for another name.
+fn kernel_parser() -> impl clap::builder::TypedValueParser<Value = tweetoscope_hawkes::Kernel> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new("exponential")
+            .alias("exp")
+            .help("exponential decay of the excitation (MAP with a log-normal prior)"),
+        PossibleValue::new("power-law")
+            .aliases(["power_law", "powerlaw", "pl"])
+            .help("power-law decay (MLE, sum-of-exponentials likelihood)"),
+    ])
+    .map(|name| name.parse().expect("a listed kernel"))
 }
 
 /// A configuration problem, said so that the user knows what to fix.
@@ -741,120 +720,5 @@ impl RunArgs {
             ));
         }
         Ok(())
-    }
-}
-
-/// Environment variable names of every option of the command tree.
-fn known_env_vars(command: &clap::Command, out: &mut Vec<String>) {
-    for arg in command.get_arguments() {
-        if let Some(env) = arg.get_env() {
-            out.push(env.to_string_lossy().into_owned());
-        }
-    }
-    for sub in command.get_subcommands() {
-        known_env_vars(sub, out);
-    }
-}
-
-/// Reads the configuration file (if any) into environment fallbacks, before the command line is
-/// parsed. A variable already set in the environment wins over the file. Must run before any
-/// thread is started.
-pub fn apply_config_file(args: &[String]) -> Result<Option<PathBuf>, ConfigError> {
-    let path = args
-        .iter()
-        .position(|a| a == "--config")
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| {
-            args.iter()
-                .find_map(|a| a.strip_prefix("--config=").map(str::to_owned))
-        })
-        .or_else(|| std::env::var("TWEETOSCOPE_CONFIG").ok())
-        .map(PathBuf::from);
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ConfigError(format!(
-            "cannot read the config file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let vars = config_file_vars(&text, &path)?;
-    for (name, value) in vars {
-        if std::env::var_os(&name).is_none() {
-            std::env::set_var(name, value);
-        }
-    }
-    Ok(Some(path))
-}
-
-/// The `(variable, value)` pairs a configuration file sets; unknown keys and values that are not
-/// scalars (or lists of scalars) are errors naming the key.
-pub fn config_file_vars(
-    text: &str,
-    path: &std::path::Path,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    use clap::CommandFactory;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| ConfigError(format!("{} is not valid TOML: {e}", path.display())))?;
-    let mut known = Vec::new();
-    known_env_vars(&Cli::command(), &mut known);
-    let mut vars = Vec::new();
-    for (key, value) in table {
-        let name = format!("{ENV_PREFIX}{}", key.replace('-', "_").to_uppercase());
-        if name == "TWEETOSCOPE_CONFIG" || !known.contains(&name) {
-            let mut keys: Vec<String> = known
-                .iter()
-                .filter(|k| k.as_str() != "TWEETOSCOPE_CONFIG")
-                .map(|k| k[ENV_PREFIX.len()..].to_lowercase().replace('_', "-"))
-                .collect();
-            keys.sort();
-            keys.dedup();
-            return Err(ConfigError(format!(
-                "{}: unknown key `{key}`; known keys: {}",
-                path.display(),
-                keys.join(", ")
-            )));
-        }
-        let scalar = |v: &toml::Value| match v {
-            toml::Value::String(s) => Some(s.clone()),
-            toml::Value::Integer(i) => Some(i.to_string()),
-            toml::Value::Float(f) => Some(f.to_string()),
-            toml::Value::Boolean(b) => Some(b.to_string()),
-            _ => None,
-        };
-        let text = match &value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(scalar)
-                .collect::<Option<Vec<_>>>()
-                .map(|v| v.join(",")),
-            v => scalar(v),
-        }
-        .ok_or_else(|| {
-            ConfigError(format!(
-                "{}: key `{key}` must be a string, number, boolean or list of them",
-                path.display()
-            ))
-        })?;
-        vars.push((name, text));
-    }
-    Ok(vars)
-}
-
-/// Default metrics port of each command.
-pub fn default_metrics_port(command: &Command) -> u16 {
-    match command {
-        Command::Run(_) | Command::Bench(_) => 9100,
-        Command::Generator(_) => 9101,
-        Command::Collector(_) => 9102,
-        Command::Estimator(_) => 9103,
-        Command::Predictor(_) => 9104,
-        Command::Learner(_) => 9105,
-        Command::Monitor(_) => 9106,
-        Command::Dashboard(_) => 9107,
-        Command::Logger(_) => 9108,
-        Command::Fit(_) | Command::Eval(_) => 0,
     }
 }

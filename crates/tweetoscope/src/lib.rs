@@ -4,6 +4,7 @@
 //! holds the stages and their wiring so that integration tests drive them directly.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod fit;

@@ -4,77 +4,88 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use tokio::sync::watch;
 use tracing::Instrument;
-use tweetoscope::config::{
-    apply_config_file, default_metrics_port, Cli, Command, ConfigError, MetricsAddr,
-};
+use tweetoscope::cli::Command;
+use tweetoscope::config::{ConfigError, MetricsAddr};
 use tweetoscope::kafka::{create_topics, KafkaSettings};
 use tweetoscope::metrics::{self, Metrics, Readiness};
 use tweetoscope::stages::{self, StageEnv};
 use tweetoscope::telemetry::{self, STAGE_SPAN};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Err(e) = apply_config_file(&args) {
+    let cli = match tweetoscope::cli::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => return e.report(),
+    };
+    if let Err(e) = cli.command.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse_from(&args);
-    if let Command::Fit(fit) = &cli.command {
-        return match tweetoscope::fit::fit_file(fit) {
-            Ok(out) => {
-                println!("{}", serde_json::to_string(&out).expect("serializable"));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-    }
-    if let Command::Eval(eval) = &cli.command {
-        let report = eval
-            .validate()
-            .map_err(anyhow::Error::from)
-            .and_then(|()| tweetoscope::eval::evaluate(eval));
-        return match report {
-            Ok(report) => {
-                print!("{}", report.to_text());
-                if let Some(dir) = &eval.out {
-                    if let Err(e) = report.write(dir) {
-                        eprintln!("error: cannot write the report to {}: {e:#}", dir.display());
-                        return ExitCode::from(1);
-                    }
-                    println!(
-                        "\nreport written to {}/report.json and report.svg",
-                        dir.display()
-                    );
+    match cli.command {
+        Command::Completions(c) => {
+            use std::io::Write as _;
+            let script = tweetoscope::cli::completions(c.shell);
+            match std::io::stdout().lock().write_all(&script) {
+                // A reader that stops early (`| head`) is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write the completion script: {e}");
+                    ExitCode::from(1)
                 }
-                ExitCode::SUCCESS
+                _ => ExitCode::SUCCESS,
             }
-            Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
         }
-    };
-    match runtime.block_on(run(cli)) {
+        Command::Fit(c) => offline(&c.logs, "fit", || {
+            let out = tweetoscope::fit::fit_file(&c.args)?;
+            println!("{}", serde_json::to_string(&out)?);
+            Ok(())
+        }),
+        Command::Eval(c) => offline(&c.logs, "eval", || {
+            let eval = &c.args;
+            let report = tweetoscope::eval::evaluate(eval)?;
+            print!("{}", report.to_text());
+            if let Some(dir) = &eval.out {
+                report.write(dir).map_err(|e| {
+                    anyhow::anyhow!("cannot write the report to {}: {e:#}", dir.display())
+                })?;
+                println!(
+                    "\nreport written to {}/report.json and report.svg",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }),
+        command => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            exit_code(runtime.block_on(run(command)))
+        }
+    }
+}
+
+/// Runs an offline command (no Kafka, no HTTP endpoint) with console logs.
+fn offline(
+    logs: &tweetoscope::config::LogArgs,
+    name: &'static str,
+    work: impl FnOnce() -> anyhow::Result<()>,
+) -> ExitCode {
+    if let Err(e) = telemetry::init_console(logs, name) {
+        return exit_code(Err(e));
+    }
+    exit_code(work())
+}
+
+/// Exit code 2 for a configuration problem, 1 for any other failure.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
             eprintln!("error: {e:#}");
@@ -84,23 +95,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn stage_name(command: &Command) -> &'static str {
-    match command {
-        Command::Generator(_) => "generator",
-        Command::Collector(_) => "collector",
-        Command::Estimator(_) => "estimator",
-        Command::Predictor(_) => "predictor",
-        Command::Learner(_) => "learner",
-        Command::Monitor(_) => "monitor",
-        Command::Dashboard(_) => "dashboard",
-        Command::Logger(_) => "logger",
-        Command::Run(_) => "run",
-        Command::Fit(_) => "fit",
-        Command::Eval(_) => "eval",
-        Command::Bench(_) => "run",
     }
 }
 
@@ -125,30 +119,35 @@ fn shutdown_on_signals() -> watch::Receiver<bool> {
     rx
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    validate(&cli.command)?;
-    let stage = stage_name(&cli.command);
+async fn run(command: Command) -> anyhow::Result<()> {
+    let name = command.name();
+    let (_, telemetry_args) = command
+        .kafka()
+        .expect("offline commands are handled before");
     let metrics = Metrics::new();
-    let mut telemetry = telemetry::init(&cli.common, stage, metrics.clone())?;
+    let mut telemetry = telemetry::init(telemetry_args, name, metrics.clone())?;
     let log_queue = telemetry.log_queue.take();
-    let result = run_command(cli, stage, metrics, log_queue).await;
+    let result = run_command(command, name, metrics, log_queue).await;
     telemetry.shutdown().await;
     result
 }
 
 async fn run_command(
-    cli: Cli,
+    command: Command,
     stage: &'static str,
     metrics: Arc<Metrics>,
     log_queue: Option<telemetry::LogQueue>,
 ) -> anyhow::Result<()> {
     let readiness = Readiness::default();
-    let metrics_addr = cli
-        .common
+    let (kafka_args, telemetry_args) = command
+        .kafka()
+        .expect("offline commands are handled before");
+    let (kafka_args, telemetry_args) = (kafka_args.clone(), telemetry_args.clone());
+    let metrics_addr = telemetry_args
         .metrics_addr
         .unwrap_or(MetricsAddr::At(SocketAddr::from((
             Ipv4Addr::LOCALHOST,
-            default_metrics_port(&cli.command),
+            command.metrics_port().unwrap_or(0),
         ))));
     if let MetricsAddr::At(addr) = metrics_addr {
         let bound = metrics::serve(addr, metrics.clone(), readiness.clone())
@@ -158,20 +157,20 @@ async fn run_command(
     }
     metrics::spawn_stall_watchdog(metrics.clone())
         .map_err(|e| anyhow::anyhow!("cannot start the stall watchdog thread: {e}"))?;
-    if let Command::Bench(args) = &cli.command {
+    if let Command::Bench(c) = &command {
         readiness.set_ready();
-        let report = tweetoscope::bench::bench(&cli.common, args, metrics).await?;
-        if args.run.json {
+        let report = tweetoscope::bench::bench(&c.kafka, &c.args, metrics).await?;
+        if c.args.run.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", report.to_text());
         }
         return Ok(());
     }
-    if let Command::Run(args) = &cli.command {
+    if let Command::Run(c) = &command {
         readiness.set_ready();
-        let summary = tweetoscope::run::run_pipeline(&cli.common, args, metrics, log_queue).await?;
-        if args.json {
+        let summary = tweetoscope::run::run_pipeline(&c.kafka, &c.args, metrics, log_queue).await?;
+        if c.args.json {
             println!("{}", serde_json::to_string_pretty(&summary)?);
         } else {
             print!("{}", summary.to_text());
@@ -182,19 +181,19 @@ async fn run_command(
             Err(anyhow::anyhow!("the run ended with predictions missing"))
         };
     }
-    let brokers = cli.common.brokers.clone().ok_or_else(|| {
+    let brokers = kafka_args.brokers.clone().ok_or_else(|| {
         ConfigError(format!(
             "the {stage} stage needs Kafka: pass --brokers HOST:PORT or set TWEETOSCOPE_BROKERS (`tweetoscope run` alone uses an embedded broker)"
         ))
     })?;
-    let kafka = KafkaSettings::from_common(&cli.common, brokers);
-    let topics = cli.common.topics.clone();
-    if !cli.common.no_create_topics {
+    let kafka = KafkaSettings::from_common(&kafka_args, brokers);
+    let topics = kafka_args.topics.clone();
+    if !kafka_args.no_create_topics {
         create_topics(
             &kafka,
             &topics.all(),
             &topics.compacted(),
-            cli.common.partitions,
+            kafka_args.partitions,
         )
         .await?;
     }
@@ -218,43 +217,49 @@ async fn run_command(
     readiness.set_ready();
     let span = tracing::info_span!(STAGE_SPAN, name = stage);
     let shutdown = env.shutdown.clone();
-    match cli.command {
-        Command::Generator(a) => {
+    match command {
+        Command::Generator(c) => {
+            let a = c.args;
             stages::supervise(stage, shutdown, || {
                 stages::generator::run(env.clone(), a.clone())
             })
             .instrument(span)
             .await?;
         }
-        Command::Collector(a) => {
+        Command::Collector(c) => {
+            let a = c.args;
             stages::supervise(stage, shutdown, || {
                 stages::collector::run(env.clone(), a.cascade.clone())
             })
             .instrument(span)
             .await?
         }
-        Command::Estimator(a) => {
+        Command::Estimator(c) => {
+            let a = c.args;
             stages::supervise(stage, shutdown, || {
                 stages::estimator::run(env.clone(), a.clone())
             })
             .instrument(span)
             .await?
         }
-        Command::Predictor(a) => {
+        Command::Predictor(c) => {
+            let a = c.args;
             stages::supervise(stage, shutdown, || {
                 stages::predictor::run(env.clone(), a.clone())
             })
             .instrument(span)
             .await?
         }
-        Command::Learner(a) => {
+        Command::Learner(c) => {
+            let a = c.args;
             stages::supervise(stage, shutdown, || {
                 stages::learner::run(env.clone(), a.clone())
             })
             .instrument(span)
             .await?
         }
-        Command::Monitor(a) => {
+        Command::Monitor(c) => {
+            let a = c.args;
             // A restarted monitor rebuilds its board from the whole stats topic: a fresh one.
             stages::supervise(stage, shutdown, || {
                 stages::monitor::run(
@@ -266,7 +271,8 @@ async fn run_command(
             .instrument(span)
             .await?
         }
-        Command::Dashboard(a) => {
+        Command::Dashboard(c) => {
+            let a = c.args;
             let top = stages::dashboard::TopCascades::new(a.top);
             stages::supervise(stage, shutdown, || {
                 stages::dashboard::run(env.clone(), a.clone(), top.clone())
@@ -274,14 +280,19 @@ async fn run_command(
             .instrument(span)
             .await?
         }
-        Command::Logger(a) => {
+        Command::Logger(c) => {
+            let a = c.args;
             stages::supervise(stage, shutdown, || {
                 stages::logger::run(env.clone(), a.clone())
             })
             .instrument(span)
             .await?
         }
-        Command::Run(_) | Command::Fit(_) | Command::Eval(_) | Command::Bench(_) => {
+        Command::Run(_)
+        | Command::Fit(_)
+        | Command::Eval(_)
+        | Command::Bench(_)
+        | Command::Completions(_) => {
             unreachable!("handled above")
         }
     }
@@ -293,21 +304,4 @@ async fn run_command(
         }
     }
     Ok(())
-}
-
-fn validate(command: &Command) -> Result<(), ConfigError> {
-    match command {
-        Command::Generator(a) => a.validate(),
-        Command::Collector(a) => a.cascade.validate(),
-        Command::Estimator(a) => a.validate(),
-        Command::Monitor(a) => a.validate(),
-        Command::Run(a) => a.validate(),
-        Command::Fit(a) => a.marks.validate(),
-        Command::Eval(a) => a.validate(),
-        Command::Bench(a) => a.run.validate(),
-        Command::Predictor(_)
-        | Command::Learner(_)
-        | Command::Dashboard(_)
-        | Command::Logger(_) => Ok(()),
-    }
 }

@@ -14,7 +14,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 use tweetoscope_messages::{to_payload, LogRecord};
 
-use crate::config::{CommonArgs, LogFormat};
+use crate::config::{LogArgs, LogFormat, TelemetryArgs};
 use crate::kafka::{KafkaSettings, Outgoing, Sink};
 use crate::metrics::Metrics;
 
@@ -47,49 +47,72 @@ impl Telemetry {
 fn env_filter(directives: &str) -> Result<EnvFilter, crate::config::ConfigError> {
     EnvFilter::try_new(directives).map_err(|e| {
         crate::config::ConfigError(format!(
-            "invalid --log filter {directives:?}: {e} (example: info,tweetoscope=debug)"
+            "invalid log filter {directives:?} (from --log, TWEETOSCOPE_LOG or RUST_LOG): {e} (example: info,tweetoscope=debug)"
         ))
     })
 }
 
-/// Installs the global subscriber. Must be called inside the tokio runtime (the Loki task is
-/// spawned on it). The console follows `--log` (default `info`; for `run`,
-/// `warn,tweetoscope::run=info` so the progress stays readable); Loki gets `--log` when given,
-/// else `info`; the logs topic gets Tweetoscope's own records at info and above.
-pub fn init(
-    common: &CommonArgs,
+/// The console layer `--log` and `--log-format` ask for, filtered: `--log` (or `RUST_LOG`),
+/// default `info`; for `run` and `bench`, `warn,tweetoscope::run=info` so the progress stays
+/// readable. Text is coloured on a terminal unless `NO_COLOR` is set.
+fn console_layer<S>(
+    logs: &LogArgs,
     process: &'static str,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<Telemetry> {
-    let directives = common.log.clone().unwrap_or_else(|| {
-        if process == "run" {
+) -> Result<Box<dyn Layer<S> + Send + Sync>, crate::config::ConfigError>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let directives = logs.filter().unwrap_or_else(|| {
+        if matches!(process, "run" | "bench") {
             "warn,tweetoscope::run=info".into()
         } else {
             "info".into()
         }
     });
     let filter = env_filter(&directives)?;
-    let loki_filter = env_filter(common.log.as_deref().unwrap_or("info"))?;
-    let json = match common.log_format {
+    let json = match logs.log_format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let fmt = if json {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    Ok(if json {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
             .with_target(false)
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(std::io::stderr().is_terminal() && !no_color)
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed()
-    };
-    let (loki, loki_task) = match &common.loki_url {
+    })
+}
+
+/// Installs a console-only subscriber, for the offline commands (`fit`, `eval`).
+pub fn init_console(logs: &LogArgs, process: &'static str) -> anyhow::Result<()> {
+    tracing_subscriber::registry()
+        .with(console_layer(logs, process)?)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+/// Installs the global subscriber. Must be called inside the tokio runtime (the Loki task is
+/// spawned on it). The console follows `--log` (see [`console_layer`]); Loki gets `--log` when
+/// given, else `info`; the logs topic gets Tweetoscope's own records at info and above.
+pub fn init(
+    telemetry: &TelemetryArgs,
+    process: &'static str,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Telemetry> {
+    let console = console_layer(&telemetry.logs, process)?;
+    let loki_filter = env_filter(telemetry.logs.filter().as_deref().unwrap_or("info"))?;
+    let (loki, loki_task) = match &telemetry.loki_url {
         Some(url) => {
             let (layer, controller, task) = tracing_loki::builder()
                 .label("service", "tweetoscope")?
@@ -104,7 +127,7 @@ pub fn init(
         }
         None => (None, None),
     };
-    let (topic_layer, queue) = if common.no_log_topic {
+    let (topic_layer, queue) = if telemetry.no_log_topic {
         (None, None)
     } else {
         let (tx, rx) = mpsc::channel(10_000);
@@ -120,7 +143,7 @@ pub fn init(
     let ours =
         tracing_subscriber::filter::Targets::new().with_target("tweetoscope", tracing::Level::INFO);
     tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
+        .with(console)
         .with(loki)
         .with(topic_layer.map(|l| l.with_filter(ours)))
         .try_init()

@@ -288,3 +288,35 @@ fn real_data_options_say_what_is_missing_and_bad_files_name_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn completions_are_printed_for_a_shell_and_an_unknown_shell_is_refused() {
+    let (code, out, err) = tweetoscope(&["completions", "bash"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for word in ["tweetoscope", "collector", "--windows", "--brokers"] {
+        assert!(
+            out.contains(word),
+            "{word} missing from the bash completions"
+        );
+    }
+    let (code, _, err) = tweetoscope(&["completions", "tcsh"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bash") && err.contains("zsh"), "{err}");
+}
+
+#[test]
+fn rust_log_is_the_log_filter_when_no_option_gives_one() {
+    let csv = temp_file("rust-log.csv", "t,m\n0,100\n10,200\n25,50\n");
+    let (code, _, err) = tweetoscope(
+        &["fit", csv.to_str().unwrap()],
+        &[("RUST_LOG", "info,[bad")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("RUST_LOG") && err.contains("[bad"), "{err}");
+    // --log wins over RUST_LOG.
+    let (code, _, err) = tweetoscope(
+        &["fit", csv.to_str().unwrap(), "--log", "warn"],
+        &[("RUST_LOG", "info,[bad")],
+    );
+    assert_eq!(code, 0, "{err}");
+}

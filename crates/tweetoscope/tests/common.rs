@@ -8,15 +8,16 @@ use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tweetoscope::config::{Cli, Command, CommonArgs, RunArgs};
+use tweetoscope::cli::{Cli, Command};
+use tweetoscope::config::{KafkaArgs, RunArgs};
 
 /// Parses a `tweetoscope run ...` command line into its options.
-pub fn run_options(args: &[&str]) -> (CommonArgs, RunArgs) {
+pub fn run_options(args: &[&str]) -> (KafkaArgs, RunArgs) {
     let mut argv = vec!["tweetoscope", "run"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("valid command line");
     match cli.command {
-        Command::Run(run) => (cli.common, *run),
+        Command::Run(run) => (run.kafka, run.args),
         _ => unreachable!(),
     }
 }

@@ -4,7 +4,7 @@
 //! data sets give known answers; the real TiDeH cascades go through cross-validation.
 
 use clap::Parser;
-use tweetoscope::config::{Cli, Command};
+use tweetoscope::cli::{Cli, Command};
 use tweetoscope::eval::{evaluate, EvalArgs, MethodReport};
 
 fn eval_args(args: &[&str]) -> EvalArgs {
@@ -14,7 +14,7 @@ fn eval_args(args: &[&str]) -> EvalArgs {
         .expect("valid command line")
         .command
     {
-        Command::Eval(a) => *a,
+        Command::Eval(a) => a.args,
         _ => unreachable!(),
     }
 }
@@ -275,7 +275,7 @@ fn a_separate_test_data_set_is_predicted_by_models_of_the_training_one() {
         let refused = match Cli::try_parse_from(argv) {
             Err(_) => true,
             Ok(cli) => match cli.command {
-                Command::Eval(a) => a.validate().is_err(),
+                Command::Eval(a) => a.args.validate().is_err(),
                 _ => unreachable!(),
             },
         };

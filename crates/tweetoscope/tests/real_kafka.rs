@@ -20,7 +20,8 @@ use clap::Parser;
 use common::real_kafka::{
     group_state, http_get, metric_sum, partition_counts, read_committed, FrozenBroker,
 };
-use tweetoscope::config::{CascadeArgs, Cli, Command as Cmd, GeneratorArgs};
+use tweetoscope::cli::{Cli, Command as Cmd};
+use tweetoscope::config::{CascadeArgs, GeneratorArgs};
 use tweetoscope::stages::generator;
 use tweetoscope_messages::CascadeProperty;
 use tweetoscope_replay::Replay;
@@ -52,7 +53,7 @@ fn generator_args() -> GeneratorArgs {
         .expect("valid generator options")
         .command
     {
-        Cmd::Generator(a) => a,
+        Cmd::Generator(a) => a.args,
         _ => unreachable!(),
     }
 }
@@ -63,7 +64,7 @@ fn collector_args() -> CascadeArgs {
         .expect("valid collector options")
         .command
     {
-        Cmd::Collector(a) => a.cascade,
+        Cmd::Collector(a) => a.args.cascade,
         _ => unreachable!(),
     }
 }

@@ -46,29 +46,50 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub test: TestDataArgs,
     /// Share of the cascades, in data set order, used for training; the rest is the test set.
-    #[arg(long, env = "TWEETOSCOPE_TRAIN_FRACTION", default_value_t = 0.5)]
+    #[arg(
+        long,
+        env = "TWEETOSCOPE_TRAIN_FRACTION",
+        default_value_t = 0.5,
+        help_heading = "Evaluation"
+    )]
     pub train_fraction: f64,
     /// K-fold cross-validation: the cascades, in data set order, cut into K contiguous blocks,
     /// each tested once with models trained on the others (instead of --train-fraction).
-    #[arg(long, env = "TWEETOSCOPE_FOLDS", value_name = "K", value_parser = clap::value_parser!(u64).range(2..=100))]
+    #[arg(long, env = "TWEETOSCOPE_FOLDS", value_name = "K", value_parser = clap::value_parser!(u64).range(2..=100), help_heading = "Evaluation")]
     pub folds: Option<u64>,
     /// Popularity alert threshold, in tweets, for alert precision and recall (default: the 90th
     /// percentile of the final sizes of the training cascades).
-    #[arg(long, env = "TWEETOSCOPE_ALERT_SIZE", value_name = "TWEETS")]
+    #[arg(
+        long,
+        env = "TWEETOSCOPE_ALERT_SIZE",
+        value_name = "TWEETS",
+        help_heading = "Evaluation"
+    )]
     pub alert_size: Option<f64>,
     /// Trees per forest.
-    #[arg(long, env = "TWEETOSCOPE_TREES", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "TWEETOSCOPE_TREES",
+        default_value_t = 100,
+        help_heading = "Evaluation"
+    )]
     pub trees: u64,
     /// Seed of the forests.
-    #[arg(long, env = "TWEETOSCOPE_FOREST_SEED", default_value_t = 1)]
+    #[arg(
+        long,
+        env = "TWEETOSCOPE_FOREST_SEED",
+        default_value_t = 1,
+        help_heading = "Evaluation"
+    )]
     pub forest_seed: u64,
     /// Directory for report.json and report.svg (none: text report only).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Evaluation")]
     pub out: Option<PathBuf>,
 }
 
 /// A test data set other than the training one.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Test data")]
 pub struct TestDataArgs {
     /// Kind of the test data set (as --data); the generator's other options apply to it too.
     #[arg(long, env = "TWEETOSCOPE_TEST_DATA", value_enum, value_name = "KIND")]

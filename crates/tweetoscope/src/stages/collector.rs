@@ -282,9 +282,8 @@ mod tests {
     use tweetoscope_messages::{CascadeId, Tweet, TweetKind};
 
     fn handler() -> CollectorHandler {
-        use clap::Parser;
-        let cli =
-            crate::config::Cli::try_parse_from(["tweetoscope", "collector"]).expect("defaults");
+        let cli = crate::cli::parse(["tweetoscope", "collector"]).expect("defaults");
+        let (kafka, _) = cli.command.kafka().expect("a Kafka command");
         CollectorHandler {
             collector: Collector::new(CollectorConfig {
                 windows: vec![600, 1200],
@@ -293,7 +292,7 @@ mod tests {
                 remembered_finished: 100,
             }),
             metrics: Metrics::new(),
-            topics: cli.common.topics.clone(),
+            topics: kafka.topics.clone(),
             properties_partitions: 4,
             source_partition: HashMap::new(),
             replay_until: HashMap::new(),

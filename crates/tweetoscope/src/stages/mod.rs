@@ -137,11 +137,11 @@ mod tests {
     use super::*;
 
     fn env(shutdown: watch::Receiver<bool>) -> StageEnv {
-        use clap::Parser;
-        let cli = crate::config::Cli::try_parse_from(["tweetoscope", "logger"]).expect("defaults");
+        let cli = crate::cli::parse(["tweetoscope", "logger"]).expect("defaults");
+        let (kafka, _) = cli.command.kafka().expect("a Kafka command");
         StageEnv {
-            kafka: KafkaSettings::from_common(&cli.common, "127.0.0.1:1".into()),
-            topics: cli.common.topics.clone(),
+            kafka: KafkaSettings::from_common(kafka, "127.0.0.1:1".into()),
+            topics: kafka.topics.clone(),
             metrics: Metrics::new(),
             shutdown,
         }
