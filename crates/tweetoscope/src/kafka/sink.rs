@@ -1,0 +1,219 @@
+//! What the stages write: records, the sink that produces them, dead letters and headers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tweetoscope_messages::{topics, Malformed};
+
+use crate::metrics::Metrics;
+
+/// A record a stage wants written.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Option<String>,
+    /// Explicit partition (else the key decides).
+    pub partition: Option<i32>,
+    /// Payload (`None`: a tombstone, deleting the key from a compacted topic).
+    pub payload: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Outgoing {
+    /// A record with a key.
+    pub fn keyed(topic: &str, key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key.into()),
+            partition: None,
+            payload: Some(payload),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A tombstone for `key`.
+    pub fn tombstone(topic: &str, key: impl Into<String>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key.into()),
+            partition: None,
+            payload: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A record without key.
+    pub fn unkeyed(topic: &str, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: None,
+            partition: None,
+            payload: Some(payload),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same record with one more header.
+    pub fn with_header(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.headers.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// The same record on an explicit partition.
+    pub fn on_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Writes records, retrying while the local queue is full, and counts them.
+#[derive(Clone)]
+pub struct Sink {
+    producer: FutureProducer,
+    metrics: Arc<Metrics>,
+    stage: &'static str,
+}
+
+impl Sink {
+    /// A sink for `stage`.
+    pub fn new(producer: FutureProducer, metrics: Arc<Metrics>, stage: &'static str) -> Self {
+        Self {
+            producer,
+            metrics,
+            stage,
+        }
+    }
+
+    /// The producer.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Enqueues `record` now; the returned future resolves when Kafka has it (true) or gave up.
+    pub async fn enqueue(&self, record: Outgoing) -> impl Future<Output = bool> + Send + 'static {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let delivery = loop {
+            let mut r = FutureRecord::<String, Vec<u8>>::to(&record.topic).headers(headers.clone());
+            if let Some(p) = &record.payload {
+                r = r.payload(p);
+            }
+            if let Some(k) = &record.key {
+                r = r.key(k);
+            }
+            if let Some(p) = record.partition {
+                r = r.partition(p);
+            }
+            match self.producer.send_result(r) {
+                Ok(delivery) => break Some(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    tracing::error!(stage = self.stage, topic = %record.topic, error = %e, "cannot produce");
+                    break None;
+                }
+            }
+        };
+        let metrics = self.metrics.clone();
+        let stage = self.stage;
+        let topic = record.topic;
+        async move {
+            let ok = match delivery {
+                Some(d) => match d.await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err((e, _))) => {
+                        tracing::error!(stage, topic = %topic, error = %e, "delivery failed");
+                        false
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if ok {
+                metrics.produced.with_label_values(&[stage, &topic]).inc();
+                // Create the failure series at 0 so its first increment shows in rate().
+                metrics.produce_failures.with_label_values(&[stage, &topic]);
+            } else {
+                metrics
+                    .produce_failures
+                    .with_label_values(&[stage, &topic])
+                    .inc();
+            }
+            ok
+        }
+    }
+
+    /// Enqueues every record in order, then waits for all deliveries.
+    pub async fn send_all(&self, records: Vec<Outgoing>) -> bool {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            pending.push(self.enqueue(r).await);
+        }
+        let mut ok = true;
+        for p in pending {
+            ok &= p.await;
+        }
+        ok
+    }
+}
+
+/// Header carrying the wall time (Unix milliseconds) when a cascade's window closed, from the
+/// collector's series through the estimator's parameters to the predictor's alert.
+pub const WINDOW_CLOSED_HEADER: &str = "tweetoscope-window-closed-ms";
+
+/// Wall time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The value of a text header of `message`.
+pub fn header_text(message: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The dead-letter record for a malformed message: payload and key unchanged, the reason and the
+/// origin in headers.
+pub fn dead_letter(stage: &str, message: &BorrowedMessage<'_>, reason: &Malformed) -> Outgoing {
+    Outgoing {
+        topic: topics::dead_letter(message.topic()),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        partition: None,
+        payload: Some(message.payload().unwrap_or_default().to_vec()),
+        headers: vec![
+            ("tweetoscope-error".into(), reason.reason.clone()),
+            ("tweetoscope-stage".into(), stage.into()),
+            (
+                "tweetoscope-origin".into(),
+                format!(
+                    "{}/{}/{}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                ),
+            ),
+        ],
+    }
+}
