@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tweetoscope_messages::Malformed;
 
 use super::context::StageContext;
-use super::sink::{dead_letter, Outgoing, Sink};
+use super::sink::{commit_transaction, dead_letter, Outgoing, Sink, TRANSACTION_CALL_TIMEOUT};
 use crate::liveness::LoopBeat;
 use crate::metrics::Metrics;
 
@@ -114,15 +114,6 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
         .find_map(|field| field.strip_prefix("processed="))
         .and_then(|v| v.parse().ok())
 }
-
-/// Longest wait of a transactional call (send offsets, commit, abort): a little more than the
-/// transaction timeout (10 s), after which the coordinator aborts the transaction anyway.
-/// librdkafka recommends -1, documented as "the remaining transaction time", but for commit and
-/// abort -1 means no limit at all: with the broker frozen, a commit was seen blocking for as long
-/// as the broker did, and the loop with it. A call that times out leaves the transaction in
-/// progress, so the next abort fails too and the loop returns an error: its supervisor rebuilds
-/// the stage with new clients.
-const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Longest wait for an assignment after a revocation before the processing loop gives up on its
 /// consumer: a rebalance waits at most `max.poll.interval.ms` (120 s) for slow members, so a
@@ -502,11 +493,7 @@ fn commit<H: Handler>(
             producer.send_offsets_to_transaction(&tpl, &group, TRANSACTION_CALL_TIMEOUT)?;
         }
         beat.beat("committing the transaction");
-        producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)?;
-        if !last {
-            producer.begin_transaction()?;
-        }
-        Ok(())
+        commit_transaction(producer, !last)
     })
 }
 

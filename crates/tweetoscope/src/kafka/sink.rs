@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tweetoscope_messages::{topics, Malformed};
 
 use crate::metrics::Metrics;
@@ -167,6 +167,52 @@ impl Sink {
             ok &= p.await;
         }
         ok
+    }
+}
+
+/// Longest wait of a transactional call (send offsets, commit, abort): a little more than the
+/// transaction timeout (10 s), after which the coordinator aborts the transaction anyway.
+/// librdkafka recommends -1, documented as "the remaining transaction time", but for commit and
+/// abort -1 means no limit at all: with the broker frozen, a commit was seen blocking for as long
+/// as the broker did, and the loop with it. A call that times out leaves the transaction in
+/// progress, so the next abort fails too and the loop returns an error: its supervisor rebuilds
+/// the stage with new clients.
+pub(super) const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Commits `producer`'s open transaction, waiting at most [`TRANSACTION_CALL_TIMEOUT`], and with
+/// `begin_next` begins the next one. Blocking.
+pub(super) fn commit_transaction(
+    producer: &FutureProducer,
+    begin_next: bool,
+) -> anyhow::Result<()> {
+    producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)?;
+    if begin_next {
+        producer.begin_transaction()?;
+    }
+    Ok(())
+}
+
+impl Sink {
+    /// Begins a transaction; the sink's producer must be transactional
+    /// ([`super::KafkaSettings::stage_producer`] with transactions on).
+    pub fn begin_transaction(&self) -> anyhow::Result<()> {
+        self.producer.begin_transaction()?;
+        Ok(())
+    }
+
+    /// Enqueues `record`, commits the open transaction with it (waiting at most as long as the
+    /// processing loop's transactional calls), with `begin_next` begins the next transaction, then
+    /// waits for the record's delivery. For a producer's own progress records, such as the
+    /// generator's: what the transaction holds becomes visible together with them.
+    pub async fn commit_transaction_with(
+        &self,
+        record: Outgoing,
+        begin_next: bool,
+    ) -> anyhow::Result<()> {
+        let delivery = self.enqueue(record).await;
+        tokio::task::block_in_place(|| commit_transaction(&self.producer, begin_next))?;
+        delivery.await;
+        Ok(())
     }
 }
 
