@@ -136,3 +136,24 @@ impl Drop for EmbeddedBroker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_comes_with_its_dead_letter_topic_and_only_compacted_ones_are_compacted() {
+        let all = vec!["tweets".to_owned(), "models".to_owned()];
+        let plan = topic_plan(&all, &["models".to_owned()]);
+        assert_eq!(
+            plan,
+            vec![
+                ("tweets".to_owned(), vec![]),
+                (topics::dead_letter("tweets"), vec![]),
+                ("models".to_owned(), vec![("cleanup.policy", "compact")]),
+                (topics::dead_letter("models"), vec![]),
+            ]
+        );
+        assert!(topic_plan(&[], &all).is_empty());
+    }
+}

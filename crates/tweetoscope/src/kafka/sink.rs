@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tweetoscope_messages::{topics, Malformed};
 
@@ -228,7 +228,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// The value of a text header of `message`.
-pub fn header_text(message: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+pub fn header_text<M: Message>(message: &M, key: &str) -> Option<String> {
     use rdkafka::message::Headers;
     let headers = message.headers()?;
     headers
@@ -240,7 +240,7 @@ pub fn header_text(message: &BorrowedMessage<'_>, key: &str) -> Option<String> {
 
 /// The dead-letter record for a malformed message: payload and key unchanged, the reason and the
 /// origin in headers.
-pub fn dead_letter(stage: &str, message: &BorrowedMessage<'_>, reason: &Malformed) -> Outgoing {
+pub fn dead_letter<M: Message>(stage: &str, message: &M, reason: &Malformed) -> Outgoing {
     Outgoing {
         topic: topics::dead_letter(message.topic()),
         key: message
@@ -261,5 +261,103 @@ pub fn dead_letter(stage: &str, message: &BorrowedMessage<'_>, reason: &Malforme
                 ),
             ),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    use super::*;
+
+    /// A message as read from `tweets`/2 at offset 41.
+    fn message(
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> OwnedMessage {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        OwnedMessage::new(
+            payload.map(<[u8]>::to_vec),
+            key.map(|k| k.as_bytes().to_vec()),
+            "tweets".into(),
+            Timestamp::NotAvailable,
+            2,
+            41,
+            (!headers.is_empty()).then_some(owned),
+        )
+    }
+
+    #[test]
+    fn the_builders_set_key_payload_partition_and_headers() {
+        let keyed = Outgoing::keyed("series", "source-1", b"{}".to_vec());
+        assert_eq!(keyed.topic, "series");
+        assert_eq!(keyed.key.as_deref(), Some("source-1"));
+        assert_eq!(keyed.payload.as_deref(), Some(&b"{}"[..]));
+        assert_eq!((keyed.partition, keyed.headers.len()), (None, 0));
+
+        let tombstone = Outgoing::tombstone("models", "600");
+        assert_eq!(tombstone.key.as_deref(), Some("600"));
+        assert_eq!(tombstone.payload, None, "a tombstone has no payload");
+
+        let unkeyed = Outgoing::unkeyed("alerts", b"x".to_vec())
+            .with_header("a", "1")
+            .with_header("b", String::from("2"))
+            .on_partition(3);
+        assert_eq!(unkeyed.key, None);
+        assert_eq!(unkeyed.payload.as_deref(), Some(&b"x"[..]));
+        assert_eq!(unkeyed.partition, Some(3));
+        assert_eq!(
+            unkeyed.headers,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            "headers are kept in the order they were added"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_key_and_payload_and_names_reason_stage_and_origin() {
+        let m = message(Some("source-7"), Some(b"not json"), &[]);
+        let letter = dead_letter("collector", &m, &Malformed::new("expected a tweet"));
+        assert_eq!(letter.topic, topics::dead_letter("tweets"));
+        assert_eq!(letter.key.as_deref(), Some("source-7"));
+        assert_eq!(letter.payload.as_deref(), Some(&b"not json"[..]));
+        assert_eq!(letter.partition, None, "the key decides the partition");
+        assert_eq!(
+            letter.headers,
+            vec![
+                ("tweetoscope-error".into(), "expected a tweet".into()),
+                ("tweetoscope-stage".into(), "collector".into()),
+                ("tweetoscope-origin".into(), "tweets/2/41".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_of_a_tombstone_has_an_empty_payload_and_no_key() {
+        let m = message(None, None, &[]);
+        let letter = dead_letter("logger", &m, &Malformed::new("empty"));
+        assert_eq!(letter.key, None);
+        assert_eq!(letter.payload.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn header_text_finds_a_header_by_key() {
+        let m = message(
+            None,
+            Some(b"{}"),
+            &[("other", "x"), (WINDOW_CLOSED_HEADER, "1700000000000")],
+        );
+        assert_eq!(
+            header_text(&m, WINDOW_CLOSED_HEADER).as_deref(),
+            Some("1700000000000")
+        );
+        assert_eq!(header_text(&m, "missing"), None);
+        assert_eq!(header_text(&message(None, None, &[]), "other"), None);
     }
 }
