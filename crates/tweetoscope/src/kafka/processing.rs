@@ -511,3 +511,170 @@ pub async fn close_consumer<C: ConsumerContext + 'static>(consumer: StreamConsum
         tracing::warn!("Kafka consumer did not close within 10 s");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use futures_util::FutureExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    #[test]
+    fn the_processed_mark_is_read_from_the_metadata_the_stages_write() {
+        assert_eq!(processed_mark("processed=42"), Some(42));
+        // The collector's form: the mark, then the source clocks as JSON.
+        let clocks = BTreeMap::from([("source-0".to_owned(), 12.5), ("a;b".to_owned(), 3.0)]);
+        let collector = format!(
+            "processed=1234;clocks={}",
+            serde_json::to_string(&clocks).expect("serializable")
+        );
+        assert_eq!(processed_mark(&collector), Some(1234));
+        // The learner's form: the mark, then a total per window.
+        let learner = crate::stages::learner::learner_metadata(7, &[(600, 12), (1200, 30)]);
+        assert_eq!(processed_mark(&learner), Some(7));
+        // Wherever it is among the fields; the first one counts.
+        assert_eq!(processed_mark("x=1;processed=5;processed=9"), Some(5));
+    }
+
+    #[test]
+    fn metadata_without_a_valid_mark_has_none() {
+        for metadata in [
+            "",
+            "processed=",
+            "processed=abc",
+            "processed=12x",
+            "processed 12",
+            "unprocessed=12",
+            "clocks={}",
+        ] {
+            assert_eq!(processed_mark(metadata), None, "{metadata:?}");
+        }
+    }
+
+    #[test]
+    fn loop_settings_defaults() {
+        let s = LoopSettings::new("collector");
+        assert_eq!(s.stage, "collector");
+        assert_eq!(s.max_in_flight, 1_000);
+        assert_eq!(s.commit_interval, Duration::from_millis(500));
+        assert!(!s.transactional);
+    }
+
+    fn done(partition: i32, offset: i64, delivered: bool) -> Done {
+        Done {
+            topic: "tweets".into(),
+            partition,
+            offset,
+            delivered,
+        }
+    }
+
+    /// Puts a message in flight that finishes when its sender says whether it was delivered.
+    fn in_flight(work: &mut Uncommitted, partition: i32, offset: i64) -> oneshot::Sender<bool> {
+        let (tx, rx) = oneshot::channel();
+        work.in_flight.push_back(Box::pin(async move {
+            done(partition, offset, rx.await.expect("sent"))
+        }));
+        tx
+    }
+
+    /// Records the messages whose turn has come (those read before them all finished).
+    fn finish_ready(work: &mut Uncommitted) -> bool {
+        while let Some(Some(d)) = work.in_flight.next().now_or_never() {
+            if !work.finish(d) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn committable(work: &Uncommitted, partition: i32) -> Option<i64> {
+        work.next_offsets
+            .get(&("tweets".to_owned(), partition))
+            .copied()
+    }
+
+    #[test]
+    fn a_delivered_message_moves_its_partition_past_it() {
+        let mut work = Uncommitted::default();
+        assert!(!work.dirty);
+        assert!(work.finish(done(0, 10, true)));
+        assert_eq!(committable(&work, 0), Some(11));
+        assert!(work.dirty);
+        assert!(work.finish(done(1, 3, true)));
+        assert_eq!(
+            (committable(&work, 0), committable(&work, 1)),
+            (Some(11), Some(4)),
+            "partitions are tracked apart"
+        );
+    }
+
+    #[test]
+    fn an_undelivered_message_is_not_committable() {
+        let mut work = Uncommitted::default();
+        assert!(work.finish(done(0, 10, true)));
+        work.dirty = false;
+        assert!(!work.finish(done(0, 11, false)));
+        assert_eq!(committable(&work, 0), Some(11), "offset 11 is redone");
+        assert!(!work.dirty);
+    }
+
+    #[test]
+    fn outputs_finishing_out_of_order_commit_only_the_handled_prefix() {
+        let mut work = Uncommitted::default();
+        let first = in_flight(&mut work, 0, 10);
+        let second = in_flight(&mut work, 0, 11);
+        let third = in_flight(&mut work, 0, 12);
+        // The last message's outputs are delivered first: nothing before it is, so nothing moves.
+        third.send(true).expect("in flight");
+        assert!(finish_ready(&mut work));
+        assert_eq!(committable(&work, 0), None);
+        assert_eq!(work.in_flight.len(), 3);
+        first.send(true).expect("in flight");
+        assert!(finish_ready(&mut work));
+        assert_eq!(
+            committable(&work, 0),
+            Some(11),
+            "12 is done but 11 is in flight"
+        );
+        second.send(true).expect("in flight");
+        assert!(finish_ready(&mut work));
+        assert_eq!(committable(&work, 0), Some(13));
+        assert!(work.in_flight.is_empty());
+    }
+
+    #[test]
+    fn draining_stops_at_the_first_undelivered_message() {
+        let mut work = Uncommitted::default();
+        let senders = [
+            (in_flight(&mut work, 0, 10), true),
+            (in_flight(&mut work, 0, 11), false),
+            (in_flight(&mut work, 0, 12), true),
+        ];
+        for (tx, delivered) in senders.into_iter().rev() {
+            tx.send(delivered).expect("in flight");
+        }
+        assert!(!work.drain().now_or_never().expect("all finished"));
+        assert_eq!(committable(&work, 0), Some(11), "nothing past the failure");
+    }
+
+    #[test]
+    fn draining_waits_for_everything_in_flight() {
+        let mut work = Uncommitted::default();
+        let first = in_flight(&mut work, 0, 10);
+        let other = in_flight(&mut work, 1, 0);
+        other.send(true).expect("in flight");
+        assert!(
+            work.drain().now_or_never().is_none(),
+            "offset 10 is still in flight"
+        );
+        first.send(true).expect("in flight");
+        assert!(work.drain().now_or_never().expect("all finished"));
+        assert_eq!(
+            (committable(&work, 0), committable(&work, 1)),
+            (Some(11), Some(1))
+        );
+    }
+}
