@@ -17,6 +17,14 @@ use crate::metrics::Metrics;
 /// A record read back as (key, payload); `None` payload: a tombstone.
 pub type RawRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// The offsets `[start, high)` to read of a partition holding `[low, end)`, asked for `[from, to)`
+/// (`None`: from its beginning, to its end); empty when `high <= start`.
+fn clamp_range(low: i64, end: i64, from: Option<i64>, to: Option<i64>) -> (i64, i64) {
+    let high = to.map_or(end, |t| t.min(end));
+    let start = from.map_or(low, |f| f.max(low));
+    (start, high)
+}
+
 /// How to reach Kafka.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -211,8 +219,7 @@ impl KafkaSettings {
         let (low, end) = consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
             .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
-        let high = to.map_or(end, |t| t.min(end));
-        let start = from.map_or(low, |f| f.max(low));
+        let (start, high) = clamp_range(low, end, from, to);
         let mut records = Vec::new();
         if high <= start {
             return Ok(records);
@@ -269,5 +276,25 @@ impl KafkaSettings {
             return Err(anyhow!("topic {topic} has no partition (does it exist?)"));
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_range_is_clamped_to_what_the_partition_holds() {
+        assert_eq!(clamp_range(5, 20, None, None), (5, 20));
+        assert_eq!(clamp_range(5, 20, Some(8), Some(12)), (8, 12));
+        assert_eq!(
+            clamp_range(5, 20, Some(0), Some(99)),
+            (5, 20),
+            "offsets before the low watermark are gone, none after the end exist yet"
+        );
+        let (start, high) = clamp_range(5, 20, Some(30), None);
+        assert!(high <= start, "nothing to read past the end");
+        let (start, high) = clamp_range(5, 20, None, Some(3));
+        assert!(high <= start, "nothing to read before the beginning");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::statistics::Statistics;
+use rdkafka::statistics::{Partition, Statistics};
 use rdkafka::ClientContext;
 
 use crate::metrics::Metrics;
@@ -71,20 +71,7 @@ impl ClientContext for StageContext {
         }
         for (topic, t) in &statistics.topics {
             for (id, p) in &t.partitions {
-                // With transactions, offsets are committed by the producer and librdkafka's
-                // consumer_lag stays -1: fall back to the stored offset or the position.
-                let lag = [
-                    p.consumer_lag,
-                    p.consumer_lag_stored,
-                    if p.app_offset >= 0 && p.ls_offset >= 0 {
-                        (p.ls_offset - p.app_offset).max(0)
-                    } else {
-                        -1
-                    },
-                ]
-                .into_iter()
-                .find(|&l| l >= 0);
-                if let (true, Some(lag)) = (*id >= 0, lag) {
+                if let (true, Some(lag)) = (*id >= 0, partition_lag(p)) {
                     self.metrics
                         .consumer_lag
                         .with_label_values(&[self.stage, topic, &id.to_string()])
@@ -93,6 +80,23 @@ impl ClientContext for StageContext {
             }
         }
     }
+}
+
+/// The consumer lag of a partition from its statistics, if known. With transactions, offsets are
+/// committed by the producer and librdkafka's `consumer_lag` stays -1: fall back to the stored
+/// offset or the position.
+fn partition_lag(p: &Partition) -> Option<i64> {
+    [
+        p.consumer_lag,
+        p.consumer_lag_stored,
+        if p.app_offset >= 0 && p.ls_offset >= 0 {
+            (p.ls_offset - p.app_offset).max(0)
+        } else {
+            -1
+        },
+    ]
+    .into_iter()
+    .find(|&l| l >= 0)
 }
 
 impl ConsumerContext for StageContext {
@@ -107,5 +111,61 @@ impl ConsumerContext for StageContext {
             Rebalance::Error(_) => {}
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partition statistics as librdkafka reports them when nothing is known (-1 everywhere).
+    fn unknown() -> Partition {
+        Partition {
+            consumer_lag: -1,
+            consumer_lag_stored: -1,
+            app_offset: -1,
+            ls_offset: -1,
+            ..Partition::default()
+        }
+    }
+
+    /// Nothing known but the position and the last stable offset.
+    fn at(app_offset: i64, ls_offset: i64) -> Partition {
+        Partition {
+            app_offset,
+            ls_offset,
+            ..unknown()
+        }
+    }
+
+    #[test]
+    fn the_lag_falls_back_from_librdkafkas_to_the_stored_one_to_the_position() {
+        assert_eq!(partition_lag(&unknown()), None);
+        let position = at(70, 100);
+        assert_eq!(partition_lag(&position), Some(30));
+        let stored = Partition {
+            consumer_lag_stored: 12,
+            ..position.clone()
+        };
+        assert_eq!(partition_lag(&stored), Some(12));
+        let reported = Partition {
+            consumer_lag: 4,
+            ..stored
+        };
+        assert_eq!(partition_lag(&reported), Some(4));
+    }
+
+    #[test]
+    fn a_position_past_the_stable_offset_is_no_lag_and_half_a_position_is_unknown() {
+        assert_eq!(partition_lag(&at(105, 100)), Some(0));
+        assert_eq!(partition_lag(&at(-1, 100)), None);
+        assert_eq!(partition_lag(&at(70, -1)), None);
+    }
+
+    #[test]
+    fn a_new_context_has_seen_no_rebalance_and_waits_for_no_assignment() {
+        let context = StageContext::new("collector", Metrics::new());
+        assert_eq!(context.generation(), 0);
+        assert_eq!(context.unassigned_for(), None);
     }
 }
