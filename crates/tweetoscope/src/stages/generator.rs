@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::Producer;
 use tweetoscope_replay::news::{parse_index, NewsDataset};
 use tweetoscope_replay::synthetic::{SyntheticCascades, SyntheticConfig};
 use tweetoscope_replay::{source_name, CascadeEvents, Replay, ReplayConfig, ReplayEvent};
@@ -156,17 +155,7 @@ async fn commit_progress(
         serde_json::to_vec(&progress)?,
     )
     .on_partition(0);
-    let delivery = sink.enqueue(record).await;
-    let producer = sink.producer().clone();
-    tokio::task::block_in_place(|| -> anyhow::Result<()> {
-        producer.commit_transaction(Duration::from_secs(60))?;
-        if !last {
-            producer.begin_transaction()?;
-        }
-        Ok(())
-    })?;
-    delivery.await;
-    Ok(())
+    sink.commit_transaction_with(record, !last).await
 }
 
 /// Replays everything, then returns; stops early on shutdown. With transactions, the tweets are
@@ -215,7 +204,7 @@ pub async fn run_paced(
         0
     };
     if transactional {
-        sink.producer().begin_transaction()?;
+        sink.begin_transaction()?;
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ReplayEvent>(8_192);
     let producer_thread = std::thread::Builder::new()

@@ -1,0 +1,300 @@
+//! How to reach Kafka: the settings, the producers and consumers built from them, and blocking
+//! reads of a partition.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::context::StageContext;
+use crate::metrics::Metrics;
+
+/// A record read back as (key, payload); `None` payload: a tombstone.
+pub type RawRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The offsets `[start, high)` to read of a partition holding `[low, end)`, asked for `[from, to)`
+/// (`None`: from its beginning, to its end); empty when `high <= start`.
+fn clamp_range(low: i64, end: i64, from: Option<i64>, to: Option<i64>) -> (i64, i64) {
+    let high = to.map_or(end, |t| t.min(end));
+    let start = from.map_or(low, |f| f.max(low));
+    (start, high)
+}
+
+/// How to reach Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group id prefix.
+    pub group_prefix: String,
+    /// Consumer session timeout.
+    pub session_timeout_ms: u32,
+    /// Commit outputs and offsets in Kafka transactions (exactly-once); false: at-least-once.
+    pub transactions: bool,
+    /// Time between two commits of a processing loop.
+    pub commit_interval: Duration,
+}
+
+impl KafkaSettings {
+    /// The settings the common options give, for `brokers`.
+    pub fn from_common(common: &crate::config::CommonArgs, brokers: String) -> Self {
+        Self {
+            brokers,
+            group_prefix: common.group_prefix.clone(),
+            session_timeout_ms: common.session_timeout_ms,
+            transactions: !common.no_transactions,
+            commit_interval: Duration::from_millis(common.commit_interval_ms),
+        }
+    }
+
+    /// Base client configuration.
+    pub(super) fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+
+    /// A producer tuned for throughput with per-partition order kept: idempotent, batched, lz4.
+    pub fn producer(&self) -> anyhow::Result<FutureProducer> {
+        self.base()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "300000")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
+    }
+
+    /// `read_committed` with transactions (outputs become visible at commit), else
+    /// `read_uncommitted`.
+    fn isolation_level(&self) -> &'static str {
+        if self.transactions {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        }
+    }
+
+    /// A producer for a stage's processing loop: transactional (initialised) when transactions
+    /// are on, with a transactional id unique to this process.
+    pub async fn stage_producer(&self, stage: &str) -> anyhow::Result<FutureProducer> {
+        if !self.transactions {
+            return self.producer();
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let id = format!(
+            "{}-{stage}-{}-{nanos}",
+            self.group_prefix,
+            std::process::id()
+        );
+        let producer: FutureProducer = self
+            .base()
+            .set("enable.idempotence", "true")
+            .set("transactional.id", &id)
+            // A crashed replica's open transaction holds back read_committed readers (and the
+            // committed offsets of its partitions) until this timeout aborts it.
+            .set("transaction.timeout.ms", "10000")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .with_context(|| {
+                format!(
+                    "cannot create a transactional producer for {}",
+                    self.brokers
+                )
+            })?;
+        let init = producer.clone();
+        tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(60)))
+            .await?
+            .with_context(|| format!("cannot initialise Kafka transactions on {}", self.brokers))?;
+        Ok(producer)
+    }
+
+    /// A consumer in the group `<prefix>-<stage>`, committing manually, reading from the
+    /// beginning when the group has no offset yet, seeing only committed transactions.
+    pub fn consumer(
+        &self,
+        stage: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<StreamConsumer<StageContext>> {
+        self.consumer_in_group(&format!("{}-{stage}", self.group_prefix), stage, metrics)
+    }
+
+    /// Like [`KafkaSettings::consumer`], in the group `group`.
+    pub fn consumer_in_group(
+        &self,
+        group: &str,
+        stage: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<StreamConsumer<StageContext>> {
+        self.base()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            // Recovery reads (committed offsets held back by an aborted transaction, changelog
+            // reloads) may block the loop for tens of seconds: leave room before eviction.
+            .set("max.poll.interval.ms", "120000")
+            .set("statistics.interval.ms", "1000")
+            .set("isolation.level", self.isolation_level())
+            // Eager assignors: after a rebalance every assigned partition is fetched from its
+            // committed offset, which the processing loop relies on.
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .create_with_context(StageContext::new(stage, metrics))
+            .with_context(|| format!("cannot create a Kafka consumer for {}", self.brokers))
+    }
+
+    /// A consumer outside any group that reads every partition of `topic` from the beginning
+    /// (for broadcast topics such as `models`).
+    pub fn broadcast_consumer(&self, topic: &str) -> anyhow::Result<StreamConsumer> {
+        let consumer: StreamConsumer = self
+            .base()
+            .set(
+                "group.id",
+                format!("{}-broadcast-{}", self.group_prefix, std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", self.isolation_level())
+            .create()
+            .context("cannot create a broadcast consumer")?;
+        // The topic may not exist yet when this stage starts before the topic job: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut tpl = TopicPartitionList::new();
+        loop {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                }
+            }
+            if tpl.count() > 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!("topic {topic} still has no partition after 120 s: create it (see k8s/base topic job) or let a stage create it"));
+            }
+            tracing::info!(topic, "waiting for the topic to exist");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        consumer.assign(&tpl)?;
+        Ok(consumer)
+    }
+
+    /// Every committed record of one partition, from its beginning to its current end, as
+    /// (key, payload) pairs in order. Blocking: call from a worker thread.
+    pub fn read_partition(&self, topic: &str, partition: i32) -> anyhow::Result<Vec<RawRecord>> {
+        self.read_partition_range(topic, partition, None, None)
+    }
+
+    /// The committed records of one partition with offsets in `[from, to)` (`None`: from the
+    /// beginning, to the current end). Blocking: call from a worker thread.
+    pub fn read_partition_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> anyhow::Result<Vec<RawRecord>> {
+        let consumer: BaseConsumer = self
+            .base()
+            .set(
+                "group.id",
+                format!("{}-reader-{}", self.group_prefix, std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", self.isolation_level())
+            .create()
+            .context("cannot create a reader")?;
+        let (low, end) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
+        let (start, high) = clamp_range(low, end, from, to);
+        let mut records = Vec::new();
+        if high <= start {
+            return Ok(records);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message?;
+                if message.offset() >= high {
+                    break;
+                }
+                records.push((
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec),
+                ));
+                if message.offset() + 1 >= high {
+                    break;
+                }
+            }
+            // Transaction markers take offsets too: the position says when the end is reached.
+            let position = consumer.position()?;
+            if let Some(Offset::Offset(p)) = position
+                .find_partition(topic, partition)
+                .map(|e| e.offset())
+            {
+                if p >= high {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!(
+                    "reading {topic}/{partition} to its end took more than 120 s"
+                ));
+            }
+        }
+        Ok(records)
+    }
+
+    /// Partition count of `topic`.
+    pub fn partitions_of(&self, producer: &FutureProducer, topic: &str) -> anyhow::Result<i32> {
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+        let n = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if n == 0 {
+            return Err(anyhow!("topic {topic} has no partition (does it exist?)"));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_range_is_clamped_to_what_the_partition_holds() {
+        assert_eq!(clamp_range(5, 20, None, None), (5, 20));
+        assert_eq!(clamp_range(5, 20, Some(8), Some(12)), (8, 12));
+        assert_eq!(
+            clamp_range(5, 20, Some(0), Some(99)),
+            (5, 20),
+            "offsets before the low watermark are gone, none after the end exist yet"
+        );
+        let (start, high) = clamp_range(5, 20, Some(30), None);
+        assert!(high <= start, "nothing to read past the end");
+        let (start, high) = clamp_range(5, 20, None, Some(3));
+        assert!(high <= start, "nothing to read before the beginning");
+    }
+}

@@ -1,0 +1,171 @@
+//! The consumer context of the processing loops: consumer lag from librdkafka's statistics,
+//! rebalances counted (the loop's generation) and timed, consumer-group state logged.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::{Partition, Statistics};
+use rdkafka::ClientContext;
+
+use crate::metrics::Metrics;
+
+/// Consumer context that turns librdkafka statistics into the consumer-lag metric and counts
+/// rebalances.
+pub struct StageContext {
+    stage: &'static str,
+    metrics: Arc<Metrics>,
+    generation: Arc<AtomicU64>,
+    /// When the partitions were last revoked, until the next assignment (empty or not).
+    revoked_at: std::sync::Mutex<Option<Instant>>,
+    /// librdkafka's consumer-group state and join state, as last reported in its statistics.
+    group_state: std::sync::Mutex<(String, String)>,
+}
+
+impl StageContext {
+    /// A context for the consumer of `stage`, before any rebalance.
+    pub(super) fn new(stage: &'static str, metrics: Arc<Metrics>) -> Self {
+        StageContext {
+            stage,
+            metrics,
+            generation: Arc::new(AtomicU64::new(0)),
+            revoked_at: std::sync::Mutex::new(None),
+            group_state: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    /// How many rebalances the consumer has seen: the processing loop abandons its uncommitted
+    /// work when this changes.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// How long the consumer has been waiting for an assignment since its partitions were
+    /// revoked (None: it has one, possibly empty).
+    pub(super) fn unassigned_for(&self) -> Option<Duration> {
+        self.revoked_at
+            .lock()
+            .expect("rebalance clock")
+            .map(|at| at.elapsed())
+    }
+}
+
+impl ClientContext for StageContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(group) = &statistics.cgrp {
+            // Changes of the group membership as librdkafka sees it: after an outage, these
+            // lines tell whether and when the consumer rejoined.
+            let mut last = self.group_state.lock().expect("group state");
+            if last.0 != group.state || last.1 != group.join_state {
+                *last = (group.state.clone(), group.join_state.clone());
+                tracing::info!(
+                    stage = self.stage,
+                    state = %group.state,
+                    join_state = %group.join_state,
+                    assigned = group.assignment_size,
+                    last_rebalance = %group.rebalance_reason,
+                    "consumer group state"
+                );
+            }
+        }
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                if let (true, Some(lag)) = (*id >= 0, partition_lag(p)) {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[self.stage, topic, &id.to_string()])
+                        .set(lag);
+                }
+            }
+        }
+    }
+}
+
+/// The consumer lag of a partition from its statistics, if known. With transactions, offsets are
+/// committed by the producer and librdkafka's `consumer_lag` stays -1: fall back to the stored
+/// offset or the position.
+fn partition_lag(p: &Partition) -> Option<i64> {
+    [
+        p.consumer_lag,
+        p.consumer_lag_stored,
+        if p.app_offset >= 0 && p.ls_offset >= 0 {
+            (p.ls_offset - p.app_offset).max(0)
+        } else {
+            -1
+        },
+    ]
+    .into_iter()
+    .find(|&l| l >= 0)
+}
+
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(stage = self.stage, ?rebalance, "partitions rebalanced");
+        let mut revoked_at = self.revoked_at.lock().expect("rebalance clock");
+        match rebalance {
+            Rebalance::Revoke(_) => {
+                revoked_at.get_or_insert_with(Instant::now);
+            }
+            Rebalance::Assign(_) => *revoked_at = None,
+            Rebalance::Error(_) => {}
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partition statistics as librdkafka reports them when nothing is known (-1 everywhere).
+    fn unknown() -> Partition {
+        Partition {
+            consumer_lag: -1,
+            consumer_lag_stored: -1,
+            app_offset: -1,
+            ls_offset: -1,
+            ..Partition::default()
+        }
+    }
+
+    /// Nothing known but the position and the last stable offset.
+    fn at(app_offset: i64, ls_offset: i64) -> Partition {
+        Partition {
+            app_offset,
+            ls_offset,
+            ..unknown()
+        }
+    }
+
+    #[test]
+    fn the_lag_falls_back_from_librdkafkas_to_the_stored_one_to_the_position() {
+        assert_eq!(partition_lag(&unknown()), None);
+        let position = at(70, 100);
+        assert_eq!(partition_lag(&position), Some(30));
+        let stored = Partition {
+            consumer_lag_stored: 12,
+            ..position.clone()
+        };
+        assert_eq!(partition_lag(&stored), Some(12));
+        let reported = Partition {
+            consumer_lag: 4,
+            ..stored
+        };
+        assert_eq!(partition_lag(&reported), Some(4));
+    }
+
+    #[test]
+    fn a_position_past_the_stable_offset_is_no_lag_and_half_a_position_is_unknown() {
+        assert_eq!(partition_lag(&at(105, 100)), Some(0));
+        assert_eq!(partition_lag(&at(-1, 100)), None);
+        assert_eq!(partition_lag(&at(70, -1)), None);
+    }
+
+    #[test]
+    fn a_new_context_has_seen_no_rebalance_and_waits_for_no_assignment() {
+        let context = StageContext::new("collector", Metrics::new());
+        assert_eq!(context.generation(), 0);
+        assert_eq!(context.unassigned_for(), None);
+    }
+}

@@ -1,0 +1,680 @@
+//! The processing loop: reads a topic, hands each message to a stage's [`Handler`], writes what
+//! it returns through a [`Sink`], dead-letters malformed input, and commits (exactly once with
+//! transactions; see the module [`super`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tweetoscope_messages::Malformed;
+
+use super::context::StageContext;
+use super::sink::{commit_transaction, dead_letter, Outgoing, Sink, TRANSACTION_CALL_TIMEOUT};
+use crate::liveness::LoopBeat;
+use crate::metrics::Metrics;
+
+/// A boxed future of the records a message causes.
+pub type Later = Pin<Box<dyn Future<Output = Vec<Outgoing>> + Send>>;
+
+/// What a stage made of one message.
+pub enum Handled {
+    /// These records, now.
+    Now(Vec<Outgoing>),
+    /// These records, once the work (e.g. a fit on a worker thread) is done.
+    Later(Later),
+    /// The message is malformed: it goes to the dead-letter topic.
+    Malformed(Malformed),
+}
+
+/// Largest payload a stage accepts; larger ones are dead-lettered unparsed.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// Settings of one processing loop.
+pub struct LoopSettings {
+    /// Stage name (metrics label, logs).
+    pub stage: &'static str,
+    /// Most messages in flight (handled, outputs not yet delivered).
+    pub max_in_flight: usize,
+    /// How often offsets (and, with transactions, outputs) are committed.
+    pub commit_interval: Duration,
+    /// Whether the sink's producer is transactional.
+    pub transactional: bool,
+}
+
+impl LoopSettings {
+    /// Defaults for `stage`.
+    pub fn new(stage: &'static str) -> Self {
+        Self {
+            stage,
+            max_in_flight: 1_000,
+            commit_interval: Duration::from_millis(500),
+            transactional: false,
+        }
+    }
+}
+
+/// What a stage does with its input, and how it recovers.
+pub trait Handler: Send {
+    /// Handles one message.
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled;
+
+    /// The offset to commit for a partition whose messages before `processed` are all handled,
+    /// and the commit metadata. Default: `processed`, no metadata. A stage with state returns the
+    /// oldest offset its state still needs and records `processed` in the metadata.
+    fn checkpoint(&self, _topic: &str, _partition: i32, processed: i64) -> (i64, String) {
+        (processed, String::new())
+    }
+
+    /// Called before the first message of a partition newly assigned to this process, with the
+    /// committed offset and metadata (None: nothing committed yet).
+    fn resume(
+        &mut self,
+        _topic: &str,
+        _partition: i32,
+        _committed: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The partition is no longer this process's (or its uncommitted work was abandoned): drop
+    /// the state built from it.
+    fn revoke(&mut self, _topic: &str, _partition: i32) {}
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&BorrowedMessage<'_>) -> Handled + Send,
+{
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled {
+        self(message)
+    }
+}
+
+/// A stateless handler from a closure (pins down the closure's signature for type inference).
+pub fn handler<F>(f: F) -> F
+where
+    F: FnMut(&BorrowedMessage<'_>) -> Handled + Send,
+{
+    f
+}
+
+/// Commit metadata written by stages that replay: `processed=<offset>` plus their own fields.
+pub fn processed_mark(metadata: &str) -> Option<i64> {
+    metadata
+        .split(';')
+        .find_map(|field| field.strip_prefix("processed="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Longest wait for an assignment after a revocation before the processing loop gives up on its
+/// consumer: a rebalance waits at most `max.poll.interval.ms` (120 s) for slow members, so a
+/// longer wait means this consumer has not rejoined its group (seen after broker outages). The
+/// loop then fails and its supervisor rebuilds the stage with new clients.
+const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
+
+/// A handled message: where it was read, and whether every output it caused reached Kafka.
+struct Done {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    delivered: bool,
+}
+
+/// The work of a processing loop not committed yet.
+#[derive(Default)]
+struct Uncommitted {
+    /// Handled messages whose outputs are not all delivered yet, in reading order.
+    in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>,
+    /// Per partition, the offset after the last message whose outputs are all delivered.
+    next_offsets: HashMap<(String, i32), i64>,
+    /// Partitions whose handler state was resumed.
+    known: std::collections::HashSet<(String, i32)>,
+    /// Whether a message finished since the last commit.
+    dirty: bool,
+}
+
+impl Uncommitted {
+    /// Records a finished message; false if one of its outputs was not delivered.
+    fn finish(&mut self, done: Done) -> bool {
+        if done.delivered {
+            self.next_offsets
+                .insert((done.topic, done.partition), done.offset + 1);
+            self.dirty = true;
+        }
+        done.delivered
+    }
+
+    /// Waits for every message in flight; false as soon as one had an output not delivered.
+    async fn drain(&mut self) -> bool {
+        while let Some(done) = self.in_flight.next().await {
+            if !self.finish(done) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Reads `consumer` until `shutdown` turns true; each message goes to `handler`, its outputs to
+/// `sink`. Every `commit_interval`, reading pauses until the outputs of every handled message are
+/// delivered, then the offsets after them are committed: with transactions on, atomically with
+/// those outputs (so a transaction never holds the outputs of a message whose offset it does not
+/// commit), otherwise after them. The handler's checkpoint is thus always taken in a state that
+/// matches the committed offsets. A rebalance, an output not delivered or a failed commit
+/// abandons the uncommitted work: the transaction is aborted, the handler drops its state, and
+/// reading resumes from the committed offsets. On shutdown, in-flight work is finished (for at
+/// most 30 s), committed, and the consumer leaves its group.
+pub async fn process<H: Handler>(
+    settings: LoopSettings,
+    consumer: StreamConsumer<StageContext>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    handler: H,
+) -> anyhow::Result<()> {
+    let beat = metrics.liveness.register(settings.stage);
+    let result = run_loop(settings, &consumer, sink, metrics, shutdown, handler, &beat).await;
+    beat.beat("leaving the consumer group");
+    close_consumer(consumer).await;
+    beat.stopped();
+    result
+}
+
+/// The body of [`process`], which closes the consumer however this ends.
+async fn run_loop<H: Handler>(
+    settings: LoopSettings,
+    consumer: &StreamConsumer<StageContext>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+    mut handler: H,
+    beat: &LoopBeat,
+) -> anyhow::Result<()> {
+    let stage = settings.stage;
+    let transactional = settings.transactional;
+    let producer = sink.producer().clone();
+    if transactional {
+        producer.begin_transaction()?;
+    }
+    let mut work = Uncommitted::default();
+    let mut generation = consumer.context().generation();
+    let mut commit_tick = tokio::time::interval(settings.commit_interval);
+    let processing = metrics.processing_seconds.with_label_values(&[stage]);
+    // Labelled counters exist from the start, so rate() and increase() see their first step.
+    if let Ok(subscription) = consumer.subscription() {
+        for e in subscription.elements() {
+            metrics.malformed.with_label_values(&[stage, e.topic()]);
+        }
+    }
+    loop {
+        beat.beat("waiting for messages");
+        if *shutdown.borrow() {
+            break;
+        }
+        let current = consumer.context().generation();
+        if current != generation {
+            generation = current;
+            // Whatever was not committed is redone from the committed offsets, by whichever
+            // process now owns each partition (an eager rebalance restarts fetching there).
+            restart(
+                consumer,
+                &producer,
+                transactional,
+                false,
+                &mut handler,
+                &mut work,
+                beat,
+            )?;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {}
+            Some(done) = work.in_flight.next(), if !work.in_flight.is_empty() => {
+                if !work.finish(done) {
+                    tracing::warn!(stage, "an output was not delivered: uncommitted work is redone");
+                    restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
+                }
+            }
+            _ = commit_tick.tick() => {
+                if let Some(waited) = consumer.context().unassigned_for() {
+                    if waited > REJOIN_DEADLINE {
+                        return Err(anyhow!(
+                            "no partition assignment {} s after the last revocation: the consumer has not rejoined its group",
+                            waited.as_secs()
+                        ));
+                    }
+                }
+                if work.dirty || !work.in_flight.is_empty() {
+                    // Everything handled so far is committed together: wait for its outputs.
+                    beat.beat("waiting for the outputs in flight");
+                    let failure = if work.drain().await {
+                        commit(consumer, &producer, transactional, &handler, &work.next_offsets, false, beat).err()
+                    } else {
+                        Some(anyhow!("an output was not delivered"))
+                    };
+                    work.dirty = false;
+                    if let Some(e) = failure {
+                        tracing::warn!(stage, error = %format!("{e:#}"), "commit failed: uncommitted work is redone");
+                        restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
+                    }
+                }
+            }
+            received = consumer.recv(), if work.in_flight.len() < settings.max_in_flight => {
+                let message = match received {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(stage, error = %e, "Kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let current = consumer.context().generation();
+                if current != generation {
+                    // The rebalance was served by the poll that returned this message, which
+                    // comes from the new assignment: reset, then handle it.
+                    generation = current;
+                    restart(consumer, &producer, transactional, false, &mut handler, &mut work, beat)?;
+                }
+                let started = Instant::now();
+                let topic = message.topic().to_owned();
+                let key = (topic.clone(), message.partition());
+                if !work.known.contains(&key) {
+                    beat.beat("reading a committed offset");
+                    let committed = committed_position(consumer, &topic, message.partition())?;
+                    beat.beat("restoring the state of a partition");
+                    tokio::task::block_in_place(|| {
+                        handler.resume(&topic, message.partition(), committed.as_ref().map(|(o, m)| (*o, m.as_str())))
+                    })?;
+                    work.known.insert(key);
+                }
+                metrics.consumed.with_label_values(&[stage, &topic]).inc();
+                let position = (topic.clone(), message.partition(), message.offset());
+                let too_big = message.payload().map_or(0, <[u8]>::len) > MAX_PAYLOAD_BYTES;
+                let handled = if too_big {
+                    Handled::Malformed(Malformed::new(format!(
+                        "payload larger than {MAX_PAYLOAD_BYTES} bytes"
+                    )))
+                } else {
+                    handler.handle(&message)
+                };
+                let letter = match &handled {
+                    Handled::Malformed(reason) => {
+                        metrics.malformed.with_label_values(&[stage, &topic]).inc();
+                        tracing::warn!(
+                            stage,
+                            topic = %topic,
+                            partition = position.1,
+                            offset = position.2,
+                            reason = %reason.reason,
+                            "malformed message sent to the dead-letter topic"
+                        );
+                        Some(dead_letter(stage, &message, reason))
+                    }
+                    _ => None,
+                };
+                drop(message);
+                let sink = sink.clone();
+                let histogram = processing.clone();
+                let (topic, partition, offset) = position;
+                let future: Pin<Box<dyn Future<Output = Done> + Send>> = match handled {
+                    Handled::Now(records) => {
+                        let mut pending = Vec::with_capacity(records.len());
+                        for r in records {
+                            pending.push(sink.enqueue(r).await);
+                        }
+                        Box::pin(async move {
+                            let mut delivered = true;
+                            for p in pending {
+                                delivered &= p.await;
+                            }
+                            histogram.observe(started.elapsed().as_secs_f64());
+                            Done { topic, partition, offset, delivered }
+                        })
+                    }
+                    Handled::Later(later) => Box::pin(async move {
+                        let records = later.await;
+                        let delivered = sink.send_all(records).await;
+                        histogram.observe(started.elapsed().as_secs_f64());
+                        Done { topic, partition, offset, delivered }
+                    }),
+                    Handled::Malformed(_) => {
+                        let letter = letter.expect("built above");
+                        let pending = sink.enqueue(letter).await;
+                        Box::pin(async move {
+                            let delivered = pending.await;
+                            Done { topic, partition, offset, delivered }
+                        })
+                    }
+                };
+                work.in_flight.push_back(future);
+            }
+        }
+    }
+    // Finish what is in flight, then commit for good; if it cannot all be finished, commit nothing
+    // more: the uncommitted work is redone by the next owner of each partition.
+    beat.beat("finishing the work in flight before stopping");
+    let finished = match tokio::time::timeout(Duration::from_secs(30), work.drain()).await {
+        Ok(true) => commit(
+            consumer,
+            &producer,
+            transactional,
+            &handler,
+            &work.next_offsets,
+            true,
+            beat,
+        ),
+        Ok(false) => Err(anyhow!("an output was not delivered")),
+        Err(_) => Err(anyhow!("in-flight work not finished within 30 s")),
+    };
+    if let Err(e) = finished {
+        tracing::warn!(stage, error = %format!("{e:#}"), "final commit not made: the uncommitted work will be redone");
+        if transactional {
+            let _ = tokio::task::block_in_place(|| {
+                producer.abort_transaction(TRANSACTION_CALL_TIMEOUT)
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The committed offset and metadata of one partition, if any.
+fn committed_position(
+    consumer: &StreamConsumer<StageContext>,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<Option<(i64, String)>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let committed =
+        tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(10)))
+            .with_context(|| format!("cannot read the committed offset of {topic}/{partition}"))?;
+    Ok(committed
+        .find_partition(topic, partition)
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some((o, e.metadata().to_owned())),
+            _ => None,
+        }))
+}
+
+/// Abandons the uncommitted work: aborts the transaction, drops the handler's state and, with
+/// `rewind`, moves every assigned partition back to its committed offset (after a rebalance the
+/// consumer already fetches from there).
+fn restart<H: Handler>(
+    consumer: &StreamConsumer<StageContext>,
+    producer: &FutureProducer,
+    transactional: bool,
+    rewind: bool,
+    handler: &mut H,
+    work: &mut Uncommitted,
+    beat: &LoopBeat,
+) -> anyhow::Result<()> {
+    let known = std::mem::take(&mut work.known);
+    *work = Uncommitted::default();
+    for (topic, partition) in known {
+        handler.revoke(&topic, partition);
+    }
+    if transactional {
+        // Logged on both sides: a call that blocks shows as a first line without its second.
+        tracing::info!("abandoning the uncommitted work: aborting the transaction");
+        beat.beat("aborting the transaction");
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            producer
+                .abort_transaction(TRANSACTION_CALL_TIMEOUT)
+                .context("cannot abort the Kafka transaction")?;
+            producer.begin_transaction()?;
+            Ok(())
+        })?;
+        tracing::info!("transaction aborted; reading again from the committed offsets");
+    }
+    if !rewind {
+        return Ok(());
+    }
+    beat.beat("rewinding to the committed offsets");
+    let assignment = consumer.assignment()?;
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic().to_owned(), element.partition());
+        let target = committed_position(consumer, &topic, partition)?
+            .map_or(Offset::Beginning, |(o, _)| Offset::Offset(o));
+        consumer
+            .seek(&topic, partition, target, Duration::from_secs(10))
+            .with_context(|| {
+                format!("cannot rewind {topic}/{partition} to its committed offset")
+            })?;
+    }
+    Ok(())
+}
+
+/// Commits the handled prefix of every partition: with the outputs in a transaction, or alone.
+fn commit<H: Handler>(
+    consumer: &StreamConsumer<StageContext>,
+    producer: &FutureProducer,
+    transactional: bool,
+    handler: &H,
+    offsets: &HashMap<(String, i32), i64>,
+    last: bool,
+    beat: &LoopBeat,
+) -> anyhow::Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), processed) in offsets {
+        let (offset, metadata) = handler.checkpoint(topic, *partition, *processed);
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
+        if let Some(mut e) = tpl.find_partition(topic, *partition) {
+            e.set_metadata(metadata);
+        }
+    }
+    beat.beat("committing");
+    if !transactional {
+        if tpl.count() > 0 {
+            consumer.commit(
+                &tpl,
+                if last {
+                    CommitMode::Sync
+                } else {
+                    CommitMode::Async
+                },
+            )?;
+        }
+        return Ok(());
+    }
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        if tpl.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow!("no consumer group metadata yet"))?;
+            producer.send_offsets_to_transaction(&tpl, &group, TRANSACTION_CALL_TIMEOUT)?;
+        }
+        beat.beat("committing the transaction");
+        commit_transaction(producer, !last)
+    })
+}
+
+/// Leaves the group and drops the consumer on a worker thread, giving up after 10 s (librdkafka can
+/// hang on close when the broker is gone).
+pub async fn close_consumer<C: ConsumerContext + 'static>(consumer: StreamConsumer<C>) {
+    let closing = tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+    });
+    if tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("Kafka consumer did not close within 10 s");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use futures_util::FutureExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    #[test]
+    fn the_processed_mark_is_read_from_the_metadata_the_stages_write() {
+        assert_eq!(processed_mark("processed=42"), Some(42));
+        // The collector's form: the mark, then the source clocks as JSON.
+        let clocks = BTreeMap::from([("source-0".to_owned(), 12.5), ("a;b".to_owned(), 3.0)]);
+        let collector = format!(
+            "processed=1234;clocks={}",
+            serde_json::to_string(&clocks).expect("serializable")
+        );
+        assert_eq!(processed_mark(&collector), Some(1234));
+        // The learner's form: the mark, then a total per window.
+        let learner = crate::stages::learner::learner_metadata(7, &[(600, 12), (1200, 30)]);
+        assert_eq!(processed_mark(&learner), Some(7));
+        // Wherever it is among the fields; the first one counts.
+        assert_eq!(processed_mark("x=1;processed=5;processed=9"), Some(5));
+    }
+
+    #[test]
+    fn metadata_without_a_valid_mark_has_none() {
+        for metadata in [
+            "",
+            "processed=",
+            "processed=abc",
+            "processed=12x",
+            "processed 12",
+            "unprocessed=12",
+            "clocks={}",
+        ] {
+            assert_eq!(processed_mark(metadata), None, "{metadata:?}");
+        }
+    }
+
+    #[test]
+    fn loop_settings_defaults() {
+        let s = LoopSettings::new("collector");
+        assert_eq!(s.stage, "collector");
+        assert_eq!(s.max_in_flight, 1_000);
+        assert_eq!(s.commit_interval, Duration::from_millis(500));
+        assert!(!s.transactional);
+    }
+
+    fn done(partition: i32, offset: i64, delivered: bool) -> Done {
+        Done {
+            topic: "tweets".into(),
+            partition,
+            offset,
+            delivered,
+        }
+    }
+
+    /// Puts a message in flight that finishes when its sender says whether it was delivered.
+    fn in_flight(work: &mut Uncommitted, partition: i32, offset: i64) -> oneshot::Sender<bool> {
+        let (tx, rx) = oneshot::channel();
+        work.in_flight.push_back(Box::pin(async move {
+            done(partition, offset, rx.await.expect("sent"))
+        }));
+        tx
+    }
+
+    /// Records the messages whose turn has come (those read before them all finished).
+    fn finish_ready(work: &mut Uncommitted) -> bool {
+        while let Some(Some(d)) = work.in_flight.next().now_or_never() {
+            if !work.finish(d) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn committable(work: &Uncommitted, partition: i32) -> Option<i64> {
+        work.next_offsets
+            .get(&("tweets".to_owned(), partition))
+            .copied()
+    }
+
+    #[test]
+    fn a_delivered_message_moves_its_partition_past_it() {
+        let mut work = Uncommitted::default();
+        assert!(!work.dirty);
+        assert!(work.finish(done(0, 10, true)));
+        assert_eq!(committable(&work, 0), Some(11));
+        assert!(work.dirty);
+        assert!(work.finish(done(1, 3, true)));
+        assert_eq!(
+            (committable(&work, 0), committable(&work, 1)),
+            (Some(11), Some(4)),
+            "partitions are tracked apart"
+        );
+    }
+
+    #[test]
+    fn an_undelivered_message_is_not_committable() {
+        let mut work = Uncommitted::default();
+        assert!(work.finish(done(0, 10, true)));
+        work.dirty = false;
+        assert!(!work.finish(done(0, 11, false)));
+        assert_eq!(committable(&work, 0), Some(11), "offset 11 is redone");
+        assert!(!work.dirty);
+    }
+
+    #[test]
+    fn outputs_finishing_out_of_order_commit_only_the_handled_prefix() {
+        let mut work = Uncommitted::default();
+        let first = in_flight(&mut work, 0, 10);
+        let second = in_flight(&mut work, 0, 11);
+        let third = in_flight(&mut work, 0, 12);
+        // The last message's outputs are delivered first: nothing before it is, so nothing moves.
+        third.send(true).expect("in flight");
+        assert!(finish_ready(&mut work));
+        assert_eq!(committable(&work, 0), None);
+        assert_eq!(work.in_flight.len(), 3);
+        first.send(true).expect("in flight");
+        assert!(finish_ready(&mut work));
+        assert_eq!(
+            committable(&work, 0),
+            Some(11),
+            "12 is done but 11 is in flight"
+        );
+        second.send(true).expect("in flight");
+        assert!(finish_ready(&mut work));
+        assert_eq!(committable(&work, 0), Some(13));
+        assert!(work.in_flight.is_empty());
+    }
+
+    #[test]
+    fn draining_stops_at_the_first_undelivered_message() {
+        let mut work = Uncommitted::default();
+        let senders = [
+            (in_flight(&mut work, 0, 10), true),
+            (in_flight(&mut work, 0, 11), false),
+            (in_flight(&mut work, 0, 12), true),
+        ];
+        for (tx, delivered) in senders.into_iter().rev() {
+            tx.send(delivered).expect("in flight");
+        }
+        assert!(!work.drain().now_or_never().expect("all finished"));
+        assert_eq!(committable(&work, 0), Some(11), "nothing past the failure");
+    }
+
+    #[test]
+    fn draining_waits_for_everything_in_flight() {
+        let mut work = Uncommitted::default();
+        let first = in_flight(&mut work, 0, 10);
+        let other = in_flight(&mut work, 1, 0);
+        other.send(true).expect("in flight");
+        assert!(
+            work.drain().now_or_never().is_none(),
+            "offset 10 is still in flight"
+        );
+        first.send(true).expect("in flight");
+        assert!(work.drain().now_or_never().expect("all finished"));
+        assert_eq!(
+            (committable(&work, 0), committable(&work, 1)),
+            (Some(11), Some(1))
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! What the stages write: records, the sink that produces them, dead letters and headers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tweetoscope_messages::{topics, Malformed};
+
+use crate::metrics::Metrics;
+
+/// A record a stage wants written.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Option<String>,
+    /// Explicit partition (else the key decides).
+    pub partition: Option<i32>,
+    /// Payload (`None`: a tombstone, deleting the key from a compacted topic).
+    pub payload: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Outgoing {
+    /// A record with a key.
+    pub fn keyed(topic: &str, key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key.into()),
+            partition: None,
+            payload: Some(payload),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A tombstone for `key`.
+    pub fn tombstone(topic: &str, key: impl Into<String>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key.into()),
+            partition: None,
+            payload: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A record without key.
+    pub fn unkeyed(topic: &str, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: None,
+            partition: None,
+            payload: Some(payload),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same record with one more header.
+    pub fn with_header(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.headers.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// The same record on an explicit partition.
+    pub fn on_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Writes records, retrying while the local queue is full, and counts them.
+#[derive(Clone)]
+pub struct Sink {
+    producer: FutureProducer,
+    metrics: Arc<Metrics>,
+    stage: &'static str,
+}
+
+impl Sink {
+    /// A sink for `stage`.
+    pub fn new(producer: FutureProducer, metrics: Arc<Metrics>, stage: &'static str) -> Self {
+        Self {
+            producer,
+            metrics,
+            stage,
+        }
+    }
+
+    /// The producer.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Enqueues `record` now; the returned future resolves when Kafka has it (true) or gave up.
+    pub async fn enqueue(&self, record: Outgoing) -> impl Future<Output = bool> + Send + 'static {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let delivery = loop {
+            let mut r = FutureRecord::<String, Vec<u8>>::to(&record.topic).headers(headers.clone());
+            if let Some(p) = &record.payload {
+                r = r.payload(p);
+            }
+            if let Some(k) = &record.key {
+                r = r.key(k);
+            }
+            if let Some(p) = record.partition {
+                r = r.partition(p);
+            }
+            match self.producer.send_result(r) {
+                Ok(delivery) => break Some(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    tracing::error!(stage = self.stage, topic = %record.topic, error = %e, "cannot produce");
+                    break None;
+                }
+            }
+        };
+        let metrics = self.metrics.clone();
+        let stage = self.stage;
+        let topic = record.topic;
+        async move {
+            let ok = match delivery {
+                Some(d) => match d.await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err((e, _))) => {
+                        tracing::error!(stage, topic = %topic, error = %e, "delivery failed");
+                        false
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if ok {
+                metrics.produced.with_label_values(&[stage, &topic]).inc();
+                // Create the failure series at 0 so its first increment shows in rate().
+                metrics.produce_failures.with_label_values(&[stage, &topic]);
+            } else {
+                metrics
+                    .produce_failures
+                    .with_label_values(&[stage, &topic])
+                    .inc();
+            }
+            ok
+        }
+    }
+
+    /// Enqueues every record in order, then waits for all deliveries.
+    pub async fn send_all(&self, records: Vec<Outgoing>) -> bool {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            pending.push(self.enqueue(r).await);
+        }
+        let mut ok = true;
+        for p in pending {
+            ok &= p.await;
+        }
+        ok
+    }
+}
+
+/// Longest wait of a transactional call (send offsets, commit, abort): a little more than the
+/// transaction timeout (10 s), after which the coordinator aborts the transaction anyway.
+/// librdkafka recommends -1, documented as "the remaining transaction time", but for commit and
+/// abort -1 means no limit at all: with the broker frozen, a commit was seen blocking for as long
+/// as the broker did, and the loop with it. A call that times out leaves the transaction in
+/// progress, so the next abort fails too and the loop returns an error: its supervisor rebuilds
+/// the stage with new clients.
+pub(super) const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Commits `producer`'s open transaction, waiting at most [`TRANSACTION_CALL_TIMEOUT`], and with
+/// `begin_next` begins the next one. Blocking.
+pub(super) fn commit_transaction(
+    producer: &FutureProducer,
+    begin_next: bool,
+) -> anyhow::Result<()> {
+    producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)?;
+    if begin_next {
+        producer.begin_transaction()?;
+    }
+    Ok(())
+}
+
+impl Sink {
+    /// Begins a transaction; the sink's producer must be transactional
+    /// ([`super::KafkaSettings::stage_producer`] with transactions on).
+    pub fn begin_transaction(&self) -> anyhow::Result<()> {
+        self.producer.begin_transaction()?;
+        Ok(())
+    }
+
+    /// Enqueues `record`, commits the open transaction with it (waiting at most as long as the
+    /// processing loop's transactional calls), with `begin_next` begins the next transaction, then
+    /// waits for the record's delivery. For a producer's own progress records, such as the
+    /// generator's: what the transaction holds becomes visible together with them.
+    pub async fn commit_transaction_with(
+        &self,
+        record: Outgoing,
+        begin_next: bool,
+    ) -> anyhow::Result<()> {
+        let delivery = self.enqueue(record).await;
+        tokio::task::block_in_place(|| commit_transaction(&self.producer, begin_next))?;
+        delivery.await;
+        Ok(())
+    }
+}
+
+/// Header carrying the wall time (Unix milliseconds) when a cascade's window closed, from the
+/// collector's series through the estimator's parameters to the predictor's alert.
+pub const WINDOW_CLOSED_HEADER: &str = "tweetoscope-window-closed-ms";
+
+/// Wall time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The value of a text header of `message`.
+pub fn header_text<M: Message>(message: &M, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The dead-letter record for a malformed message: payload and key unchanged, the reason and the
+/// origin in headers.
+pub fn dead_letter<M: Message>(stage: &str, message: &M, reason: &Malformed) -> Outgoing {
+    Outgoing {
+        topic: topics::dead_letter(message.topic()),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        partition: None,
+        payload: Some(message.payload().unwrap_or_default().to_vec()),
+        headers: vec![
+            ("tweetoscope-error".into(), reason.reason.clone()),
+            ("tweetoscope-stage".into(), stage.into()),
+            (
+                "tweetoscope-origin".into(),
+                format!(
+                    "{}/{}/{}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                ),
+            ),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    use super::*;
+
+    /// A message as read from `tweets`/2 at offset 41.
+    fn message(
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> OwnedMessage {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        OwnedMessage::new(
+            payload.map(<[u8]>::to_vec),
+            key.map(|k| k.as_bytes().to_vec()),
+            "tweets".into(),
+            Timestamp::NotAvailable,
+            2,
+            41,
+            (!headers.is_empty()).then_some(owned),
+        )
+    }
+
+    #[test]
+    fn the_builders_set_key_payload_partition_and_headers() {
+        let keyed = Outgoing::keyed("series", "source-1", b"{}".to_vec());
+        assert_eq!(keyed.topic, "series");
+        assert_eq!(keyed.key.as_deref(), Some("source-1"));
+        assert_eq!(keyed.payload.as_deref(), Some(&b"{}"[..]));
+        assert_eq!((keyed.partition, keyed.headers.len()), (None, 0));
+
+        let tombstone = Outgoing::tombstone("models", "600");
+        assert_eq!(tombstone.key.as_deref(), Some("600"));
+        assert_eq!(tombstone.payload, None, "a tombstone has no payload");
+
+        let unkeyed = Outgoing::unkeyed("alerts", b"x".to_vec())
+            .with_header("a", "1")
+            .with_header("b", String::from("2"))
+            .on_partition(3);
+        assert_eq!(unkeyed.key, None);
+        assert_eq!(unkeyed.payload.as_deref(), Some(&b"x"[..]));
+        assert_eq!(unkeyed.partition, Some(3));
+        assert_eq!(
+            unkeyed.headers,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            "headers are kept in the order they were added"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_key_and_payload_and_names_reason_stage_and_origin() {
+        let m = message(Some("source-7"), Some(b"not json"), &[]);
+        let letter = dead_letter("collector", &m, &Malformed::new("expected a tweet"));
+        assert_eq!(letter.topic, topics::dead_letter("tweets"));
+        assert_eq!(letter.key.as_deref(), Some("source-7"));
+        assert_eq!(letter.payload.as_deref(), Some(&b"not json"[..]));
+        assert_eq!(letter.partition, None, "the key decides the partition");
+        assert_eq!(
+            letter.headers,
+            vec![
+                ("tweetoscope-error".into(), "expected a tweet".into()),
+                ("tweetoscope-stage".into(), "collector".into()),
+                ("tweetoscope-origin".into(), "tweets/2/41".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_of_a_tombstone_has_an_empty_payload_and_no_key() {
+        let m = message(None, None, &[]);
+        let letter = dead_letter("logger", &m, &Malformed::new("empty"));
+        assert_eq!(letter.key, None);
+        assert_eq!(letter.payload.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn header_text_finds_a_header_by_key() {
+        let m = message(
+            None,
+            Some(b"{}"),
+            &[("other", "x"), (WINDOW_CLOSED_HEADER, "1700000000000")],
+        );
+        assert_eq!(
+            header_text(&m, WINDOW_CLOSED_HEADER).as_deref(),
+            Some("1700000000000")
+        );
+        assert_eq!(header_text(&m, "missing"), None);
+        assert_eq!(header_text(&message(None, None, &[]), "other"), None);
+    }
+}
