@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use serde::Serialize;
 
-use crate::config::{CommonArgs, ConfigError, RunArgs};
+use crate::config::{ConfigError, KafkaArgs, RunArgs};
 use crate::metrics::Metrics;
 use crate::run::{run_pipeline, RunSummary};
 
@@ -60,7 +60,7 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Runs the benchmark.
 pub async fn bench(
-    common: &CommonArgs,
+    kafka_args: &KafkaArgs,
     args: &BenchArgs,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<BenchReport> {
@@ -70,7 +70,7 @@ pub async fn bench(
     let mut run = args.run.clone();
     run.generator.cascades = args.tweets.div_ceil(TWEETS_PER_CASCADE) as usize;
     run.validate()?;
-    let summary = run_pipeline(common, &run, metrics.clone(), None).await?;
+    let summary = run_pipeline(kafka_args, &run, metrics.clone(), None).await?;
     let fits = metrics.fit_seconds.get_sample_count();
     let latencies = metrics.latencies();
     Ok(BenchReport {

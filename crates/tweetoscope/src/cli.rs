@@ -515,6 +515,20 @@ mod tests {
     }
 
     #[test]
+    fn the_replication_factor_is_a_flag_that_reaches_the_kafka_settings() {
+        let cli = Cli::try_parse_from(["tweetoscope", "collector", "--replication", "3"])
+            .expect("parses");
+        let (kafka, _) = cli.command.kafka().expect("a Kafka command");
+        assert_eq!(
+            crate::kafka::KafkaSettings::new(kafka, "b:9092".into()).replication,
+            3
+        );
+        let cli = Cli::try_parse_from(["tweetoscope", "run"]).expect("parses");
+        assert_eq!(cli.command.kafka().expect("Kafka").0.replication, 1);
+        assert!(Cli::try_parse_from(["tweetoscope", "run", "--replication", "0"]).is_err());
+    }
+
+    #[test]
     fn every_long_running_command_has_a_distinct_metrics_port() {
         let mut ports = Vec::new();
         for sub in Cli::command().get_subcommands() {

@@ -46,9 +46,6 @@ pub struct KafkaArgs {
     pub topics: TopicArgs,
 }
 
-/// The Kafka options under their former name, until the Kafka layer takes [`KafkaArgs`].
-pub type CommonArgs = KafkaArgs;
-
 /// Console logs: filter and format. `fit` and `eval` take these alone; the long-running commands
 /// take them within [`TelemetryArgs`].
 #[derive(Debug, Clone, Args)]

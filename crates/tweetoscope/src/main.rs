@@ -186,7 +186,7 @@ async fn run_command(
             "the {stage} stage needs Kafka: pass --brokers HOST:PORT or set TWEETOSCOPE_BROKERS (`tweetoscope run` alone uses an embedded broker)"
         ))
     })?;
-    let kafka = KafkaSettings::from_common(&kafka_args, brokers);
+    let kafka = KafkaSettings::new(&kafka_args, brokers);
     let topics = kafka_args.topics.clone();
     if !kafka_args.no_create_topics {
         create_topics(

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::config::{CommonArgs, RunArgs};
+use crate::config::{KafkaArgs, RunArgs};
 use crate::kafka::{create_topics, EmbeddedBroker, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::stages::dashboard::TopCascades;
@@ -111,33 +111,33 @@ fn sum_counter(counter: &prometheus::IntCounterVec) -> u64 {
 
 /// Runs the whole pipeline; `log_queue` (if any) is published on the logs topic.
 pub async fn run_pipeline(
-    common: &CommonArgs,
+    kafka_args: &KafkaArgs,
     args: &RunArgs,
     metrics: Arc<Metrics>,
     log_queue: Option<LogQueue>,
 ) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
-    let topics = common.topics.clone();
-    let (embedded, brokers) = match &common.brokers {
+    let topics = kafka_args.topics.clone();
+    let (embedded, brokers) = match &kafka_args.brokers {
         Some(b) => (None, b.clone()),
         None => {
             let broker =
-                EmbeddedBroker::start(&topics.all(), &topics.compacted(), common.partitions)?;
+                EmbeddedBroker::start(&topics.all(), &topics.compacted(), kafka_args.partitions)?;
             let bootstrap = broker.bootstrap().to_owned();
             (Some(broker), bootstrap)
         }
     };
-    let mut kafka = KafkaSettings::from_common(common, brokers.clone());
+    let mut kafka = KafkaSettings::new(kafka_args, brokers.clone());
     if embedded.is_some() {
         // The embedded broker's group joins are slow; a short session keeps rebalances quick.
         kafka.session_timeout_ms = 6_000;
     }
-    if embedded.is_none() && !common.no_create_topics {
+    if embedded.is_none() && !kafka_args.no_create_topics {
         create_topics(
             &kafka,
             &topics.all(),
             &topics.compacted(),
-            common.partitions,
+            kafka_args.partitions,
         )
         .await?;
     }
@@ -331,7 +331,7 @@ pub async fn run_pipeline(
         .collect();
     Ok(RunSummary {
         brokers,
-        embedded: common.brokers.is_none(),
+        embedded: kafka_args.brokers.is_none(),
         cascades: Metrics::count(&metrics.collector_tweets, &["started"]),
         tweets: report.tweets,
         seconds,

@@ -28,7 +28,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use servers::{eventually, HttpSink};
-use tweetoscope::config::{CommonArgs, RunArgs};
+use tweetoscope::config::{KafkaArgs, RunArgs};
 use tweetoscope::kafka::EmbeddedBroker;
 use tweetoscope::metrics::{serve, Metrics, Readiness};
 use tweetoscope::run::{run_pipeline, RunSummary};
@@ -37,7 +37,7 @@ use tweetoscope_messages::{Alert, Stat};
 /// A pipeline on its own embedded broker, which outlives the run so that the topics can be read.
 struct Pipeline {
     broker: EmbeddedBroker,
-    common: CommonArgs,
+    common: KafkaArgs,
     run: RunArgs,
 }
 

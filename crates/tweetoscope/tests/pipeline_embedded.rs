@@ -17,7 +17,7 @@ type Pair = (String, u64);
 
 /// The (cascade, window) pairs the pure collector emits on the same replay: the expected set.
 fn expected_pairs(
-    _common: &tweetoscope::config::CommonArgs,
+    _common: &tweetoscope::config::KafkaArgs,
     run: &tweetoscope::config::RunArgs,
 ) -> BTreeSet<Pair> {
     tweetoscope::eval::collect_offline(&run.generator, run.cascade.collector_config())

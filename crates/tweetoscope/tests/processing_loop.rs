@@ -113,6 +113,7 @@ async fn new_run(label: &str, commit_interval: Duration) -> (Names, KafkaSetting
         session_timeout_ms: 6_000,
         transactions: true,
         commit_interval,
+        replication: 1,
     };
     create_topics(
         &settings,

@@ -41,7 +41,7 @@ pub async fn create_topics(
         .create()
         .context("cannot create a Kafka admin client")?;
     let plan = topic_plan(all, compacted);
-    let replication = settings.replication_factor();
+    let replication = settings.replication;
     let new_topics: Vec<NewTopic> = plan
         .iter()
         .map(|(name, config)| {
@@ -66,16 +66,6 @@ pub async fn create_topics(
         }
     }
     Ok(())
-}
-
-impl KafkaSettings {
-    /// Replication factor of created topics: `TWEETOSCOPE_REPLICATION` or 1.
-    fn replication_factor(&self) -> i32 {
-        std::env::var("TWEETOSCOPE_REPLICATION")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1)
-    }
 }
 
 /// The in-process Kafka-protocol broker (`rdkafka::mocking::MockCluster`) on its own thread.

@@ -38,17 +38,21 @@ pub struct KafkaSettings {
     pub transactions: bool,
     /// Time between two commits of a processing loop.
     pub commit_interval: Duration,
+    /// Replication factor of the topics this process creates.
+    pub replication: i32,
 }
 
 impl KafkaSettings {
-    /// The settings the common options give, for `brokers`.
-    pub fn from_common(common: &crate::config::CommonArgs, brokers: String) -> Self {
+    /// The settings the Kafka options give, for `brokers` (the options' own, or the embedded
+    /// broker's).
+    pub fn new(args: &crate::config::KafkaArgs, brokers: String) -> Self {
         Self {
             brokers,
-            group_prefix: common.group_prefix.clone(),
-            session_timeout_ms: common.session_timeout_ms,
-            transactions: !common.no_transactions,
-            commit_interval: Duration::from_millis(common.commit_interval_ms),
+            group_prefix: args.group_prefix.clone(),
+            session_timeout_ms: args.session_timeout_ms,
+            transactions: !args.no_transactions,
+            commit_interval: Duration::from_millis(args.commit_interval_ms),
+            replication: args.replication,
         }
     }
 

@@ -140,7 +140,7 @@ mod tests {
         let cli = crate::cli::parse(["tweetoscope", "logger"]).expect("defaults");
         let (kafka, _) = cli.command.kafka().expect("a Kafka command");
         StageEnv {
-            kafka: KafkaSettings::from_common(kafka, "127.0.0.1:1".into()),
+            kafka: KafkaSettings::new(kafka, "127.0.0.1:1".into()),
             topics: kafka.topics.clone(),
             metrics: Metrics::new(),
             shutdown,
