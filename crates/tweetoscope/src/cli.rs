@@ -17,6 +17,9 @@ use crate::config::{
     LearnerArgs, LogArgs, LoggerArgs, MonitorArgs, PredictorArgs, RunArgs, TelemetryArgs,
 };
 use crate::eval::EvalArgs;
+use crate::stages::dashboard::TopCascades;
+use crate::stages::monitor::ErrorBoard;
+use crate::stages::Stage;
 
 /// Tweetoscope: predicts how popular a tweet will be from the first minutes of its retweets.
 #[derive(Debug, Parser)]
@@ -148,6 +151,25 @@ impl Command {
             | Command::Logger(_)
             | Command::Completions(_) => Ok(()),
         }
+    }
+
+    /// The stage this command runs, for the one-stage commands.
+    pub fn stage(&self) -> Option<Stage> {
+        Some(match self {
+            Command::Generator(c) => Stage::Generator(c.args.clone()),
+            Command::Collector(c) => Stage::Collector(c.args.cascade.clone()),
+            Command::Estimator(c) => Stage::Estimator(c.args.clone()),
+            Command::Predictor(c) => Stage::Predictor(c.args.clone()),
+            Command::Learner(c) => Stage::Learner(c.args.clone()),
+            Command::Monitor(c) => Stage::Monitor(c.args.clone(), ErrorBoard::default()),
+            Command::Dashboard(c) => Stage::Dashboard(c.args.clone(), TopCascades::new(c.args.top)),
+            Command::Logger(c) => Stage::Logger(c.args.clone()),
+            Command::Run(_)
+            | Command::Bench(_)
+            | Command::Fit(_)
+            | Command::Eval(_)
+            | Command::Completions(_) => return None,
+        })
     }
 
     /// Kafka and telemetry options, for the commands that have them.
@@ -543,11 +565,35 @@ mod tests {
             if let Some(port) = cli.command.metrics_port() {
                 ports.push(port);
             }
+            if let Some(stage) = cli.command.stage() {
+                assert_eq!(stage.name(), cli.command.name(), "one name per stage");
+            }
         }
         let n = ports.len();
         ports.sort_unstable();
         ports.dedup();
         // `run` and `bench` share 9100: they never run beside each other.
         assert_eq!(ports.len(), n - 1, "{ports:?}");
+        let cli = Cli::try_parse_from(["tweetoscope", "run"]).expect("defaults");
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        let board = ErrorBoard::default();
+        let top = TopCascades::new(3);
+        let names: Vec<&str> = Stage::pipeline(&run.args, &board, &top)
+            .iter()
+            .map(Stage::name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "collector",
+                "estimator",
+                "predictor",
+                "learner",
+                "monitor",
+                "dashboard"
+            ]
+        );
     }
 }

@@ -5,13 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tracing::Instrument;
 use tweetoscope::cli::Command;
 use tweetoscope::config::{ConfigError, MetricsAddr};
-use tweetoscope::kafka::{create_topics, KafkaSettings};
+use tweetoscope::kafka::KafkaSettings;
 use tweetoscope::metrics::{self, Metrics, Readiness};
-use tweetoscope::stages::{self, StageEnv};
-use tweetoscope::telemetry::{self, STAGE_SPAN};
+use tweetoscope::stages::StageEnv;
+use tweetoscope::telemetry;
 
 fn main() -> ExitCode {
     let cli = match tweetoscope::cli::parse(std::env::args_os()) {
@@ -134,7 +133,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn run_command(
     command: Command,
-    stage: &'static str,
+    name: &'static str,
     metrics: Arc<Metrics>,
     log_queue: Option<telemetry::LogQueue>,
 ) -> anyhow::Result<()> {
@@ -183,119 +182,23 @@ async fn run_command(
     }
     let brokers = kafka_args.brokers.clone().ok_or_else(|| {
         ConfigError(format!(
-            "the {stage} stage needs Kafka: pass --brokers HOST:PORT or set TWEETOSCOPE_BROKERS (`tweetoscope run` alone uses an embedded broker)"
+            "the {name} stage needs Kafka: pass --brokers HOST:PORT or set TWEETOSCOPE_BROKERS (`tweetoscope run` alone uses an embedded broker)"
         ))
     })?;
-    let kafka = KafkaSettings::new(&kafka_args, brokers);
-    let topics = kafka_args.topics.clone();
-    if !kafka_args.no_create_topics {
-        create_topics(
-            &kafka,
-            &topics.all(),
-            &topics.compacted(),
-            kafka_args.partitions,
-        )
-        .await?;
-    }
-    let shutdown = shutdown_on_signals();
-    let shipper = match log_queue {
-        Some(queue) => Some(telemetry::ship_to_topic(
-            queue,
-            &kafka,
-            topics.logs_topic.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )?),
-        None => None,
-    };
-    let env = StageEnv {
-        kafka,
-        topics,
-        metrics: Arc::clone(&metrics),
-        shutdown,
-    };
+    let stage = command
+        .stage()
+        .expect("every other command is handled above");
+    let (env, shipper) = StageEnv::connect(
+        KafkaSettings::new(&kafka_args, brokers),
+        &kafka_args,
+        true,
+        Arc::clone(&metrics),
+        shutdown_on_signals(),
+        log_queue,
+    )
+    .await?;
     readiness.set_ready();
-    let span = tracing::info_span!(STAGE_SPAN, name = stage);
-    let shutdown = env.shutdown.clone();
-    match command {
-        Command::Generator(c) => {
-            let a = c.args;
-            stages::supervise(stage, shutdown, || {
-                stages::generator::run(env.clone(), a.clone())
-            })
-            .instrument(span)
-            .await?;
-        }
-        Command::Collector(c) => {
-            let a = c.args;
-            stages::supervise(stage, shutdown, || {
-                stages::collector::run(env.clone(), a.cascade.clone())
-            })
-            .instrument(span)
-            .await?
-        }
-        Command::Estimator(c) => {
-            let a = c.args;
-            stages::supervise(stage, shutdown, || {
-                stages::estimator::run(env.clone(), a.clone())
-            })
-            .instrument(span)
-            .await?
-        }
-        Command::Predictor(c) => {
-            let a = c.args;
-            stages::supervise(stage, shutdown, || {
-                stages::predictor::run(env.clone(), a.clone())
-            })
-            .instrument(span)
-            .await?
-        }
-        Command::Learner(c) => {
-            let a = c.args;
-            stages::supervise(stage, shutdown, || {
-                stages::learner::run(env.clone(), a.clone())
-            })
-            .instrument(span)
-            .await?
-        }
-        Command::Monitor(c) => {
-            let a = c.args;
-            // A restarted monitor rebuilds its board from the whole stats topic: a fresh one.
-            stages::supervise(stage, shutdown, || {
-                stages::monitor::run(
-                    env.clone(),
-                    a.clone(),
-                    stages::monitor::ErrorBoard::default(),
-                )
-            })
-            .instrument(span)
-            .await?
-        }
-        Command::Dashboard(c) => {
-            let a = c.args;
-            let top = stages::dashboard::TopCascades::new(a.top);
-            stages::supervise(stage, shutdown, || {
-                stages::dashboard::run(env.clone(), a.clone(), top.clone())
-            })
-            .instrument(span)
-            .await?
-        }
-        Command::Logger(c) => {
-            let a = c.args;
-            stages::supervise(stage, shutdown, || {
-                stages::logger::run(env.clone(), a.clone())
-            })
-            .instrument(span)
-            .await?
-        }
-        Command::Run(_)
-        | Command::Fit(_)
-        | Command::Eval(_)
-        | Command::Bench(_)
-        | Command::Completions(_) => {
-            unreachable!("handled above")
-        }
-    }
+    stage.supervise(env).await?;
     if let Some(shipper) = shipper {
         // The generator ends by itself: stop the shipper after a last flush.
         if !shipper.is_finished() {

@@ -13,13 +13,13 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::{KafkaArgs, RunArgs};
-use crate::kafka::{create_topics, EmbeddedBroker, KafkaSettings};
+use crate::kafka::{EmbeddedBroker, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::stages::dashboard::TopCascades;
 use crate::stages::generator::GeneratorReport;
 use crate::stages::monitor::ErrorBoard;
-use crate::stages::{self, StageEnv};
-use crate::telemetry::{ship_to_topic, LogQueue, STAGE_SPAN};
+use crate::stages::{self, Stage, StageEnv};
+use crate::telemetry::{LogQueue, STAGE_SPAN};
 use tweetoscope_stats::{mean, median};
 
 /// Errors of one window.
@@ -132,79 +132,30 @@ pub async fn run_pipeline(
         // The embedded broker's group joins are slow; a short session keeps rebalances quick.
         kafka.session_timeout_ms = 6_000;
     }
-    if embedded.is_none() && !kafka_args.no_create_topics {
-        create_topics(
-            &kafka,
-            &topics.all(),
-            &topics.compacted(),
-            kafka_args.partitions,
-        )
-        .await?;
-    }
     tracing::info!(brokers = %brokers, embedded = embedded.is_some(), "pipeline starting");
     let (stop, shutdown) = watch::channel(false);
-    let shipper = match log_queue {
-        Some(queue) => Some(ship_to_topic(
-            queue,
-            &kafka,
-            topics.logs_topic.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )?),
-        None => None,
-    };
-    let env = StageEnv {
+    // The embedded broker was started with every topic.
+    let (env, shipper) = StageEnv::connect(
         kafka,
-        topics: topics.clone(),
-        metrics: metrics.clone(),
+        kafka_args,
+        embedded.is_none(),
+        metrics.clone(),
         shutdown,
-    };
+        log_queue,
+    )
+    .await?;
     let board = ErrorBoard::default();
     let top = TopCascades::new(args.dashboard.top);
-    let span = |name: &str| tracing::info_span!(STAGE_SPAN, name);
-    let mut stages: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = vec![
-        (
-            "collector",
-            tokio::spawn(
-                stages::collector::run(env.clone(), args.cascade.clone())
-                    .instrument(span("collector")),
-            ),
-        ),
-        (
-            "estimator",
-            tokio::spawn(
-                stages::estimator::run(env.clone(), args.estimator.clone())
-                    .instrument(span("estimator")),
-            ),
-        ),
-        (
-            "predictor",
-            tokio::spawn(
-                stages::predictor::run(env.clone(), args.predictor.clone())
-                    .instrument(span("predictor")),
-            ),
-        ),
-        (
-            "learner",
-            tokio::spawn(
-                stages::learner::run(env.clone(), args.learner.clone()).instrument(span("learner")),
-            ),
-        ),
-        (
-            "monitor",
-            tokio::spawn(
-                stages::monitor::run(env.clone(), args.monitor.clone(), board.clone())
-                    .instrument(span("monitor")),
-            ),
-        ),
-        (
-            "dashboard",
-            tokio::spawn(
-                stages::dashboard::run(env.clone(), args.dashboard.clone(), top.clone())
-                    .instrument(span("dashboard")),
-            ),
-        ),
-    ];
+    let mut stages: Vec<(&str, JoinHandle<anyhow::Result<()>>)> =
+        Stage::pipeline(args, &board, &top)
+            .into_iter()
+            .map(|stage| {
+                let env = env.clone();
+                let name = stage.name();
+                (name, tokio::spawn(async move { stage.run(env).await }))
+            })
+            .collect();
+    let span = tracing::info_span!(STAGE_SPAN, name = "generator");
     let mut generator: Option<JoinHandle<anyhow::Result<GeneratorReport>>> = Some(tokio::spawn(
         stages::generator::run_paced(
             env.clone(),
@@ -214,7 +165,7 @@ pub async fn run_pipeline(
                 .is_some()
                 .then_some(stages::generator::Backpressure { max_ahead: 50_000 }),
         )
-        .instrument(span("generator")),
+        .instrument(span),
     ));
     let mut report = None;
     let interactive = std::io::stderr().is_terminal();

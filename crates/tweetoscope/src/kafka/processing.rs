@@ -39,6 +39,7 @@ pub enum Handled {
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 
 /// Settings of one processing loop.
+#[derive(Debug, Clone)]
 pub struct LoopSettings {
     /// Stage name (metrics label, logs).
     pub stage: &'static str,

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tweetoscope_cascade::{Collector, Emission, Outcome};
@@ -20,9 +19,7 @@ use tweetoscope_messages::{partition_for, to_payload, CascadeProperty, SourceRec
 
 use super::{key_text, StageEnv};
 use crate::config::{CascadeArgs, TopicArgs};
-use crate::kafka::{
-    now_ms, process, processed_mark, Handled, Handler, Outgoing, Sink, WINDOW_CLOSED_HEADER,
-};
+use crate::kafka::{now_ms, processed_mark, Handled, Handler, Outgoing, WINDOW_CLOSED_HEADER};
 use crate::metrics::Metrics;
 
 const STAGE: &str = "collector";
@@ -253,25 +250,16 @@ impl Handler for CollectorHandler {
 
 /// Runs the collector until shutdown.
 pub async fn run(env: StageEnv, args: CascadeArgs) -> anyhow::Result<()> {
-    let producer = env.kafka.stage_producer(STAGE).await?;
-    let partitions = env
-        .kafka
-        .partitions_of(&producer, &env.topics.properties_topic)?;
-    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
-    consumer.subscribe(&[env.topics.tweets_topic.as_str()])?;
-    let handler = CollectorHandler::new(&args, env.topics.clone(), partitions, env.metrics.clone());
-    let config = handler.collector.config();
-    tracing::info!(windows = ?config.windows, terminated = config.terminated,
-        min_cascade_size = config.min_cascade_size, "collector started");
-    let sink = Sink::new(producer, env.metrics.clone(), STAGE);
-    process(
-        env.loop_settings(STAGE),
-        consumer,
-        sink,
-        env.metrics.clone(),
-        env.shutdown.clone(),
-        handler,
-    )
+    let input = env.input(STAGE, &env.topics.tweets_topic);
+    env.consume(input, |clients| {
+        let partitions = clients.partitions_of(&env.topics.properties_topic)?;
+        let handler =
+            CollectorHandler::new(&args, env.topics.clone(), partitions, env.metrics.clone());
+        let config = handler.collector.config();
+        tracing::info!(windows = ?config.windows, terminated = config.terminated,
+            min_cascade_size = config.min_cascade_size, "collector started");
+        Ok(handler)
+    })
     .await
 }
 

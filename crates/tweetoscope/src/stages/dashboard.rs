@@ -4,13 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use tweetoscope_messages::Alert;
 
 use super::StageEnv;
 use crate::config::{AlertOn, DashboardArgs};
-use crate::kafka::{handler, process, Handled, Sink};
+use crate::kafka::{handler, Handled};
 
 const STAGE: &str = "dashboard";
 
@@ -128,53 +127,40 @@ pub async fn post(
 
 /// Runs the dashboard until shutdown, keeping the most popular predictions in `top`.
 pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow::Result<()> {
-    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
-    consumer.subscribe(&[env.topics.alerts_topic.as_str()])?;
     let client = reqwest::Client::new();
     let metrics = env.metrics.clone();
     let threshold = args.alert_threshold;
     let alert_on = args.alert_on;
     let url = args.alertmanager_url.clone();
     tracing::info!(threshold, ?alert_on, alertmanager = ?url.as_ref().map(|u| u.as_str()), "dashboard started");
-    let sink = Sink::new(
-        env.kafka.stage_producer(STAGE).await?,
-        env.metrics.clone(),
-        STAGE,
-    );
-    process(
-        env.loop_settings(STAGE),
-        consumer,
-        sink,
-        env.metrics.clone(),
-        env.shutdown.clone(),
-        handler(move |message| {
-            let alert = match Alert::parse(message.payload().unwrap_or_default()) {
-                Ok(a) => a,
-                Err(m) => return Handled::Malformed(m),
-            };
-            top.offer(&alert);
-            if !is_popular(&alert, threshold, alert_on) {
-                return Handled::Now(Vec::new());
-            }
-            tracing::info!(cid = %alert.cid, window = alert.t_obs, predicted = alert.n_tot, low = ?alert.n_low, high = ?alert.n_high, "popular tweet");
-            let Some(url) = url.clone() else {
-                return Handled::Now(Vec::new());
-            };
-            let client = client.clone();
-            let metrics = metrics.clone();
-            Handled::Later(Box::pin(async move {
-                match post(&client, &url, &alert, threshold).await {
-                    Ok(()) => metrics.alerts_sent.inc(),
-                    Err(e) => {
-                        metrics.alert_failures.inc();
-                        tracing::warn!(cid = %alert.cid, error = %e, "alert not delivered to Alertmanager");
-                    }
+    let input = env.input(STAGE, &env.topics.alerts_topic);
+    let handler = handler(move |message| {
+        let alert = match Alert::parse(message.payload().unwrap_or_default()) {
+            Ok(a) => a,
+            Err(m) => return Handled::Malformed(m),
+        };
+        top.offer(&alert);
+        if !is_popular(&alert, threshold, alert_on) {
+            return Handled::Now(Vec::new());
+        }
+        tracing::info!(cid = %alert.cid, window = alert.t_obs, predicted = alert.n_tot, low = ?alert.n_low, high = ?alert.n_high, "popular tweet");
+        let Some(url) = url.clone() else {
+            return Handled::Now(Vec::new());
+        };
+        let client = client.clone();
+        let metrics = metrics.clone();
+        Handled::Later(Box::pin(async move {
+            match post(&client, &url, &alert, threshold).await {
+                Ok(()) => metrics.alerts_sent.inc(),
+                Err(e) => {
+                    metrics.alert_failures.inc();
+                    tracing::warn!(cid = %alert.cid, error = %e, "alert not delivered to Alertmanager");
                 }
-                Vec::new()
-            }))
-        }),
-    )
-    .await
+            }
+            Vec::new()
+        }))
+    });
+    env.consume(input, |_| Ok(handler)).await
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
 use tweetoscope_hawkes::{FitConfig, MarkDistribution, Prior};
@@ -15,9 +14,7 @@ use tweetoscope_messages::{
 
 use super::StageEnv;
 use crate::config::EstimatorArgs;
-use crate::kafka::{
-    handler, header_text, process, Handled, LoopSettings, Outgoing, Sink, WINDOW_CLOSED_HEADER,
-};
+use crate::kafka::{handler, header_text, Handled, Outgoing, WINDOW_CLOSED_HEADER};
 
 const STAGE: &str = "estimator";
 
@@ -90,12 +87,6 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
     for reason in ["fit_error", "panic"] {
         env.metrics.fit_failures.with_label_values(&[reason]);
     }
-    let producer = env.kafka.stage_producer(STAGE).await?;
-    let partitions = env
-        .kafka
-        .partitions_of(&producer, &env.topics.properties_topic)?;
-    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
-    consumer.subscribe(&[env.topics.series_topic.as_str()])?;
     tracing::info!(
         workers,
         mle = args.mle,
@@ -104,17 +95,11 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
     );
     let metrics = env.metrics.clone();
     let topic = env.topics.properties_topic.clone();
-    let sink = Sink::new(producer, env.metrics.clone(), STAGE);
-    process(
-        LoopSettings {
-            max_in_flight: 4 * workers + 64,
-            ..env.loop_settings(STAGE)
-        },
-        consumer,
-        sink,
-        env.metrics.clone(),
-        env.shutdown.clone(),
-        handler(move |message| {
+    let mut input = env.input(STAGE, &env.topics.series_topic);
+    input.settings.max_in_flight = 4 * workers + 64;
+    env.consume(input, |clients| {
+        let partitions = clients.partitions_of(&topic)?;
+        Ok(handler(move |message| {
             let series = match CascadeSeries::parse(message.payload().unwrap_or_default())
                 .and_then(|s| check_series(&s).map(|()| s))
             {
@@ -167,7 +152,7 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                     }
                 }
             }))
-        }),
-    )
+        }))
+    })
     .await
 }

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
@@ -13,7 +12,7 @@ use tweetoscope_messages::{to_payload, ModelMessage, ModelTag, ModelTarget, Samp
 
 use super::StageEnv;
 use crate::config::LearnerArgs;
-use crate::kafka::{process, Handled, Handler, Outgoing, Sink};
+use crate::kafka::{Handled, Handler, Outgoing};
 
 const STAGE: &str = "learner";
 
@@ -345,9 +344,6 @@ impl Handler for LearnerHandler {
 pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
     let params = Arc::new(forest_params(&args));
     params.validate()?;
-    let producer = env.kafka.stage_producer(STAGE).await?;
-    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
-    consumer.subscribe(&[env.topics.samples_topic.as_str()])?;
     tracing::info!(
         retrain_every = args.retrain_every,
         training_window = args.training_window,
@@ -365,16 +361,8 @@ pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
         topics: env.topics.clone(),
         kafka: env.kafka.clone(),
     };
-    let sink = Sink::new(producer, env.metrics.clone(), STAGE);
-    process(
-        env.loop_settings(STAGE),
-        consumer,
-        sink,
-        env.metrics.clone(),
-        env.shutdown.clone(),
-        handler,
-    )
-    .await
+    let input = env.input(STAGE, &env.topics.samples_topic);
+    env.consume(input, |_| Ok(handler)).await
 }
 
 #[cfg(test)]

@@ -3,13 +3,12 @@
 
 use std::io::Write as _;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use tweetoscope_messages::LogRecord;
 
 use super::StageEnv;
 use crate::config::{Level, LoggerArgs};
-use crate::kafka::{handler, process, Handled, Sink};
+use crate::kafka::{handler, Handled};
 
 const STAGE: &str = "logger";
 
@@ -40,22 +39,11 @@ pub fn format_line(record: &LogRecord) -> String {
 
 /// Runs the logger until shutdown.
 pub async fn run(env: StageEnv, args: LoggerArgs) -> anyhow::Result<()> {
-    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
-    consumer.subscribe(&[env.topics.logs_topic.as_str()])?;
     let metrics = env.metrics.clone();
-    let sink = Sink::new(
-        env.kafka.stage_producer(STAGE).await?,
-        env.metrics.clone(),
-        STAGE,
-    );
-    process(
-        env.loop_settings(STAGE),
-        consumer,
-        sink,
-        env.metrics.clone(),
-        env.shutdown.clone(),
-        handler(
-            move |message| match LogRecord::parse(message.payload().unwrap_or_default()) {
+    let input = env.input(STAGE, &env.topics.logs_topic);
+    env.consume(input, |_| {
+        Ok(handler(move |message| {
+            match LogRecord::parse(message.payload().unwrap_or_default()) {
                 Ok(record) => {
                     if shown(&record, &args) {
                         metrics.logs_shown.with_label_values(&[&record.level]).inc();
@@ -65,9 +53,9 @@ pub async fn run(env: StageEnv, args: LoggerArgs) -> anyhow::Result<()> {
                     Handled::Now(Vec::new())
                 }
                 Err(m) => Handled::Malformed(m),
-            },
-        ),
-    )
+            }
+        }))
+    })
     .await
 }
 

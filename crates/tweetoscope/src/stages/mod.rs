@@ -11,11 +11,21 @@ pub mod predictor;
 
 use std::sync::Arc;
 
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-use crate::config::TopicArgs;
-use crate::kafka::KafkaSettings;
+use crate::config::{
+    CascadeArgs, DashboardArgs, EstimatorArgs, GeneratorArgs, KafkaArgs, LearnerArgs, LoggerArgs,
+    MonitorArgs, PredictorArgs, RunArgs, TopicArgs,
+};
+use crate::kafka::{
+    create_topics, process, Handler, KafkaSettings, LoopSettings, Sink, StageContext,
+};
 use crate::metrics::Metrics;
+use crate::telemetry::{self, LogQueue, STAGE_SPAN};
 
 /// What every stage needs: Kafka, topic names, metrics and the shutdown signal.
 #[derive(Clone)]
@@ -31,13 +41,207 @@ pub struct StageEnv {
 }
 
 impl StageEnv {
+    /// Connects the stages of this process to Kafka at `kafka`: creates the topics unless
+    /// `--no-create-topics` says they exist (or `create_topics` is false: the embedded broker made
+    /// them), and publishes `log_queue` (if any) on the logs topic until `shutdown`. Returns the
+    /// environment and the log shipper's task.
+    pub async fn connect(
+        kafka: KafkaSettings,
+        args: &KafkaArgs,
+        create_topics_now: bool,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+        log_queue: Option<LogQueue>,
+    ) -> anyhow::Result<(StageEnv, Option<JoinHandle<()>>)> {
+        let topics = args.topics.clone();
+        if create_topics_now && !args.no_create_topics {
+            create_topics(&kafka, &topics.all(), &topics.compacted(), args.partitions).await?;
+        }
+        let shipper = match log_queue {
+            Some(queue) => Some(telemetry::ship_to_topic(
+                queue,
+                &kafka,
+                topics.logs_topic.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
+        let env = StageEnv {
+            kafka,
+            topics,
+            metrics,
+            shutdown,
+        };
+        Ok((env, shipper))
+    }
+
     /// Processing-loop settings of `stage` (transactional when the Kafka settings say so).
-    pub fn loop_settings(&self, stage: &'static str) -> crate::kafka::LoopSettings {
-        crate::kafka::LoopSettings {
+    pub fn loop_settings(&self, stage: &'static str) -> LoopSettings {
+        LoopSettings {
             transactional: self.kafka.transactions,
             commit_interval: self.kafka.commit_interval,
-            ..crate::kafka::LoopSettings::new(stage)
+            ..LoopSettings::new(stage)
         }
+    }
+
+    /// What `stage` consumes by default: `topic`, in the group `<prefix>-<stage>`, with the
+    /// loop settings of [`StageEnv::loop_settings`].
+    pub fn input(&self, stage: &'static str, topic: &str) -> Input {
+        Input {
+            topic: topic.to_owned(),
+            group: format!("{}-{stage}", self.kafka.group_prefix),
+            settings: self.loop_settings(stage),
+        }
+    }
+
+    /// Runs a stage: builds its producer and a consumer subscribed to `input`, makes its handler
+    /// with `make_handler` (which may read topic metadata through the clients), and runs the
+    /// shared exactly-once processing loop until shutdown or failure.
+    pub async fn consume<H, F>(&self, input: Input, make_handler: F) -> anyhow::Result<()>
+    where
+        H: Handler,
+        F: FnOnce(&StageClients) -> anyhow::Result<H>,
+    {
+        let stage = input.settings.stage;
+        let producer = self.kafka.stage_producer(stage).await?;
+        let consumer = self
+            .kafka
+            .consumer_in_group(&input.group, stage, self.metrics.clone())?;
+        consumer.subscribe(&[input.topic.as_str()])?;
+        let clients = StageClients {
+            kafka: self.kafka.clone(),
+            producer,
+            consumer,
+        };
+        let handler = make_handler(&clients)?;
+        let StageClients {
+            producer, consumer, ..
+        } = clients;
+        let sink = Sink::new(producer, self.metrics.clone(), stage);
+        process(
+            input.settings,
+            consumer,
+            sink,
+            self.metrics.clone(),
+            self.shutdown.clone(),
+            handler,
+        )
+        .await
+    }
+}
+
+/// What a stage consumes: one topic, in one consumer group, with its loop settings.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The input topic.
+    pub topic: String,
+    /// The consumer group.
+    pub group: String,
+    /// The processing loop's settings (the stage's name among them).
+    pub settings: LoopSettings,
+}
+
+/// A stage's Kafka clients while its handler is being made.
+pub struct StageClients {
+    kafka: KafkaSettings,
+    producer: FutureProducer,
+    consumer: StreamConsumer<StageContext>,
+}
+
+impl StageClients {
+    /// The number of partitions of `topic` (an error if it has none).
+    pub fn partitions_of(&self, topic: &str) -> anyhow::Result<i32> {
+        self.kafka.partitions_of(&self.producer, topic)
+    }
+}
+
+/// A stage with its options: the unit `main` supervises and `run` spawns.
+#[derive(Clone)]
+pub enum Stage {
+    /// Replays cascades onto the tweets topic, then ends.
+    Generator(GeneratorArgs),
+    /// Tweets → partial series and sizes.
+    Collector(CascadeArgs),
+    /// Partial series → Hawkes parameters.
+    Estimator(EstimatorArgs),
+    /// Parameters and sizes → alerts, stats, samples.
+    Predictor(PredictorArgs),
+    /// Samples → models.
+    Learner(LearnerArgs),
+    /// Stats → Pushgateway; the board of errors it keeps.
+    Monitor(MonitorArgs, monitor::ErrorBoard),
+    /// Alerts → Alertmanager; the most popular predictions it keeps.
+    Dashboard(DashboardArgs, dashboard::TopCascades),
+    /// Logs → stdout.
+    Logger(LoggerArgs),
+}
+
+impl Stage {
+    /// The stage's name (its metrics label, group suffix and log span).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Generator(_) => "generator",
+            Stage::Collector(_) => "collector",
+            Stage::Estimator(_) => "estimator",
+            Stage::Predictor(_) => "predictor",
+            Stage::Learner(_) => "learner",
+            Stage::Monitor(..) => "monitor",
+            Stage::Dashboard(..) => "dashboard",
+            Stage::Logger(_) => "logger",
+        }
+    }
+
+    /// Every stage of `run` but the generator (which `run` drives itself, for its report and its
+    /// back-pressure), in the order they start; the monitor and the dashboard keep their figures
+    /// in `board` and `top`.
+    pub fn pipeline(
+        args: &RunArgs,
+        board: &monitor::ErrorBoard,
+        top: &dashboard::TopCascades,
+    ) -> Vec<Stage> {
+        vec![
+            Stage::Collector(args.cascade.clone()),
+            Stage::Estimator(args.estimator.clone()),
+            Stage::Predictor(args.predictor.clone()),
+            Stage::Learner(args.learner.clone()),
+            Stage::Monitor(args.monitor.clone(), board.clone()),
+            Stage::Dashboard(args.dashboard.clone(), top.clone()),
+        ]
+    }
+
+    /// Runs the stage once, in its log span, until shutdown, failure or (for the generator) the
+    /// end of the replay.
+    pub async fn run(&self, env: StageEnv) -> anyhow::Result<()> {
+        let span = tracing::info_span!(STAGE_SPAN, name = self.name());
+        let run = async move {
+            match self.clone() {
+                Stage::Generator(a) => generator::run(env, a).await.map(drop),
+                Stage::Collector(a) => collector::run(env, a).await,
+                Stage::Estimator(a) => estimator::run(env, a).await,
+                Stage::Predictor(a) => predictor::run(env, a).await,
+                Stage::Learner(a) => learner::run(env, a).await,
+                Stage::Monitor(a, board) => monitor::run(env, a, board).await,
+                Stage::Dashboard(a, top) => dashboard::run(env, a, top).await,
+                Stage::Logger(a) => logger::run(env, a).await,
+            }
+        };
+        run.instrument(span).await
+    }
+
+    /// Runs the stage under [`supervise`]: again from its committed state after each failure.
+    pub async fn supervise(&self, env: StageEnv) -> anyhow::Result<()> {
+        let shutdown = env.shutdown.clone();
+        supervise(self.name(), shutdown, || {
+            // A restarted monitor rebuilds its board from the whole stats topic: a fresh one.
+            let stage = match self {
+                Stage::Monitor(a, _) => Stage::Monitor(a.clone(), monitor::ErrorBoard::default()),
+                other => other.clone(),
+            };
+            let env = env.clone();
+            async move { stage.run(env).await }
+        })
+        .await
     }
 }
 

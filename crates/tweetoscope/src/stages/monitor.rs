@@ -6,14 +6,13 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use tweetoscope_messages::Stat;
 use tweetoscope_stats::{mean, median};
 
-use super::StageEnv;
+use super::{Input, StageEnv};
 use crate::config::MonitorArgs;
-use crate::kafka::{handler, process, Handled, Sink};
+use crate::kafka::{handler, Handled};
 
 const STAGE: &str = "monitor";
 
@@ -160,10 +159,6 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
         env.kafka.group_prefix,
         std::process::id()
     );
-    let consumer = env
-        .kafka
-        .consumer_in_group(&group, STAGE, env.metrics.clone())?;
-    consumer.subscribe(&[env.topics.stats_topic.as_str()])?;
     let (helper_env, stop_helpers) = env.for_helpers();
     let pusher = args.pushgateway_url.clone().map(|url| {
         let board = board.clone();
@@ -191,29 +186,24 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
         })
     });
     tracing::info!(pushgateway = ?args.pushgateway_url.as_ref().map(|u| u.as_str()), "monitor started");
-    let sink = Sink::new(
-        env.kafka.stage_producer(STAGE).await?,
-        env.metrics.clone(),
-        STAGE,
-    );
     let recorder = board.clone();
-    let result = process(
-        env.loop_settings(STAGE),
-        consumer,
-        sink,
-        env.metrics.clone(),
-        env.shutdown.clone(),
-        handler(
-            move |message| match Stat::parse(message.payload().unwrap_or_default()) {
-                Ok(stat) => {
-                    recorder.add(&stat);
-                    Handled::Now(Vec::new())
+    let input = Input {
+        group,
+        ..env.input(STAGE, &env.topics.stats_topic)
+    };
+    let result = env
+        .consume(input, |_| {
+            Ok(handler(move |message| {
+                match Stat::parse(message.payload().unwrap_or_default()) {
+                    Ok(stat) => {
+                        recorder.add(&stat);
+                        Handled::Now(Vec::new())
+                    }
+                    Err(m) => Handled::Malformed(m),
                 }
-                Err(m) => Handled::Malformed(m),
-            },
-        ),
-    )
-    .await;
+            }))
+        })
+        .await;
     stop_helpers.stop();
     if let Some(p) = pusher {
         let _ = p.await;

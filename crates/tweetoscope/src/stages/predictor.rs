@@ -7,7 +7,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tweetoscope_forest::RandomForest;
@@ -19,8 +18,7 @@ use tweetoscope_messages::{
 use super::StageEnv;
 use crate::config::PredictorArgs;
 use crate::kafka::{
-    close_consumer, header_text, now_ms, process, Handled, Handler, Outgoing, Sink,
-    WINDOW_CLOSED_HEADER,
+    close_consumer, header_text, now_ms, Handled, Handler, Outgoing, WINDOW_CLOSED_HEADER,
 };
 
 const STAGE: &str = "predictor";
@@ -485,9 +483,6 @@ pub async fn run(env: StageEnv, args: PredictorArgs) -> anyhow::Result<()> {
     let store = Arc::new(RwLock::new(ModelStore::default()));
     let (helper_env, stop_helpers) = env.for_helpers();
     let models_task = tokio::spawn(follow_models(helper_env, store.clone()));
-    let producer = env.kafka.stage_producer(STAGE).await?;
-    let consumer = env.kafka.consumer(STAGE, env.metrics.clone())?;
-    consumer.subscribe(&[env.topics.properties_topic.as_str()])?;
     tracing::info!(max_pending = args.max_pending, "predictor started");
     let handler = PredictorHandler {
         join: Join::new(args.max_pending as usize),
@@ -496,16 +491,8 @@ pub async fn run(env: StageEnv, args: PredictorArgs) -> anyhow::Result<()> {
         topics: env.topics.clone(),
         kafka: env.kafka.clone(),
     };
-    let sink = Sink::new(producer, env.metrics.clone(), STAGE);
-    let result = process(
-        env.loop_settings(STAGE),
-        consumer,
-        sink,
-        env.metrics.clone(),
-        env.shutdown.clone(),
-        handler,
-    )
-    .await;
+    let input = env.input(STAGE, &env.topics.properties_topic);
+    let result = env.consume(input, |_| Ok(handler)).await;
     stop_helpers.stop();
     let _ = models_task.await;
     result
