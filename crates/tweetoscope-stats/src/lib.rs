@@ -217,6 +217,45 @@ impl AlertScores {
     }
 }
 
+/// The first [`FirstValues::capacity`] values of a stream, kept exactly for quantiles (e.g. the
+/// latencies of a benchmark run); shared between threads.
+#[derive(Debug)]
+pub struct FirstValues {
+    values: std::sync::Mutex<Vec<f64>>,
+    capacity: usize,
+}
+
+impl FirstValues {
+    /// Keeps at most `capacity` values.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            values: std::sync::Mutex::new(Vec::new()),
+            capacity,
+        }
+    }
+
+    /// Most values kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Keeps `value` while fewer than the capacity are kept.
+    pub fn record(&self, value: f64) {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if values.len() < self.capacity {
+            values.push(value);
+        }
+    }
+
+    /// The values kept so far, in the order they came.
+    pub fn snapshot(&self) -> Vec<f64> {
+        self.values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +349,15 @@ mod tests {
         assert_eq!((both.alerts, both.popular, both.true_alerts), (4, 5, 2));
         assert_eq!(both.precision, 0.5);
         assert!((both.threshold - 400.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn first_values_keeps_the_first_ones_up_to_its_capacity() {
+        let kept = FirstValues::new(3);
+        for v in [5.0, 1.0, 4.0, 2.0] {
+            kept.record(v);
+        }
+        assert_eq!(kept.snapshot(), [5.0, 1.0, 4.0]);
+        assert_eq!(kept.capacity(), 3);
     }
 }

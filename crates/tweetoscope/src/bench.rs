@@ -72,7 +72,7 @@ pub async fn bench(
     run.validate()?;
     let summary = run_pipeline(kafka_args, &run, metrics.clone(), None).await?;
     let fits = metrics.fit_seconds.get_sample_count();
-    let latencies = metrics.latencies();
+    let latencies = metrics.latencies.snapshot();
     Ok(BenchReport {
         fits_per_second: fits as f64 / summary.seconds,
         mean_fit_micros: if fits == 0 {

@@ -3,6 +3,7 @@
 //! The binary `tweetoscope` runs one stage per subcommand, or all of them with `run`. This library
 //! holds the stages and their wiring so that integration tests drive them directly.
 
+pub mod admin_server;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tweetoscope::admin_server::{self, Readiness};
 use tweetoscope::cli::Command;
 use tweetoscope::config::{ConfigError, MetricsAddr};
 use tweetoscope::kafka::KafkaSettings;
-use tweetoscope::metrics::{self, Metrics, Readiness};
+use tweetoscope::metrics::Metrics;
 use tweetoscope::stages::StageEnv;
 use tweetoscope::telemetry;
 
@@ -149,12 +150,12 @@ async fn run_command(
             command.metrics_port().unwrap_or(0),
         ))));
     if let MetricsAddr::At(addr) = metrics_addr {
-        let bound = metrics::serve(addr, metrics.clone(), readiness.clone())
+        let bound = admin_server::serve(addr, metrics.clone(), readiness.clone())
             .await
             .map_err(|e| ConfigError(format!("cannot serve metrics on {addr}: {e} (choose another --metrics-addr, or \"off\")")))?;
         tracing::info!(%bound, "metrics at http://{bound}/metrics");
     }
-    metrics::spawn_stall_watchdog(metrics.clone())
+    admin_server::spawn_stall_watchdog(metrics.clone())
         .map_err(|e| anyhow::anyhow!("cannot start the stall watchdog thread: {e}"))?;
     if let Command::Bench(c) = &command {
         readiness.set_ready();

@@ -1,20 +1,15 @@
-//! Prometheus metrics of every stage and the HTTP endpoint that serves them.
+//! Prometheus metrics of every stage (served by [`crate::admin_server`]).
 //!
 //! One [`Metrics`] per process; stages label their series with `stage`, so `tweetoscope run` (all
 //! stages in one process) and one-stage-per-process deployments export the same names.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::liveness::Liveness;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use crate::liveness::{Liveness, STALL_LIMIT, STALL_LOGGED_AFTER};
 
 /// Every metric the stages export.
 pub struct Metrics {
@@ -78,8 +73,8 @@ pub struct Metrics {
     pub loop_stalled_seconds: IntGaugeVec,
     /// Progress of the processing loops (the liveness probe).
     pub liveness: Liveness,
-    /// The same latencies, kept exactly (up to a bound) for benchmark reports.
-    latencies: std::sync::Mutex<Vec<f64>>,
+    /// The same latencies, the first million kept exactly for `bench`'s quantiles.
+    pub latencies: tweetoscope_stats::FirstValues,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -171,7 +166,7 @@ impl Metrics {
             ),
             liveness: Liveness::default(),
             prediction_latency,
-            latencies: std::sync::Mutex::new(Vec::new()),
+            latencies: tweetoscope_stats::FirstValues::new(1_000_000),
             consumed: counter_vec(
                 &r,
                 "tweetoscope_messages_consumed_total",
@@ -321,205 +316,8 @@ impl Metrics {
         String::from_utf8(out).expect("text format is UTF-8")
     }
 
-    /// Keeps one latency for [`Metrics::latencies`] (the first million).
-    pub fn record_latency(&self, seconds: f64) {
-        let mut all = self.latencies.lock().expect("latency lock");
-        if all.len() < 1_000_000 {
-            all.push(seconds);
-        }
-    }
-
-    /// The recorded window-close-to-prediction latencies, in seconds.
-    pub fn latencies(&self) -> Vec<f64> {
-        self.latencies.lock().expect("latency lock").clone()
-    }
-
     /// Current value of a counter (used for progress reports).
     pub fn count(counter: &IntCounterVec, labels: &[&str]) -> u64 {
         counter.with_label_values(labels).get()
-    }
-}
-
-/// Set once the stage has started, for the readiness probe.
-#[derive(Debug, Default, Clone)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Marks the process ready.
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    /// Whether the process is ready.
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Watches the processing loops of the process from a thread of its own (it works even when every
-/// runtime worker is blocked): every 5 s, it logs the stalls longer than 30 s, every 30 s while
-/// they last, with what the loop was doing.
-pub fn spawn_stall_watchdog(metrics: Arc<Metrics>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("stall-watchdog".into())
-        .spawn(move || {
-            let mut logged: std::collections::HashMap<&'static str, std::time::Instant> =
-                std::collections::HashMap::new();
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(5));
-                for stall in metrics.liveness.stalls() {
-                    let due = logged
-                        .get(stall.stage)
-                        .is_none_or(|at| at.elapsed() >= STALL_LOGGED_AFTER);
-                    if stall.for_ >= STALL_LOGGED_AFTER && due {
-                        logged.insert(stall.stage, std::time::Instant::now());
-                        if stall.for_ > STALL_LIMIT {
-                            tracing::error!(stage = stall.stage, stalled_s = stall.for_.as_secs(), doing = stall.doing, "processing loop stuck: /healthz now fails so that the process is restarted");
-                        } else {
-                            tracing::warn!(stage = stall.stage, stalled_s = stall.for_.as_secs(), doing = stall.doing, "processing loop making no progress");
-                        }
-                    }
-                }
-            }
-        })
-        .map(drop)
-}
-
-/// Serves `GET /metrics`, `GET /healthz` (alive: no processing loop stalled for longer than
-/// [`STALL_LIMIT`]) and `GET /readyz` (started) on `addr`.
-/// Returns the bound address (useful with port 0).
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    readiness: Readiness,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            let readiness = readiness.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut len = 0;
-                // Read until the end of the request head (or the buffer is full).
-                while len < buf.len() {
-                    match tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        socket.read(&mut buf[len..]),
-                    )
-                    .await
-                    {
-                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                        Ok(Ok(n)) => len += n,
-                    }
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..len]);
-                let path = head.split_whitespace().nth(1).unwrap_or("");
-                let (status, content_type, body) = match path {
-                    "/metrics" => (
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        metrics.render(),
-                    ),
-                    "/healthz" => {
-                        let stuck = metrics.liveness.stuck(STALL_LIMIT);
-                        if stuck.is_empty() {
-                            ("200 OK", "text/plain", "ok\n".to_owned())
-                        } else {
-                            let lines = stuck.iter().map(|s| format!("{s}\n")).collect();
-                            ("503 Service Unavailable", "text/plain", lines)
-                        }
-                    }
-                    "/readyz" if readiness.is_ready() => {
-                        ("200 OK", "text/plain", "ready\n".to_owned())
-                    }
-                    "/readyz" => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "starting\n".to_owned(),
-                    ),
-                    _ => (
-                        "404 Not Found",
-                        "text/plain",
-                        "try /metrics, /healthz or /readyz\n".to_owned(),
-                    ),
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    Ok(bound)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    async fn get(addr: SocketAddr, path: &str) -> String {
-        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        socket
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
-            .await
-            .expect("request");
-        let mut response = String::new();
-        socket
-            .read_to_string(&mut response)
-            .await
-            .expect("response");
-        response
-    }
-
-    #[tokio::test]
-    async fn healthz_fails_naming_the_loop_once_it_is_stalled_past_the_limit() {
-        let metrics = Metrics::new();
-        let addr = serve(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            metrics.clone(),
-            Readiness::default(),
-        )
-        .await
-        .expect("serve");
-        let beat = metrics.liveness.register("predictor");
-        beat.beat("committing the transaction");
-        let healthy = get(addr, "/healthz").await;
-        assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
-
-        beat.backdate(STALL_LIMIT + Duration::from_secs(10));
-        assert!(
-            metrics
-                .render()
-                .contains("tweetoscope_processing_loop_stalled_seconds{stage=\"predictor\"} 34"),
-            "the stall is exported"
-        );
-        let stuck = get(addr, "/healthz").await;
-        assert!(stuck.starts_with("HTTP/1.1 503"), "{stuck}");
-        assert!(
-            stuck.contains("predictor: no progress for 34")
-                && stuck.contains("while committing the transaction"),
-            "{stuck}"
-        );
-
-        // A loop that ended is not a stuck one.
-        beat.stopped();
-        let ended = get(addr, "/healthz").await;
-        assert!(ended.starts_with("HTTP/1.1 200"), "{ended}");
-        assert!(
-            !metrics
-                .render()
-                .contains("tweetoscope_processing_loop_stalled_seconds{"),
-            "a loop that ended has no stall series"
-        );
     }
 }

@@ -28,9 +28,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use servers::{eventually, HttpSink};
+use tweetoscope::admin_server::{serve, Readiness};
 use tweetoscope::config::{KafkaArgs, RunArgs};
 use tweetoscope::kafka::EmbeddedBroker;
-use tweetoscope::metrics::{serve, Metrics, Readiness};
+use tweetoscope::metrics::Metrics;
 use tweetoscope::run::{run_pipeline, RunSummary};
 use tweetoscope_messages::{Alert, Stat};
 

@@ -375,7 +375,7 @@ impl Handler for PredictorHandler {
                 if let Some(closed) = closed {
                     let latency = now_ms().saturating_sub(closed) as f64 / 1000.0;
                     self.metrics.prediction_latency.observe(latency);
-                    self.metrics.record_latency(latency);
+                    self.metrics.latencies.record(latency);
                     record = record.with_header(WINDOW_CLOSED_HEADER, closed.to_string());
                 }
                 records.push(record);
