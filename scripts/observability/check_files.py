@@ -8,7 +8,7 @@
 - every grafana/dashboards/*.json parses (standard library).
 
 The dashboards' content (panel ids, data sources, metric names, queries) is checked by
-crates/tweetoscope/tests/observability.rs. Usage: check_files.py [REPO_ROOT]
+crates/tweetoscope/tests/observability/main.rs. Usage: check_files.py [REPO_ROOT]
 """
 import json
 import pathlib

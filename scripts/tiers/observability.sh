@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tier "observability": the Prometheus, Alertmanager, Loki and Grafana files, checked with the real
-# tools, and crates/tweetoscope/tests/observability.rs run against real Prometheus, Pushgateway and
+# tools, and crates/tweetoscope/tests/observability/main.rs run against real Prometheus, Pushgateway and
 # Alertmanager processes (each test starts its own on free loopback ports and stops them).
 # Installs what it needs from Debian when missing: prometheus (with promtool),
 # prometheus-pushgateway, prometheus-alertmanager (with amtool), python3-yaml.

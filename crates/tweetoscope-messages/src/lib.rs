@@ -2,7 +2,8 @@
 //!
 //! Every value that travels on a topic has a typed form here, a strict parser that turns a payload
 //! into that form (or a [`Malformed`] reason for the dead-letter queue) and a serializer that writes
-//! the JSON format of `DESIGN.md`, compatible with the classic course contracts. Extra fields are
+//! the JSON format of the README's "Message contracts" section, compatible with the classic course
+//! contracts. Extra fields are
 //! accepted and ignored; a missing or mistyped required field, an unknown `type` or a value outside
 //! its domain (negative time, non-finite number, empty series) makes a message malformed.
 

@@ -11,12 +11,10 @@
 //! prometheus-alertmanager are ignored by default; scripts/tiers/observability.sh installs the
 //! packages and runs `cargo test -p tweetoscope --test observability -- --include-ignored`.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "observability/grafana.rs"]
 mod grafana;
-#[path = "observability/loki.rs"]
 mod loki;
-#[path = "observability/servers.rs"]
 mod servers;
 
 use std::collections::{BTreeMap, BTreeSet};
