@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod eval;
+pub mod events;
 pub mod fit;
 pub mod kafka;
 pub mod liveness;

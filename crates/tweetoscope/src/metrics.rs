@@ -52,6 +52,8 @@ pub struct Metrics {
     pub training_samples: IntGaugeVec,
     /// Training runs of the learner, by window.
     pub trainings: IntCounterVec,
+    /// Trainings that published no model, by reason.
+    pub training_failures: IntCounterVec,
     /// Alerts posted to Alertmanager.
     pub alerts_sent: IntCounter,
     /// Alerts that Alertmanager did not accept.
@@ -261,6 +263,12 @@ impl Metrics {
                 "tweetoscope_learner_trainings_total",
                 "Training runs",
                 &["window"],
+            ),
+            training_failures: counter_vec(
+                &r,
+                "tweetoscope_learner_training_failures_total",
+                "Trainings that published no model (training_error, panic, too_large)",
+                &["reason"],
             ),
             alerts_sent: counter(
                 &r,

@@ -15,6 +15,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use tweetoscope_messages::{to_payload, LogRecord};
 
 use crate::config::{LogArgs, LogFormat, TelemetryArgs};
+use crate::events::{InternalEvent as _, LogRecordDropped};
 use crate::kafka::{KafkaSettings, Outgoing, Sink};
 use crate::metrics::Metrics;
 
@@ -288,7 +289,7 @@ where
             fields: collect.fields,
         };
         if self.tx.try_send(record).is_err() {
-            self.metrics.logs_dropped.inc();
+            LogRecordDropped.emit(&self.metrics);
         }
     }
 }

@@ -19,6 +19,7 @@ use tweetoscope_messages::Malformed;
 
 use super::context::StageContext;
 use super::sink::{commit_transaction, dead_letter, Outgoing, Sink, TRANSACTION_CALL_TIMEOUT};
+use crate::events::{InternalEvent as _, MessageMalformed};
 use crate::liveness::LoopBeat;
 use crate::metrics::Metrics;
 
@@ -309,15 +310,14 @@ async fn run_loop<H: Handler>(
                 };
                 let letter = match &handled {
                     Handled::Malformed(reason) => {
-                        metrics.malformed.with_label_values(&[stage, &topic]).inc();
-                        tracing::warn!(
+                        MessageMalformed {
                             stage,
-                            topic = %topic,
-                            partition = position.1,
-                            offset = position.2,
-                            reason = %reason.reason,
-                            "malformed message sent to the dead-letter topic"
-                        );
+                            topic: &topic,
+                            partition: position.1,
+                            offset: position.2,
+                            reason,
+                        }
+                        .emit(&metrics);
                         Some(dead_letter(stage, &message, reason))
                     }
                     _ => None,

@@ -9,6 +9,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tweetoscope_messages::{topics, Malformed};
 
+use crate::events::{InternalEvent as _, RecordNotProduced, RecordProduced};
 use crate::metrics::Metrics;
 
 /// A record a stage wants written.
@@ -122,7 +123,13 @@ impl Sink {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => {
-                    tracing::error!(stage = self.stage, topic = %record.topic, error = %e, "cannot produce");
+                    RecordNotProduced {
+                        stage: self.stage,
+                        topic: &record.topic,
+                        error: Some(&e),
+                        refused: true,
+                    }
+                    .emit(&self.metrics);
                     break None;
                 }
             }
@@ -131,28 +138,33 @@ impl Sink {
         let stage = self.stage;
         let topic = record.topic;
         async move {
-            let ok = match delivery {
-                Some(d) => match d.await {
-                    Ok(Ok(_)) => true,
-                    Ok(Err((e, _))) => {
-                        tracing::error!(stage, topic = %topic, error = %e, "delivery failed");
-                        false
-                    }
-                    Err(_) => false,
-                },
-                None => false,
+            let Some(delivery) = delivery else {
+                return false; // told when refused
             };
-            if ok {
-                metrics.produced.with_label_values(&[stage, &topic]).inc();
-                // Create the failure series at 0 so its first increment shows in rate().
-                metrics.produce_failures.with_label_values(&[stage, &topic]);
-            } else {
-                metrics
-                    .produce_failures
-                    .with_label_values(&[stage, &topic])
-                    .inc();
+            match delivery.await {
+                Ok(Ok(_)) => {
+                    RecordProduced {
+                        stage,
+                        topic: &topic,
+                    }
+                    .emit(&metrics);
+                    true
+                }
+                failed => {
+                    let error = match &failed {
+                        Ok(Err((e, _))) => Some(e),
+                        _ => None,
+                    };
+                    RecordNotProduced {
+                        stage,
+                        topic: &topic,
+                        error,
+                        refused: false,
+                    }
+                    .emit(&metrics);
+                    false
+                }
             }
-            ok
         }
     }
 

@@ -9,6 +9,7 @@ use tweetoscope_messages::Alert;
 
 use super::StageEnv;
 use crate::config::{AlertOn, DashboardArgs};
+use crate::events::{AlertDelivered, AlertNotDelivered, InternalEvent as _};
 use crate::kafka::{handler, Handled};
 
 const STAGE: &str = "dashboard";
@@ -151,11 +152,12 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
         let metrics = metrics.clone();
         Handled::Later(Box::pin(async move {
             match post(&client, &url, &alert, threshold).await {
-                Ok(()) => metrics.alerts_sent.inc(),
-                Err(e) => {
-                    metrics.alert_failures.inc();
-                    tracing::warn!(cid = %alert.cid, error = %e, "alert not delivered to Alertmanager");
+                Ok(()) => AlertDelivered.emit(&metrics),
+                Err(e) => AlertNotDelivered {
+                    cid: &alert.cid.0,
+                    error: format!("{e:#}"),
                 }
+                .emit(&metrics),
             }
             Vec::new()
         }))

@@ -21,6 +21,7 @@ use crate::config::{
     CascadeArgs, DashboardArgs, EstimatorArgs, GeneratorArgs, KafkaArgs, LearnerArgs, LoggerArgs,
     MonitorArgs, PredictorArgs, RunArgs, TopicArgs,
 };
+use crate::events::MessageMalformed;
 use crate::kafka::{
     create_topics, process, Handler, KafkaSettings, LoopSettings, Sink, StageContext,
 };
@@ -104,6 +105,7 @@ impl StageEnv {
         F: FnOnce(&StageClients) -> anyhow::Result<H>,
     {
         let stage = input.settings.stage;
+        MessageMalformed::register(&self.metrics, stage, &input.topic);
         let producer = self.kafka.stage_producer(stage).await?;
         let consumer = self
             .kafka

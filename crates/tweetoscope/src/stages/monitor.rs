@@ -12,6 +12,7 @@ use tweetoscope_stats::{mean, median};
 
 use super::{Input, StageEnv};
 use crate::config::MonitorArgs;
+use crate::events::{InternalEvent as _, Pushed};
 use crate::kafka::{handler, Handled};
 
 const STAGE: &str = "monitor";
@@ -174,11 +175,11 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
                     _ = tick.tick() => false,
                     _ = shutdown.changed() => true,
                 };
-                metrics.pushes.inc();
-                if let Err(e) = push(&client, &url, &job, &board).await {
-                    metrics.push_failures.inc();
-                    tracing::warn!(error = %e, "push to the Pushgateway failed");
+                let pushed = push(&client, &url, &job, &board).await;
+                Pushed {
+                    error: pushed.err().map(|e| format!("{e:#}")),
                 }
+                .emit(&metrics);
                 if stopping {
                     break;
                 }
