@@ -1,6 +1,6 @@
 //! The options of every command, grouped by what they configure (Kafka, telemetry, each stage),
 //! with the checks clap cannot make alone and the translations into the library crates' configs.
-//! The command tree that assembles them, and the configuration file, are in [`crate::cli`].
+//! The command tree that assembles them, and the configuration file, are in `cli.rs`.
 //! Values are checked before anything starts; a bad one stops the program with a message that
 //! names the option and what it accepts.
 

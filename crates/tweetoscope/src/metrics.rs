@@ -1,4 +1,4 @@
-//! Prometheus metrics of every stage (served by [`crate::admin_server`]).
+//! Prometheus metrics of every stage (served by the admin server, `admin_server.rs`).
 //!
 //! One [`Metrics`] per process; stages label their series with `stage`, so `tweetoscope run` (all
 //! stages in one process) and one-stage-per-process deployments export the same names.
