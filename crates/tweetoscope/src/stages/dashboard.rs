@@ -2,7 +2,6 @@
 //! Alertmanager (`POST /api/v2/alerts`); keeps the most popular predictions for reports.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rdkafka::Message;
 use tweetoscope_messages::Alert;
@@ -108,22 +107,10 @@ pub async fn post(
     threshold: u64,
 ) -> Result<(), String> {
     let target = url.join("api/v2/alerts").map_err(|e| e.to_string())?;
-    let response = client
+    let request = client
         .post(target)
-        .json(&alertmanager_body(alert, threshold))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        let status = response.status();
-        Err(format!(
-            "Alertmanager answered {status}: {}",
-            response.text().await.unwrap_or_default()
-        ))
-    }
+        .json(&alertmanager_body(alert, threshold));
+    super::send_http(request, "Alertmanager").await
 }
 
 /// Runs the dashboard until shutdown, keeping the most popular predictions in `top`.

@@ -333,6 +333,25 @@ where
     }
 }
 
+/// Sends `request` to `service` (named in the error) with a 10 s timeout; an answer other than
+/// 2xx is an error with its status and body.
+pub(crate) async fn send_http(
+    request: reqwest::RequestBuilder,
+    service: &str,
+) -> Result<(), String> {
+    let response = request
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Err(format!("{service} answered {status}: {body}"))
+}
+
 /// The record key as text, if any.
 pub(crate) fn key_text(key: Option<&[u8]>) -> Option<String> {
     key.map(|k| String::from_utf8_lossy(k).into_owned())

@@ -132,21 +132,11 @@ pub async fn push(
     let target = url
         .join(&format!("metrics/job/{job}"))
         .map_err(|e| e.to_string())?;
-    let response = client
+    let request = client
         .put(target)
         .header("Content-Type", "text/plain; version=0.0.4")
-        .body(board.exposition())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        Err(format!("Pushgateway answered {status}: {body}"))
-    }
+        .body(board.exposition());
+    super::send_http(request, "Pushgateway").await
 }
 
 /// Runs the monitor until shutdown, recording into `board`.
