@@ -688,6 +688,13 @@ impl GeneratorArgs {
     }
 }
 
+impl LearnerArgs {
+    /// The forest settings these options give (see [`tweetoscope_predict::forest_params`]).
+    pub fn forest_params(&self) -> tweetoscope_forest::ForestParams {
+        tweetoscope_predict::forest_params(self.trees as usize, self.forest_seed)
+    }
+}
+
 impl MonitorArgs {
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -607,7 +607,7 @@ fn forest_omegas(
         let x = features(p);
         if w.is_finite() && x.iter().all(|v| v.is_finite()) {
             rows.push(x);
-            targets.push(crate::stages::learner::target_from_omega(w));
+            targets.push(tweetoscope_predict::target_from_omega(w));
         }
     }
     if rows.is_empty() {
@@ -617,8 +617,7 @@ fn forest_omegas(
     Ok(test
         .iter()
         .map(|p| {
-            crate::stages::learner::omega_with_interval(&forest, &features(p))
-                .unwrap_or((1.0, None))
+            tweetoscope_predict::omega_with_interval(&forest, &features(p)).unwrap_or((1.0, None))
         })
         .collect())
 }
@@ -907,13 +906,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
                 )
             }
         };
-    let params = tweetoscope_forest::ForestParams {
-        n_trees: args.trees as usize,
-        max_depth: 8,
-        min_samples_leaf: 10,
-        seed: args.forest_seed,
-        ..Default::default()
-    };
+    let params = tweetoscope_predict::forest_params(args.trees as usize, args.forest_seed);
     let all_pairs: Vec<&Pair> = main
         .pairs
         .iter()

@@ -71,7 +71,7 @@ impl ModelStore {
             ModelTarget::Omega => forest
                 .try_predict_one(&features)
                 .map(|y| (y.max(0.0), None)),
-            ModelTarget::LnOmega => crate::stages::learner::omega_with_interval(forest, &features),
+            ModelTarget::LnOmega => tweetoscope_predict::omega_with_interval(forest, &features),
         };
         match corrected {
             Ok((w, interval)) if w.is_finite() => Correction {
