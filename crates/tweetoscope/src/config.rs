@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use tweetoscope_hawkes::{FitConfig, HawkesError, MarkDistribution, Prior};
 
 /// How a process reaches Kafka: brokers, partitions, groups, commits and topic names. Flattened
 /// into the commands that talk to Kafka (the stages, `run`, `bench`), and only those.
@@ -607,6 +608,22 @@ impl EstimatorArgs {
             return Err(bad("fit-workers", 0, "at least 1"));
         }
         Ok(())
+    }
+
+    /// The fit settings these options give (the mark distribution is that of the marks raised to
+    /// `--mark-exponent`, see [`tweetoscope_predict::fit_marks`]).
+    pub fn fit_config(&self) -> Result<FitConfig, HawkesError> {
+        Ok(FitConfig {
+            marks: MarkDistribution::new(self.mark_alpha, self.mark_mu)?
+                .powered(self.mark_exponent)?,
+            prior: if self.mle {
+                None
+            } else {
+                Some(Prior::default())
+            },
+            max_branching: self.max_branching,
+            ..FitConfig::default()
+        })
     }
 }
 

@@ -28,7 +28,7 @@ use tweetoscope_replay::{source_name, Replay};
 use tweetoscope_stats::{AlertScores, LogLinear, Spread};
 
 use crate::config::{CascadeArgs, ConfigError, DataSource, EstimatorArgs, GeneratorArgs};
-use crate::stages::{estimator, generator};
+use crate::stages::generator;
 
 /// Options of `eval`.
 #[derive(Debug, Clone, Args)]
@@ -521,11 +521,11 @@ fn prepare(
             }
         }
     }
-    let config = estimator::fit_config(estimator)?;
+    let config = estimator.fit_config()?;
     let kernel = estimator.kernel;
     let fits = parallel_map(&series, |s| {
         let times: Vec<f64> = s.tweets.iter().map(|e| e.0).collect();
-        let marks = estimator::fit_marks(s, estimator.mark_exponent);
+        let marks = tweetoscope_predict::fit_marks(s, estimator.mark_exponent);
         tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, s.t_obs as f64, &config).ok()
     });
     let fitted = fits.iter().filter(|f| f.is_some()).count();
