@@ -28,7 +28,6 @@ use tweetoscope_replay::{source_name, Replay};
 use tweetoscope_stats::{AlertScores, LogLinear, Spread};
 
 use crate::config::{CascadeArgs, ConfigError, DataSource, EstimatorArgs, GeneratorArgs};
-use crate::stages::generator;
 
 /// Options of `eval`.
 #[derive(Debug, Clone, Args)]
@@ -452,8 +451,8 @@ pub fn collect_offline(
     let mut collector = Collector::new(config);
     let mut emitted = Vec::new();
     let mut rank: HashMap<String, usize> = HashMap::new();
-    let cascades = generator::cascades(generator)?;
-    for event in Replay::new(generator::replay_config(generator), cascades) {
+    let cascades = generator.cascade_events()?;
+    for event in Replay::new(generator.replay_config(), cascades) {
         let source = source_name(event.source);
         match event.record {
             SourceRecord::Tweet(t) => {
@@ -510,7 +509,7 @@ fn prepare(
     estimator: &EstimatorArgs,
 ) -> anyhow::Result<Prepared> {
     let collected = collect_offline(generator, cascade.collector_config())?;
-    let first_id = generator::replay_config(generator).first_tweet_id;
+    let first_id = generator.replay_config().first_tweet_id;
     let mut sizes: HashMap<(String, u64), u64> = HashMap::new();
     let mut series = Vec::new();
     for e in collected.emitted {
@@ -548,7 +547,7 @@ fn prepare(
         .collect();
     let truth = match generator.data {
         DataSource::Synthetic => {
-            let mut source = SyntheticCascades::new(generator::synthetic_config(generator)?);
+            let mut source = SyntheticCascades::new(generator.synthetic_config()?);
             let mut truth = HashMap::new();
             let mut id = first_id;
             while let Some(c) = source.next_with_truth() {
