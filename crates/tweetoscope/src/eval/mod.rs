@@ -831,11 +831,11 @@ fn recovery(pairs: &[&Pair], truth: &HashMap<String, (f64, f64, f64)>) -> Option
     let (mut ep, mut eb, mut en) = (Vec::new(), Vec::new(), Vec::new());
     for p in pairs {
         if let (Some(f), Some(&(tp, tb, tn))) = (&p.fit, truth.get(&p.cid)) {
-            en.push((f.n_star - tn).abs() / tn);
+            en.push(tweetoscope_stats::relative_error(f.n_star, tn));
             // p and β are the exponential kernel's own parameters.
             if f.kernel == Kernel::Exponential {
-                ep.push((f.params[0] - tp).abs() / tp);
-                eb.push((f.params[1] - tb).abs() / tb);
+                ep.push(tweetoscope_stats::relative_error(f.params[0], tp));
+                eb.push(tweetoscope_stats::relative_error(f.params[1], tb));
             }
         }
     }
