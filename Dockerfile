@@ -27,6 +27,7 @@ COPY crates/tweetoscope-cascade/Cargo.toml crates/tweetoscope-cascade/Cargo.toml
 COPY crates/tweetoscope-forest/Cargo.toml crates/tweetoscope-forest/Cargo.toml
 COPY crates/tweetoscope-hawkes/Cargo.toml crates/tweetoscope-hawkes/Cargo.toml
 COPY crates/tweetoscope-messages/Cargo.toml crates/tweetoscope-messages/Cargo.toml
+COPY crates/tweetoscope-predict/Cargo.toml crates/tweetoscope-predict/Cargo.toml
 COPY crates/tweetoscope-replay/Cargo.toml crates/tweetoscope-replay/Cargo.toml
 COPY crates/tweetoscope-stats/Cargo.toml crates/tweetoscope-stats/Cargo.toml
 COPY scripts/deploy/cargo-stubs.sh /usr/local/bin/cargo-stubs

@@ -90,8 +90,13 @@ pub fn absolute_relative_error(predicted: f64, truth: f64) -> f64 {
     if !predicted.is_finite() {
         return f64::INFINITY;
     }
-    let truth = truth.max(1.0);
-    (predicted - truth).abs() / truth
+    relative_error(predicted, truth.max(1.0))
+}
+
+/// Relative error |estimate − truth| / truth, with no floor on the truth: how far an estimated
+/// parameter lies from the one that generated the data.
+pub fn relative_error(estimate: f64, truth: f64) -> f64 {
+    (estimate - truth).abs() / truth
 }
 
 /// Share of the errors at most `tolerance` (e.g. 0.1: predicted within 10 %); NaN when empty.
@@ -300,6 +305,8 @@ mod tests {
         assert_eq!(absolute_relative_error(50.0, 100.0), 0.5);
         assert_eq!(absolute_relative_error(f64::NAN, 100.0), f64::INFINITY);
         assert_eq!(absolute_relative_error(2.0, 0.0), 1.0);
+        // Without the floor: a branching factor of 0.25 recovered as 0.375.
+        assert_eq!(relative_error(0.375, 0.25), 0.5);
         assert_eq!(share_within(&[0.05, 0.1, 0.2, 0.5], 0.1), 0.5);
         assert!(share_within(&[], 0.1).is_nan());
     }

@@ -8,6 +8,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use tweetoscope_hawkes::{FitConfig, HawkesError, MarkDistribution, Prior};
+use tweetoscope_replay::news::{parse_index, NewsDataset};
+use tweetoscope_replay::synthetic::{SyntheticCascades, SyntheticConfig};
+use tweetoscope_replay::{CascadeEvents, ReplayConfig};
+
+/// The real NEWS index bundled with the program: synthetic sizes follow it by default.
+pub const BUNDLED_INDEX: &str = include_str!("../../../data/news-index.csv");
 
 /// How a process reaches Kafka: brokers, partitions, groups, commits and topic names. Flattened
 /// into the commands that talk to Kafka (the stages, `run`, `bench`), and only those.
@@ -608,6 +615,22 @@ impl EstimatorArgs {
         }
         Ok(())
     }
+
+    /// The fit settings these options give (the mark distribution is that of the marks raised to
+    /// `--mark-exponent`, see [`tweetoscope_predict::fit_marks`]).
+    pub fn fit_config(&self) -> Result<FitConfig, HawkesError> {
+        Ok(FitConfig {
+            marks: MarkDistribution::new(self.mark_alpha, self.mark_mu)?
+                .powered(self.mark_exponent)?,
+            prior: if self.mle {
+                None
+            } else {
+                Some(Prior::default())
+            },
+            max_branching: self.max_branching,
+            ..FitConfig::default()
+        })
+    }
 }
 
 /// Checks `--mark-exponent` for a kernel.
@@ -685,6 +708,75 @@ impl GeneratorArgs {
             return Err(bad("cascades", 0, "at least 1 synthetic cascade"));
         }
         Ok(())
+    }
+
+    /// The cascades the options describe.
+    pub fn cascade_events(&self) -> anyhow::Result<Box<dyn Iterator<Item = CascadeEvents> + Send>> {
+        match self.data {
+            DataSource::Synthetic => Ok(Box::new(SyntheticCascades::new(self.synthetic_config()?))),
+            DataSource::News => {
+                let (Some(index), Some(data)) = (&self.news_index, &self.news_data) else {
+                    anyhow::bail!("--data news needs --news-index and --news-data");
+                };
+                let set = NewsDataset::load(index, data)?;
+                let take = if self.cascades == 0 {
+                    set.len()
+                } else {
+                    self.cascades.min(set.len())
+                };
+                Ok(Box::new((0..take).map(move |i| set.cascade(i))))
+            }
+            DataSource::Tideh | DataSource::Csv => {
+                let Some(dir) = &self.data_dir else {
+                    anyhow::bail!("--data {} needs --data-dir DIR", self.data.name());
+                };
+                let mut set = if self.data == DataSource::Tideh {
+                    tweetoscope_replay::files::tideh::read_dir(dir)?
+                } else {
+                    tweetoscope_replay::files::csv::read_dir(dir)?
+                };
+                if self.cascades > 0 {
+                    set.truncate(self.cascades);
+                }
+                Ok(Box::new(set.into_iter()))
+            }
+        }
+    }
+
+    /// The synthetic source the options describe (sizes follow `--size-index` or the bundled
+    /// index).
+    pub fn synthetic_config(&self) -> anyhow::Result<SyntheticConfig> {
+        let target_sizes = match &self.size_index {
+            Some(path) => tweetoscope_replay::news::index_sizes(path)?,
+            None => parse_index(BUNDLED_INDEX, "bundled news-index.csv")?
+                .into_iter()
+                .map(|(s, e)| e - s)
+                .collect(),
+        };
+        Ok(SyntheticConfig {
+            cascades: self.cascades,
+            target_sizes,
+            seed: self.seed,
+            ..SyntheticConfig::default()
+        })
+    }
+
+    /// The replay settings the options give.
+    pub fn replay_config(&self) -> ReplayConfig {
+        ReplayConfig {
+            sources: self.sources as usize,
+            max_live_per_source: self.max_live as usize,
+            mean_start_delay: self.mean_start_delay,
+            seed: self.seed,
+            first_tweet_id: 1,
+        }
+    }
+}
+
+impl LearnerArgs {
+    /// The forest settings these options give (see [`tweetoscope_predict::forest_params`]).
+    pub fn forest_params(&self) -> tweetoscope_forest::ForestParams {
+        tweetoscope_predict::forest_params(self.trees as usize, self.forest_seed)
     }
 }
 

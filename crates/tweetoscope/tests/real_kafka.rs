@@ -22,7 +22,6 @@ use common::real_kafka::{
 };
 use tweetoscope::cli::{Cli, Command as Cmd};
 use tweetoscope::config::{CascadeArgs, GeneratorArgs};
-use tweetoscope::stages::generator;
 use tweetoscope_messages::CascadeProperty;
 use tweetoscope_replay::Replay;
 
@@ -615,8 +614,8 @@ fn killed_replicas_hand_their_partitions_over_and_no_prediction_is_lost() {
     // Pace the replay over about 20 s of wall time, so that replicas die in the middle of it.
     let generator = generator_args();
     let span = Replay::new(
-        generator::replay_config(&generator),
-        generator::cascades(&generator).expect("synthetic cascades"),
+        generator.replay_config(),
+        generator.cascade_events().expect("synthetic cascades"),
     )
     .map(|e| e.elapsed)
     .fold(0.0_f64, f64::max);
@@ -782,8 +781,8 @@ fn faulted_run(fault: Fault) {
     let expected = expected_pairs();
     let generator = generator_args();
     let span = Replay::new(
-        generator::replay_config(&generator),
-        generator::cascades(&generator).expect("synthetic cascades"),
+        generator.replay_config(),
+        generator.cascade_events().expect("synthetic cascades"),
     )
     .map(|e| e.elapsed)
     .fold(0.0_f64, f64::max);

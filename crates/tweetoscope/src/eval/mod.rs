@@ -28,7 +28,6 @@ use tweetoscope_replay::{source_name, Replay};
 use tweetoscope_stats::{AlertScores, LogLinear, Spread};
 
 use crate::config::{CascadeArgs, ConfigError, DataSource, EstimatorArgs, GeneratorArgs};
-use crate::stages::{estimator, generator};
 
 /// Options of `eval`.
 #[derive(Debug, Clone, Args)]
@@ -452,8 +451,8 @@ pub fn collect_offline(
     let mut collector = Collector::new(config);
     let mut emitted = Vec::new();
     let mut rank: HashMap<String, usize> = HashMap::new();
-    let cascades = generator::cascades(generator)?;
-    for event in Replay::new(generator::replay_config(generator), cascades) {
+    let cascades = generator.cascade_events()?;
+    for event in Replay::new(generator.replay_config(), cascades) {
         let source = source_name(event.source);
         match event.record {
             SourceRecord::Tweet(t) => {
@@ -510,7 +509,7 @@ fn prepare(
     estimator: &EstimatorArgs,
 ) -> anyhow::Result<Prepared> {
     let collected = collect_offline(generator, cascade.collector_config())?;
-    let first_id = generator::replay_config(generator).first_tweet_id;
+    let first_id = generator.replay_config().first_tweet_id;
     let mut sizes: HashMap<(String, u64), u64> = HashMap::new();
     let mut series = Vec::new();
     for e in collected.emitted {
@@ -521,11 +520,11 @@ fn prepare(
             }
         }
     }
-    let config = estimator::fit_config(estimator)?;
+    let config = estimator.fit_config()?;
     let kernel = estimator.kernel;
     let fits = parallel_map(&series, |s| {
         let times: Vec<f64> = s.tweets.iter().map(|e| e.0).collect();
-        let marks = estimator::fit_marks(s, estimator.mark_exponent);
+        let marks = tweetoscope_predict::fit_marks(s, estimator.mark_exponent);
         tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, s.t_obs as f64, &config).ok()
     });
     let fitted = fits.iter().filter(|f| f.is_some()).count();
@@ -548,7 +547,7 @@ fn prepare(
         .collect();
     let truth = match generator.data {
         DataSource::Synthetic => {
-            let mut source = SyntheticCascades::new(generator::synthetic_config(generator)?);
+            let mut source = SyntheticCascades::new(generator.synthetic_config()?);
             let mut truth = HashMap::new();
             let mut id = first_id;
             while let Some(c) = source.next_with_truth() {
@@ -607,7 +606,7 @@ fn forest_omegas(
         let x = features(p);
         if w.is_finite() && x.iter().all(|v| v.is_finite()) {
             rows.push(x);
-            targets.push(crate::stages::learner::target_from_omega(w));
+            targets.push(tweetoscope_predict::target_from_omega(w));
         }
     }
     if rows.is_empty() {
@@ -617,8 +616,7 @@ fn forest_omegas(
     Ok(test
         .iter()
         .map(|p| {
-            crate::stages::learner::omega_with_interval(&forest, &features(p))
-                .unwrap_or((1.0, None))
+            tweetoscope_predict::omega_with_interval(&forest, &features(p)).unwrap_or((1.0, None))
         })
         .collect())
 }
@@ -833,11 +831,11 @@ fn recovery(pairs: &[&Pair], truth: &HashMap<String, (f64, f64, f64)>) -> Option
     let (mut ep, mut eb, mut en) = (Vec::new(), Vec::new(), Vec::new());
     for p in pairs {
         if let (Some(f), Some(&(tp, tb, tn))) = (&p.fit, truth.get(&p.cid)) {
-            en.push((f.n_star - tn).abs() / tn);
+            en.push(tweetoscope_stats::relative_error(f.n_star, tn));
             // p and β are the exponential kernel's own parameters.
             if f.kernel == Kernel::Exponential {
-                ep.push((f.params[0] - tp).abs() / tp);
-                eb.push((f.params[1] - tb).abs() / tb);
+                ep.push(tweetoscope_stats::relative_error(f.params[0], tp));
+                eb.push(tweetoscope_stats::relative_error(f.params[1], tb));
             }
         }
     }
@@ -907,13 +905,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
                 )
             }
         };
-    let params = tweetoscope_forest::ForestParams {
-        n_trees: args.trees as usize,
-        max_depth: 8,
-        min_samples_leaf: 10,
-        seed: args.forest_seed,
-        ..Default::default()
-    };
+    let params = tweetoscope_predict::forest_params(args.trees as usize, args.forest_seed);
     let all_pairs: Vec<&Pair> = main
         .pairs
         .iter()

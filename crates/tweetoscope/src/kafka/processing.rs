@@ -533,7 +533,7 @@ mod tests {
         );
         assert_eq!(processed_mark(&collector), Some(1234));
         // The learner's form: the mark, then a total per window.
-        let learner = crate::stages::learner::learner_metadata(7, &[(600, 12), (1200, 30)]);
+        let learner = tweetoscope_predict::learner_metadata(7, &[(600, 12), (1200, 30)]);
         assert_eq!(processed_mark(&learner), Some(7));
         // Wherever it is among the fields; the first one counts.
         assert_eq!(processed_mark("x=1;processed=5;processed=9"), Some(5));

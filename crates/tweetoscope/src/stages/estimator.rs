@@ -6,11 +6,8 @@ use std::time::Instant;
 
 use rdkafka::Message;
 use tokio::sync::Semaphore;
-use tweetoscope_hawkes::{FitConfig, MarkDistribution, Prior};
-use tweetoscope_messages::{
-    partition_for, to_payload, CascadeParameters, CascadeProperty, CascadeSeries, KernelKind,
-    Malformed,
-};
+use tweetoscope_messages::{partition_for, to_payload, CascadeProperty, CascadeSeries};
+use tweetoscope_predict::{check_series, fit_marks, parameters_message};
 
 use super::StageEnv;
 use crate::config::EstimatorArgs;
@@ -18,66 +15,9 @@ use crate::kafka::{handler, header_text, Handled, Outgoing, WINDOW_CLOSED_HEADER
 
 const STAGE: &str = "estimator";
 
-/// The fit settings the options give (the mark distribution is that of the marks raised to
-/// `--mark-exponent`, see [`fit_marks`]).
-pub fn fit_config(args: &EstimatorArgs) -> anyhow::Result<FitConfig> {
-    Ok(FitConfig {
-        marks: MarkDistribution::new(args.mark_alpha, args.mark_mu)?.powered(args.mark_exponent)?,
-        prior: if args.mle {
-            None
-        } else {
-            Some(Prior::default())
-        },
-        max_branching: args.max_branching,
-        ..FitConfig::default()
-    })
-}
-
-/// The marks a fit uses: the follower counts raised to `--mark-exponent`.
-pub fn fit_marks(series: &CascadeSeries, exponent: f64) -> Vec<f64> {
-    let mut marks: Vec<f64> = series.tweets.iter().map(|e| e.1).collect();
-    tweetoscope_hawkes::power_marks(&mut marks, exponent);
-    marks
-}
-
-/// Checks a series before fitting: it must lie inside its window.
-pub fn check_series(series: &CascadeSeries) -> Result<(), Malformed> {
-    let first = series.tweets[0].0;
-    let last = series.tweets[series.tweets.len() - 1].0;
-    if last - first >= series.t_obs as f64 {
-        return Err(Malformed::new(format!(
-            "`tweets` span {} s, not inside the window T_obs = {} s",
-            last - first,
-            series.t_obs
-        )));
-    }
-    Ok(())
-}
-
-/// The parameters message of a fitted series.
-pub fn parameters_message(
-    series: &CascadeSeries,
-    fit: &tweetoscope_hawkes::KernelFit,
-) -> CascadeParameters {
-    CascadeParameters {
-        cid: series.cid.clone(),
-        msg: series.msg.clone(),
-        t_obs: Some(series.t_obs),
-        n_obs: fit.n_obs as u64,
-        n_supp: fit.g1 / (1.0 - fit.n_star),
-        params: fit.params.clone(),
-        kernel: match fit.kernel {
-            tweetoscope_hawkes::Kernel::Exponential => KernelKind::Exponential,
-            tweetoscope_hawkes::Kernel::PowerLaw => KernelKind::PowerLaw,
-        },
-        n_star: fit.n_star,
-        g1: fit.g1,
-    }
-}
-
 /// Runs the estimator until shutdown.
 pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
-    let config = Arc::new(fit_config(&args)?);
+    let config = Arc::new(args.fit_config()?);
     let kernel = args.kernel;
     let mark_exponent = args.mark_exponent;
     let workers = args.fit_workers.unwrap_or_else(|| {

@@ -4,19 +4,14 @@
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tweetoscope_replay::news::{parse_index, NewsDataset};
-use tweetoscope_replay::synthetic::{SyntheticCascades, SyntheticConfig};
-use tweetoscope_replay::{source_name, CascadeEvents, Replay, ReplayConfig, ReplayEvent};
+use tweetoscope_replay::{source_name, Replay, ReplayEvent};
 
 use super::StageEnv;
-use crate::config::{DataSource, GeneratorArgs};
+use crate::config::GeneratorArgs;
 use crate::kafka::{Outgoing, Sink};
 use crate::metrics::Metrics;
 
 const STAGE: &str = "generator";
-
-/// The real NEWS index bundled with the program: synthetic sizes follow it by default.
-pub const BUNDLED_INDEX: &str = include_str!("../../../../data/news-index.csv");
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,69 +24,6 @@ pub struct GeneratorReport {
     pub failed: u64,
     /// Wall time of the replay.
     pub seconds: f64,
-}
-
-/// The cascades the options describe.
-pub fn cascades(
-    args: &GeneratorArgs,
-) -> anyhow::Result<Box<dyn Iterator<Item = CascadeEvents> + Send>> {
-    match args.data {
-        DataSource::Synthetic => Ok(Box::new(SyntheticCascades::new(synthetic_config(args)?))),
-        DataSource::News => {
-            let (Some(index), Some(data)) = (&args.news_index, &args.news_data) else {
-                anyhow::bail!("--data news needs --news-index and --news-data");
-            };
-            let set = NewsDataset::load(index, data)?;
-            let take = if args.cascades == 0 {
-                set.len()
-            } else {
-                args.cascades.min(set.len())
-            };
-            Ok(Box::new((0..take).map(move |i| set.cascade(i))))
-        }
-        DataSource::Tideh | DataSource::Csv => {
-            let Some(dir) = &args.data_dir else {
-                anyhow::bail!("--data {} needs --data-dir DIR", args.data.name());
-            };
-            let mut set = if args.data == DataSource::Tideh {
-                tweetoscope_replay::files::tideh::read_dir(dir)?
-            } else {
-                tweetoscope_replay::files::csv::read_dir(dir)?
-            };
-            if args.cascades > 0 {
-                set.truncate(args.cascades);
-            }
-            Ok(Box::new(set.into_iter()))
-        }
-    }
-}
-
-/// The synthetic source the options describe (sizes follow `--size-index` or the bundled index).
-pub fn synthetic_config(args: &GeneratorArgs) -> anyhow::Result<SyntheticConfig> {
-    let target_sizes = match &args.size_index {
-        Some(path) => tweetoscope_replay::news::index_sizes(path)?,
-        None => parse_index(BUNDLED_INDEX, "bundled news-index.csv")?
-            .into_iter()
-            .map(|(s, e)| e - s)
-            .collect(),
-    };
-    Ok(SyntheticConfig {
-        cascades: args.cascades,
-        target_sizes,
-        seed: args.seed,
-        ..SyntheticConfig::default()
-    })
-}
-
-/// The replay settings the options give.
-pub fn replay_config(args: &GeneratorArgs) -> ReplayConfig {
-    ReplayConfig {
-        sources: args.sources as usize,
-        max_live_per_source: args.max_live as usize,
-        mean_start_delay: args.mean_start_delay,
-        seed: args.seed,
-        first_tweet_id: 1,
-    }
 }
 
 /// The name of a replay: `--replay-id`, or a hash of what determines the replayed sequence.
@@ -181,8 +113,8 @@ pub async fn run_paced(
     args: GeneratorArgs,
     backpressure: Option<Backpressure>,
 ) -> anyhow::Result<GeneratorReport> {
-    let cascades = cascades(&args)?;
-    let config = replay_config(&args);
+    let cascades = args.cascade_events()?;
+    let config = args.replay_config();
     let transactional = env.kafka.transactions;
     let id = replay_id(&args);
     let sink = Sink::new(

@@ -1,0 +1,526 @@
+//! The predictor's side: the newest forest of each window and its correction ω, the prediction
+//! made from a cascade's parameters, and the bounded join of parameters and sizes per (cascade,
+//! window) that yields the stat and the training sample.
+
+use std::collections::{HashMap, VecDeque};
+
+use tweetoscope_forest::RandomForest;
+use tweetoscope_messages::{
+    Alert, AlertTag, CascadeId, CascadeParameters, Malformed, ModelMessage, ModelTarget, Sample,
+    Stat, StatTag, SERVED_FEATURES,
+};
+
+/// The newest forest of each window, with its version.
+#[derive(Default)]
+pub struct ModelStore {
+    models: HashMap<u64, (u64, ModelTarget, RandomForest)>,
+}
+
+impl ModelStore {
+    /// Installs a model; refuses one whose feature list is not [`SERVED_FEATURES`] or whose
+    /// blob is not a forest over them.
+    pub fn install(&mut self, message: &ModelMessage) -> Result<(), String> {
+        if message.features != SERVED_FEATURES {
+            return Err(format!(
+                "model of window {} version {} uses features {:?}, but this predictor computes \
+                 {:?}: retrain it with a learner of the same version",
+                message.t_obs, message.version, message.features, SERVED_FEATURES
+            ));
+        }
+        let forest: RandomForest =
+            serde_json::from_value(message.forest.clone()).map_err(|e| e.to_string())?;
+        if forest.n_features() != 3 {
+            return Err(format!(
+                "forest has {} features, expected 3",
+                forest.n_features()
+            ));
+        }
+        self.models
+            .insert(message.t_obs, (message.version, message.target, forest));
+        Ok(())
+    }
+
+    /// The correction ω for these features, the version used (1 and 0 without a model) and
+    /// ω's [`tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE`] interval, when the model
+    /// holds its out-of-bag residuals and learns ln ω.
+    pub fn omega(&self, window: u64, features: [f64; 3]) -> Correction {
+        let none = Correction {
+            omega: 1.0,
+            model_version: 0,
+            interval: None,
+        };
+        let Some((version, target, forest)) = self.models.get(&window) else {
+            return none;
+        };
+        let corrected = match target {
+            ModelTarget::Omega => forest
+                .try_predict_one(&features)
+                .map(|y| (y.max(0.0), None)),
+            ModelTarget::LnOmega => crate::learner::omega_with_interval(forest, &features),
+        };
+        match corrected {
+            Ok((w, interval)) if w.is_finite() => Correction {
+                omega: w,
+                model_version: *version,
+                interval: interval.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
+            },
+            _ => none,
+        }
+    }
+}
+
+/// The forest's correction of one prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Correction {
+    /// ω, the factor of the Hawkes expected remainder.
+    pub omega: f64,
+    /// Version of the model used (0: none).
+    pub model_version: u64,
+    /// Interval of ω (see [`ModelStore::omega`]).
+    pub interval: Option<(f64, f64)>,
+}
+
+/// What the predictor keeps of the parameters half.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Prediction {
+    n_obs: u64,
+    features: [f64; 3],
+    n_pred: f64,
+    n_hawkes: f64,
+    model_version: u64,
+    /// Prediction interval of the final size (absent in entries written before intervals).
+    #[serde(default)]
+    interval: Option<(f64, f64)>,
+}
+
+/// One half of a join, as kept in memory and in the changelog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Half {
+    /// The parameters half: the prediction made from them.
+    Predicted(Prediction),
+    /// The size half: the final size `n_tot`.
+    Size(u64),
+}
+
+/// The join of parameters and sizes, bounded in size (oldest entries are dropped first). Each
+/// entry remembers the input partition it came from, so a revoked partition's entries can go.
+pub struct Join {
+    /// Half entries with the sequence number of their insertion and their partition.
+    pending: HashMap<(CascadeId, u64), (u64, i32, Half)>,
+    /// Insertion order; an entry whose sequence number no longer matches is stale.
+    order: VecDeque<(u64, (CascadeId, u64))>,
+    next_seq: u64,
+    max_pending: usize,
+}
+
+/// Records the join emits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    /// The stat.
+    pub stat: Stat,
+    /// The training sample.
+    pub sample: Sample,
+}
+
+/// What adding a half did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinStep {
+    /// The completed pair, if the other half was waiting.
+    pub joined: Option<Joined>,
+    /// Whether the half now waits in the table.
+    pub stored: bool,
+    /// Entries dropped to make room: (cid, window, partition).
+    pub evicted: Vec<(CascadeId, u64, i32)>,
+}
+
+impl Join {
+    /// An empty join keeping at most `max_pending` half entries.
+    pub fn new(max_pending: usize) -> Self {
+        Self {
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            max_pending,
+        }
+    }
+
+    /// Half entries waiting.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn insert(&mut self, key: (CascadeId, u64), partition: i32, half: Half) {
+        self.next_seq += 1;
+        self.pending
+            .insert(key.clone(), (self.next_seq, partition, half));
+        self.order.push_back((self.next_seq, key));
+    }
+
+    /// Adds a half read from `partition`.
+    pub fn add(&mut self, cid: &CascadeId, window: u64, partition: i32, half: Half) -> JoinStep {
+        let key = (cid.clone(), window);
+        let other = self.pending.remove(&key).map(|(_, _, h)| h);
+        let pair = match (other, half) {
+            (Some(Half::Predicted(p)), Half::Size(n_tot))
+            | (Some(Half::Size(n_tot)), Half::Predicted(p)) => Some((p, n_tot)),
+            (_, half) => {
+                // No partner yet (or a repeat of the same half: the newest wins).
+                self.insert(key, partition, half);
+                None
+            }
+        };
+        let stored = pair.is_none();
+        let mut evicted = Vec::new();
+        while self.pending.len() > self.max_pending {
+            let Some((seq, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.pending.get(&old).is_some_and(|(s, _, _)| *s == seq) {
+                let (_, p, _) = self.pending.remove(&old).expect("present");
+                evicted.push((old.0, old.1, p));
+            }
+        }
+        // Drop stale order entries so the queue stays proportional to the table.
+        if self.order.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.order
+                .retain(|(seq, k)| pending.get(k).is_some_and(|(s, _, _)| s == seq));
+        }
+        let joined = pair.map(|(p, n_tot)| {
+            let truth = n_tot as f64;
+            let stat = Stat {
+                kind: StatTag::Stat,
+                cid: cid.clone(),
+                t_obs: window,
+                are: tweetoscope_stats::absolute_relative_error(p.n_pred, truth),
+                n_pred: p.n_pred,
+                n_tot,
+                are_hawkes: tweetoscope_stats::absolute_relative_error(p.n_hawkes, truth),
+                model_version: p.model_version,
+                n_low: p.interval.map(|i| i.0),
+                n_high: p.interval.map(|i| i.1),
+            };
+            let [beta, n_star, g1] = p.features;
+            let w = tweetoscope_hawkes::random_forest_target(p.n_obs as usize, n_tot, g1, n_star);
+            let sample = Sample::new(cid.clone(), window, [beta, n_star, g1], w);
+            Joined { stat, sample }
+        });
+        JoinStep {
+            joined,
+            stored,
+            evicted,
+        }
+    }
+
+    /// Puts back an entry read from the changelog (`None`: the entry was deleted).
+    pub fn restore(&mut self, cid: CascadeId, window: u64, partition: i32, half: Option<Half>) {
+        match half {
+            Some(h) => self.insert((cid, window), partition, h),
+            None => {
+                self.pending.remove(&(cid, window));
+            }
+        }
+    }
+
+    /// Drops the entries that came from `partition`.
+    pub fn revoke(&mut self, partition: i32) {
+        self.pending.retain(|_, (_, p, _)| *p != partition);
+    }
+}
+
+/// Changelog key of a (cascade, window) entry.
+pub fn state_key(cid: &CascadeId, window: u64) -> String {
+    format!("{window}/{cid}")
+}
+
+/// Inverse of [`state_key`].
+pub fn parse_state_key(key: &str) -> Option<(CascadeId, u64)> {
+    let (window, cid) = key.split_once('/')?;
+    Some((CascadeId(cid.to_owned()), window.parse().ok()?))
+}
+
+/// Predicts from parameters: the alert and the state to keep.
+pub fn predict(
+    window: u64,
+    p: &CascadeParameters,
+    models: &ModelStore,
+) -> Result<(Alert, Prediction), Malformed> {
+    let features = [p.time_feature(), p.n_star, p.g1];
+    let n_hawkes = tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, 1.0)
+        .map_err(|e| Malformed::new(e.to_string()))?;
+    let correction = models.omega(window, features);
+    let size = |omega: f64| {
+        tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, omega)
+            .map_err(|e| Malformed::new(e.to_string()))
+    };
+    let n_pred = size(correction.omega)?;
+    let model_version = correction.model_version;
+    // The size grows with ω, so ω's interval maps to the size's.
+    let interval = match correction.interval {
+        Some((lo, hi)) => Some((size(lo)?, size(hi)?)),
+        None => None,
+    };
+    let alert = Alert {
+        kind: AlertTag::Alert,
+        cid: p.cid.clone(),
+        msg: p.msg.clone(),
+        t_obs: window,
+        n_tot: n_pred.round() as u64,
+        n_obs: p.n_obs,
+        model_version,
+        n_low: interval.map(|i| i.0),
+        n_high: interval.map(|i| i.1),
+    };
+    Ok((
+        alert,
+        Prediction {
+            n_obs: p.n_obs,
+            features,
+            n_pred,
+            n_hawkes,
+            model_version,
+            interval,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tweetoscope_messages::CascadeSize;
+
+    fn params(cid: &str) -> CascadeParameters {
+        CascadeParameters {
+            cid: cid.into(),
+            msg: String::new(),
+            t_obs: Some(600),
+            n_obs: 20,
+            n_supp: 0.0,
+            params: vec![0.01, 0.002],
+            kernel: Default::default(),
+            n_star: 0.5,
+            g1: 10.0,
+        }
+    }
+
+    #[test]
+    fn join_is_symmetric_and_computes_are_and_w() {
+        let store = ModelStore::default();
+        for size_first in [false, true] {
+            let mut join = Join::new(10);
+            let (alert, prediction) = predict(600, &params("a"), &store).unwrap();
+            // n = 20 + 10 / (1 − 0.5) = 40.
+            assert_eq!(alert.n_tot, 40);
+            let size = Half::Size(50);
+            let pred = Half::Predicted(prediction);
+            let (first, second) = if size_first {
+                (size, pred)
+            } else {
+                (pred, size)
+            };
+            let step = join.add(&"a".into(), 600, 0, first);
+            assert_eq!(
+                (step.joined, step.stored, step.evicted.len()),
+                (None, true, 0)
+            );
+            let step = join.add(&"a".into(), 600, 0, second);
+            assert!(!step.stored);
+            let joined = step.joined.expect("pair complete");
+            assert!((joined.stat.are - 0.2).abs() < 1e-12);
+            // W = (50 − 20)(1 − 0.5)/10 = 1.5.
+            assert!((joined.sample.w - 1.5).abs() < 1e-12);
+            assert_eq!(joined.sample.x, [0.002, 0.5, 10.0]);
+            assert_eq!(join.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn join_windows_are_separate_and_bounded() {
+        let mut join = Join::new(2);
+        assert!(join
+            .add(&"a".into(), 600, 0, Half::Size(5))
+            .evicted
+            .is_empty());
+        assert!(join
+            .add(&"a".into(), 1200, 1, Half::Size(5))
+            .evicted
+            .is_empty());
+        let step = join.add(&"b".into(), 600, 2, Half::Size(5));
+        assert_eq!(step.evicted, vec![("a".into(), 600, 0)], "oldest dropped");
+        assert_eq!(join.pending(), 2);
+        let store = ModelStore::default();
+        let (_, p) = predict(600, &params("a"), &store).unwrap();
+        // a/600 was evicted: its prediction waits again, and pushes out a/1200, the oldest.
+        let step = join.add(&"a".into(), 600, 0, Half::Predicted(p.clone()));
+        assert_eq!(
+            (step.joined, step.evicted),
+            (None, vec![("a".into(), 1200, 1)])
+        );
+        let step = join.add(&"a".into(), 1200, 1, Half::Predicted(p.clone()));
+        assert_eq!(
+            (step.joined, step.evicted),
+            (None, vec![("b".into(), 600, 2)])
+        );
+        // a/600 and a/1200 are waiting and complete with their sizes.
+        assert!(join
+            .add(&"a".into(), 600, 0, Half::Size(50))
+            .joined
+            .is_some());
+        assert!(join
+            .add(&"a".into(), 1200, 1, Half::Size(50))
+            .joined
+            .is_some());
+        assert_eq!(join.pending(), 0);
+    }
+
+    #[test]
+    fn join_state_survives_through_its_changelog() {
+        // What the handler writes for a stored half is what restore() reads back.
+        let store = ModelStore::default();
+        let (_, p) = predict(600, &params("a"), &store).unwrap();
+        let half = Half::Predicted(p);
+        let bytes = serde_json::to_vec(&half).unwrap();
+        let key = state_key(&"tw:7/x".into(), 600);
+        let (cid, window) = parse_state_key(&key).unwrap();
+        assert_eq!((cid.0.as_str(), window), ("tw:7/x", 600));
+        let mut restored = Join::new(10);
+        restored.restore(
+            cid.clone(),
+            window,
+            3,
+            Some(serde_json::from_slice(&bytes).unwrap()),
+        );
+        restored.restore("gone".into(), 600, 3, Some(Half::Size(4)));
+        restored.restore("gone".into(), 600, 3, None);
+        assert_eq!(restored.pending(), 1);
+        let step = restored.add(&cid, 600, 3, Half::Size(50));
+        assert!(step.joined.is_some(), "the restored half joins its partner");
+        restored.restore("other".into(), 600, 2, Some(Half::Size(4)));
+        restored.revoke(2);
+        assert_eq!(restored.pending(), 0);
+    }
+
+    #[test]
+    fn supercritical_parameters_are_refused() {
+        let mut p = params("a");
+        p.n_star = 1.2;
+        let err = predict(600, &p, &ModelStore::default()).unwrap_err();
+        assert!(
+            err.reason.to_lowercase().contains("n*") || err.reason.contains("supercritical"),
+            "{}",
+            err.reason
+        );
+    }
+
+    #[test]
+    fn a_model_changes_the_prediction() {
+        let rows: Vec<[f64; 3]> = (0..50).map(|i| [0.001 * i as f64, 0.5, 10.0]).collect();
+        let targets = vec![2.0; 50];
+        let forest = tweetoscope_forest::fit_rows(&rows, &targets, &Default::default()).unwrap();
+        let message = ModelMessage {
+            kind: tweetoscope_messages::ModelTag::Model,
+            t_obs: 600,
+            version: 3,
+            n_samples: 50,
+            features: vec!["beta".into(), "n_star".into(), "G1".into()],
+            target: ModelTarget::Omega,
+            forest: serde_json::from_str(&forest.to_json()).unwrap(),
+        };
+        let mut store = ModelStore::default();
+        store.install(&message).unwrap();
+        // A model over other features (another version's learner) is refused, with the lists.
+        let other = ModelMessage {
+            features: vec!["beta".into(), "n_star".into(), "log_n_obs".into()],
+            ..message.clone()
+        };
+        let err = ModelStore::default().install(&other).unwrap_err();
+        assert!(err.contains("log_n_obs") && err.contains("G1"), "{err}");
+        let (alert, p) = predict(600, &params("a"), &store).unwrap();
+        // ω = 2: n = 20 + 2 · 20 = 60.
+        assert_eq!(
+            (alert.n_tot, alert.model_version, p.n_hawkes),
+            (60, 3, 40.0)
+        );
+        // A model that predicts ln ω = ln 2 gives the same correction.
+        let log_forest =
+            tweetoscope_forest::fit_rows(&rows, &[2f64.ln(); 50], &Default::default()).unwrap();
+        let mut log_store = ModelStore::default();
+        log_store
+            .install(&ModelMessage {
+                target: ModelTarget::LnOmega,
+                forest: serde_json::from_str(&log_forest.to_json()).unwrap(),
+                ..message.clone()
+            })
+            .unwrap();
+        assert_eq!(predict(600, &params("a"), &log_store).unwrap().0.n_tot, 60);
+        let (other, _) = predict(1200, &params("a"), &store).unwrap();
+        assert_eq!(other.n_tot, 40, "no model for 1200");
+        let size = CascadeSize {
+            cid: "a".into(),
+            t_obs: Some(600),
+            n_tot: 60,
+            t_end: 1.0,
+        };
+        let mut join = Join::new(4);
+        join.add(&size.cid, 600, 0, Half::Size(size.n_tot));
+        let stat = join
+            .add(&"a".into(), 600, 0, Half::Predicted(p))
+            .joined
+            .unwrap()
+            .stat;
+        assert_eq!((stat.are, stat.model_version), (0.0, 3));
+        assert!((stat.are_hawkes - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            (alert.n_low, stat.n_low),
+            (None, None),
+            "a raw-ω model has no interval"
+        );
+    }
+
+    #[test]
+    fn a_ln_omega_model_gives_an_interval_carried_to_the_alert_and_the_stat() {
+        // ln ω spread evenly over [ln 1, ln 4]: the 80 % interval of ω is about [1.15, 3.5].
+        let rows: Vec<[f64; 3]> = (0..400)
+            .map(|i| [0.001 * (i % 7) as f64, 0.5, 10.0])
+            .collect();
+        let targets: Vec<f64> = (0..400).map(|i| (4f64.ln() * i as f64) / 399.0).collect();
+        let forest = tweetoscope_forest::fit_rows(&rows, &targets, &Default::default()).unwrap();
+        let mut store = ModelStore::default();
+        store
+            .install(&ModelMessage {
+                kind: tweetoscope_messages::ModelTag::Model,
+                t_obs: 600,
+                version: 1,
+                n_samples: 400,
+                features: vec!["beta".into(), "n_star".into(), "G1".into()],
+                target: ModelTarget::LnOmega,
+                forest: serde_json::from_str(&forest.to_json()).unwrap(),
+            })
+            .unwrap();
+        let (alert, p) = predict(600, &params("a"), &store).unwrap();
+        let (lo, hi) = (alert.n_low.unwrap(), alert.n_high.unwrap());
+        // n = 20 observed + ω · 20 expected remainder.
+        assert!(
+            lo < alert.n_tot as f64 && (alert.n_tot as f64) < hi,
+            "{lo} {alert:?} {hi}"
+        );
+        assert!((lo - (20.0 + 20.0 * 1.15)).abs() < 4.0, "lower bound {lo}");
+        assert!((hi - (20.0 + 20.0 * 3.5)).abs() < 8.0, "upper bound {hi}");
+        let mut join = Join::new(4);
+        join.add(&"a".into(), 600, 0, Half::Size(50));
+        let stat = join
+            .add(&"a".into(), 600, 0, Half::Predicted(p.clone()))
+            .joined
+            .unwrap()
+            .stat;
+        assert_eq!((stat.n_low, stat.n_high), (alert.n_low, alert.n_high));
+        // A changelog entry written before intervals existed still loads, without one.
+        let mut old = serde_json::to_value(Half::Predicted(p)).unwrap();
+        old["predicted"].as_object_mut().unwrap().remove("interval");
+        let Half::Predicted(restored) = serde_json::from_value(old).unwrap() else {
+            panic!("a prediction");
+        };
+        assert_eq!(restored.interval, None);
+    }
+}
