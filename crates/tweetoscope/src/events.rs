@@ -186,6 +186,63 @@ impl InternalEvent for ModelRejected<'_> {
     }
 }
 
+/// A model trained and about to be published on the models topic.
+#[derive(Debug)]
+pub struct ModelTrained {
+    /// Its window.
+    pub window: u64,
+    /// Its version.
+    pub version: u64,
+    /// Samples it was trained on.
+    pub samples: usize,
+    /// Size of its message.
+    pub bytes: usize,
+}
+
+impl InternalEvent for ModelTrained {
+    fn emit(self, metrics: &Metrics) {
+        let window = self.window.to_string();
+        metrics.trainings.with_label_values(&[&window]).inc();
+        metrics
+            .model_version
+            .with_label_values(&["learner", &window])
+            .set(self.version as i64);
+        tracing::info!(
+            window = self.window,
+            version = self.version,
+            samples = self.samples,
+            bytes = self.bytes,
+            "model trained"
+        );
+    }
+}
+
+/// A model the predictor now predicts with.
+#[derive(Debug)]
+pub struct ModelInUse {
+    /// Its window.
+    pub window: u64,
+    /// Its version.
+    pub version: u64,
+    /// Samples it was trained on.
+    pub samples: u64,
+}
+
+impl InternalEvent for ModelInUse {
+    fn emit(self, metrics: &Metrics) {
+        metrics
+            .model_version
+            .with_label_values(&["predictor", &self.window.to_string()])
+            .set(self.version as i64);
+        tracing::info!(
+            window = self.window,
+            version = self.version,
+            samples = self.samples,
+            "new model in use"
+        );
+    }
+}
+
 /// Why a training gave no model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainingFailure {

@@ -11,6 +11,7 @@ use tweetoscope_predict::{check_series, fit_marks, parameters_message};
 
 use super::StageEnv;
 use crate::config::EstimatorArgs;
+use crate::events::{FitFailed, FitFailure, InternalEvent as _};
 use crate::kafka::{handler, header_text, Handled, Outgoing, WINDOW_CLOSED_HEADER};
 
 const STAGE: &str = "estimator";
@@ -24,9 +25,7 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
     let permits = Arc::new(Semaphore::new(workers));
-    for reason in ["fit_error", "panic"] {
-        env.metrics.fit_failures.with_label_values(&[reason]);
-    }
+    FitFailed::register(&env.metrics);
     tracing::info!(
         workers,
         mle = args.mle,
@@ -60,8 +59,13 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                     let t0 = series.tweets[0].0;
                     let times: Vec<f64> = series.tweets.iter().map(|e| e.0 - t0).collect();
                     let marks = fit_marks(&series, mark_exponent);
-                    let result =
-                        tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, series.t_obs as f64, &config);
+                    let result = tweetoscope_hawkes::fit_kernel(
+                        kernel,
+                        &times,
+                        &marks,
+                        series.t_obs as f64,
+                        &config,
+                    );
                     (series, result, started.elapsed())
                 })
                 .await;
@@ -81,13 +85,21 @@ pub async fn run(env: StageEnv, args: EstimatorArgs) -> anyhow::Result<()> {
                         vec![record]
                     }
                     Ok((series, Err(e), _)) => {
-                        metrics.fit_failures.with_label_values(&["fit_error"]).inc();
-                        tracing::warn!(cid = %series.cid, window = series.t_obs, error = %e, "fit failed");
+                        FitFailed {
+                            cascade: Some((&series.cid.0, series.t_obs)),
+                            failure: FitFailure::Error,
+                            error: e.to_string(),
+                        }
+                        .emit(&metrics);
                         Vec::new()
                     }
                     Err(e) => {
-                        metrics.fit_failures.with_label_values(&["panic"]).inc();
-                        tracing::error!(error = %e, "fit worker panicked");
+                        FitFailed {
+                            cascade: None,
+                            failure: FitFailure::Panic,
+                            error: e.to_string(),
+                        }
+                        .emit(&metrics);
                         Vec::new()
                     }
                 }

@@ -15,6 +15,7 @@ use tweetoscope_predict::{
 
 use super::StageEnv;
 use crate::config::LearnerArgs;
+use crate::events::{InternalEvent as _, ModelTrained, TrainingFailed, TrainingFailure};
 use crate::kafka::{Handled, Handler, Outgoing};
 
 const STAGE: &str = "learner";
@@ -62,33 +63,39 @@ impl Handler for LearnerHandler {
                 Ok((Ok(model), job)) => {
                     let payload = to_payload(&model);
                     if payload.len() > MAX_MODEL_BYTES {
-                        tracing::error!(
-                            window = job.window,
-                            bytes = payload.len(),
-                            "model too large for a Kafka message; not published (lower --trees)"
-                        );
+                        TrainingFailed {
+                            window: Some(job.window),
+                            failure: TrainingFailure::TooLarge,
+                            error: format!("{} bytes, at most {MAX_MODEL_BYTES}", payload.len()),
+                        }
+                        .emit(&metrics);
                         return Vec::new();
                     }
-                    metrics.trainings.with_label_values(&[&window]).inc();
-                    metrics
-                        .model_version
-                        .with_label_values(&[STAGE, &window])
-                        .set(job.version as i64);
-                    tracing::info!(
-                        window = job.window,
-                        version = job.version,
-                        samples = job.rows.len(),
-                        bytes = payload.len(),
-                        "model trained"
-                    );
+                    ModelTrained {
+                        window: job.window,
+                        version: job.version,
+                        samples: job.rows.len(),
+                        bytes: payload.len(),
+                    }
+                    .emit(&metrics);
                     vec![Outgoing::keyed(&topic, window, payload)]
                 }
                 Ok((Err(e), job)) => {
-                    tracing::warn!(window = job.window, error = %e, "training failed");
+                    TrainingFailed {
+                        window: Some(job.window),
+                        failure: TrainingFailure::Error,
+                        error: e.to_string(),
+                    }
+                    .emit(&metrics);
                     Vec::new()
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "training worker panicked");
+                    TrainingFailed {
+                        window: None,
+                        failure: TrainingFailure::Panic,
+                        error: e.to_string(),
+                    }
+                    .emit(&metrics);
                     Vec::new()
                 }
             }
@@ -162,6 +169,7 @@ impl Handler for LearnerHandler {
 
 /// Runs the learner until shutdown.
 pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
+    TrainingFailed::register(&env.metrics);
     let params = Arc::new(args.forest_params());
     params.validate()?;
     tracing::info!(

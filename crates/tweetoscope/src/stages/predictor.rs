@@ -13,6 +13,7 @@ use tweetoscope_predict::{parse_state_key, predict, state_key, Half, Join, Joine
 
 use super::StageEnv;
 use crate::config::PredictorArgs;
+use crate::events::{InternalEvent as _, ModelInUse, ModelRejected};
 use crate::kafka::{
     close_consumer, header_text, now_ms, Handled, Handler, Outgoing, WINDOW_CLOSED_HEADER,
 };
@@ -34,17 +35,19 @@ async fn follow_models(env: StageEnv, store: Arc<RwLock<ModelStore>>) -> anyhow:
                         store.write().expect("model store lock").install(&m).map(|()| m)
                     });
                     match installed {
-                        Ok(m) => {
-                            env.metrics
-                                .model_version
-                                .with_label_values(&[STAGE, &m.t_obs.to_string()])
-                                .set(m.version as i64);
-                            tracing::info!(window = m.t_obs, version = m.version, samples = m.n_samples, "new model in use");
+                        Ok(m) => ModelInUse {
+                            window: m.t_obs,
+                            version: m.version,
+                            samples: m.n_samples,
                         }
-                        Err(reason) => {
-                            env.metrics.malformed.with_label_values(&[STAGE, &env.topics.models_topic]).inc();
-                            tracing::warn!(reason, offset = message.offset(), "unusable model ignored");
+                        .emit(&env.metrics),
+                        Err(reason) => ModelRejected {
+                            stage: STAGE,
+                            topic: &env.topics.models_topic,
+                            offset: message.offset(),
+                            reason: &reason,
                         }
+                        .emit(&env.metrics),
                     }
                 }
                 Err(e) => {
