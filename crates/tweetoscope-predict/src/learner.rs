@@ -47,6 +47,7 @@ pub struct WindowSamples {
 
 /// Samples per window and when to retrain. Versions and training points depend only on how many
 /// samples a window has received, so a learner rebuilt after a crash continues the same sequence.
+#[derive(Debug)]
 pub struct Trainer {
     windows: HashMap<u64, WindowSamples>,
     retrain_every: u64,

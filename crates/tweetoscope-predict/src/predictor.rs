@@ -11,7 +11,7 @@ use tweetoscope_messages::{
 };
 
 /// The newest forest of each window, with its version.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ModelStore {
     models: HashMap<u64, (u64, ModelTarget, RandomForest)>,
 }
@@ -105,6 +105,7 @@ pub enum Half {
 
 /// The join of parameters and sizes, bounded in size (oldest entries are dropped first). Each
 /// entry remembers the input partition it came from, so a revoked partition's entries can go.
+#[derive(Debug)]
 pub struct Join {
     /// Half entries with the sequence number of their insertion and their partition.
     pending: HashMap<(CascadeId, u64), (u64, i32, Half)>,

@@ -108,12 +108,14 @@ impl Ord for Pending {
     }
 }
 
+#[derive(Debug)]
 struct LiveCascade {
     id: u64,
     start: f64,
     cascade: CascadeEvents,
 }
 
+#[derive(Debug)]
 struct SourceClock {
     /// Source time when the replay began.
     origin: f64,
@@ -140,6 +142,7 @@ impl Ord for OrderedF64 {
 }
 
 /// Multi-source event-time replay of a stream of cascades.
+#[derive(Debug)]
 pub struct Replay<I> {
     config: ReplayConfig,
     cascades: I,

@@ -1,7 +1,7 @@
 //! Marked Hawkes cascades simulated with known parameters.
 //!
 //! Each cascade draws its branching factor n* uniformly and its decay β log-uniformly, so that
-//! p = n*/E[m]. When target sizes are given (for example those of the NEWS index), the original
+//! `p = n*/E[m]`. When target sizes are given (for example those of the NEWS index), the original
 //! poster's follower count m₀ is chosen so that the expected final size, 1 + p·m₀/(1 − n*), equals a
 //! target drawn from that list: popular tweets come from accounts with many followers, and the size
 //! distribution follows the real one in expectation. Otherwise m₀ is drawn like every other mark.
@@ -55,13 +55,14 @@ pub struct SyntheticCascade {
     pub p: f64,
     /// Decay rate in 1/s.
     pub beta: f64,
-    /// Branching factor p·E[m].
+    /// Branching factor `p·E[m]`.
     pub n_star: f64,
     /// `(t, m)` events, the first at t = 0.
     pub events: Vec<(f64, f64)>,
 }
 
 /// Iterator over simulated cascades.
+#[derive(Debug)]
 pub struct SyntheticCascades {
     config: SyntheticConfig,
     rng: rand::rngs::StdRng,

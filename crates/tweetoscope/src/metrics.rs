@@ -12,6 +12,7 @@ use prometheus::{
 };
 
 /// Every metric the stages export.
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// Messages read, by stage and topic.

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 pub const STAGE_SPAN: &str = "stage";
 
 /// Records waiting to be published on the logs topic.
+#[derive(Debug)]
 pub struct LogQueue(pub mpsc::Receiver<LogRecord>);
 
 /// What [`init`] set up.
@@ -33,6 +34,15 @@ pub struct Telemetry {
         tracing_loki::BackgroundTaskController,
         tokio::task::JoinHandle<()>,
     )>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("log_queue", &self.log_queue)
+            .field("loki", &self.loki.is_some())
+            .finish()
+    }
 }
 
 impl Telemetry {
@@ -104,7 +114,7 @@ pub fn init_console(logs: &LogArgs, process: &'static str) -> anyhow::Result<()>
 }
 
 /// Installs the global subscriber. Must be called inside the tokio runtime (the Loki task is
-/// spawned on it). The console follows `--log` (see [`console_layer`]); Loki gets `--log` when
+/// spawned on it). The console follows `--log` (see `console_layer`); Loki gets `--log` when
 /// given, else `info`; the logs topic gets Tweetoscope's own records at info and above.
 pub fn init(
     telemetry: &TelemetryArgs,

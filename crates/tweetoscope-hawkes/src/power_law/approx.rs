@@ -56,7 +56,7 @@ pub(crate) struct Weights {
 
 impl Weights {
     /// Weights for `(theta, c)`; both must be finite and positive.
-    pub fn new(rates: &[f64; RATES], theta: f64, c: f64) -> Self {
+    pub(super) fn new(rates: &[f64; RATES], theta: f64, c: f64) -> Self {
         let lg = ln_gamma(1.0 + theta);
         let psi = digamma(1.0 + theta);
         let ln_h = LN_STEP.ln();

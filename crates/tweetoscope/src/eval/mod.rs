@@ -422,6 +422,7 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 }
 
 /// What the collector logic emits over a whole replay, offline.
+#[derive(Debug)]
 pub struct Collected {
     /// Series and sizes, in emission order.
     pub emitted: Vec<Emission>,

@@ -69,6 +69,7 @@ pub async fn create_topics(
 }
 
 /// The in-process Kafka-protocol broker (`rdkafka::mocking::MockCluster`) on its own thread.
+#[derive(Debug)]
 pub struct EmbeddedBroker {
     bootstrap: String,
     stop: Option<std::sync::mpsc::Sender<()>>,

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 
 /// Consumer context that turns librdkafka statistics into the consumer-lag metric and counts
 /// rebalances.
+#[derive(Debug)]
 pub struct StageContext {
     stage: &'static str,
     metrics: Arc<Metrics>,

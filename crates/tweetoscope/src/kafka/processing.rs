@@ -36,6 +36,16 @@ pub enum Handled {
     Malformed(Malformed),
 }
 
+impl std::fmt::Debug for Handled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handled::Now(records) => f.debug_tuple("Now").field(records).finish(),
+            Handled::Later(_) => f.write_str("Later(..)"),
+            Handled::Malformed(reason) => f.debug_tuple("Malformed").field(reason).finish(),
+        }
+    }
+}
+
 /// Largest payload a stage accepts; larger ones are dead-lettered unparsed.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 

@@ -82,6 +82,14 @@ pub struct Sink {
     stage: &'static str,
 }
 
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("stage", &self.stage)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Sink {
     /// A sink for `stage`.
     pub fn new(producer: FutureProducer, metrics: Arc<Metrics>, stage: &'static str) -> Self {

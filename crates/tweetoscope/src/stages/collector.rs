@@ -37,6 +37,7 @@ fn outcome_label(outcome: Outcome) -> &'static str {
 }
 
 /// The collector wired to Kafka offsets.
+#[derive(Debug)]
 pub struct CollectorHandler {
     collector: Collector,
     metrics: Arc<Metrics>,

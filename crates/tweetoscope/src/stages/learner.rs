@@ -21,6 +21,7 @@ use crate::kafka::{Handled, Handler, Outgoing};
 const STAGE: &str = "learner";
 
 /// The learner wired to Kafka.
+#[derive(Debug)]
 pub struct LearnerHandler {
     trainer: Trainer,
     capacity: usize,

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::telemetry::{self, LogQueue, STAGE_SPAN};
 
 /// What every stage needs: Kafka, topic names, metrics and the shutdown signal.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StageEnv {
     /// How to reach Kafka.
     pub kafka: KafkaSettings,
@@ -151,6 +151,14 @@ pub struct StageClients {
     consumer: StreamConsumer<StageContext>,
 }
 
+impl std::fmt::Debug for StageClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageClients")
+            .field("brokers", &self.kafka.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
 impl StageClients {
     /// The number of partitions of `topic` (an error if it has none).
     pub fn partitions_of(&self, topic: &str) -> anyhow::Result<i32> {
@@ -159,7 +167,7 @@ impl StageClients {
 }
 
 /// A stage with its options: the unit `main` supervises and `run` spawns.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Stage {
     /// Replays cascades onto the tweets topic, then ends.
     Generator(GeneratorArgs),
@@ -248,6 +256,7 @@ impl Stage {
 }
 
 /// Ends a stage's helper tasks (see [`StageEnv::for_helpers`]) when stopped or dropped.
+#[derive(Debug)]
 pub struct HelperStop(watch::Sender<bool>);
 
 impl HelperStop {

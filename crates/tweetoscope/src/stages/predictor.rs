@@ -62,6 +62,7 @@ async fn follow_models(env: StageEnv, store: Arc<RwLock<ModelStore>>) -> anyhow:
 }
 
 /// The predictor wired to Kafka: join table backed by the changelog topic.
+#[derive(Debug)]
 pub struct PredictorHandler {
     join: Join,
     store: Arc<RwLock<ModelStore>>,

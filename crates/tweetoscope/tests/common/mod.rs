@@ -12,7 +12,7 @@ use tweetoscope::cli::{Cli, Command};
 use tweetoscope::config::{KafkaArgs, RunArgs};
 
 /// Parses a `tweetoscope run ...` command line into its options.
-pub fn run_options(args: &[&str]) -> (KafkaArgs, RunArgs) {
+pub(crate) fn run_options(args: &[&str]) -> (KafkaArgs, RunArgs) {
     let mut argv = vec!["tweetoscope", "run"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("valid command line");
@@ -24,7 +24,7 @@ pub fn run_options(args: &[&str]) -> (KafkaArgs, RunArgs) {
 
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     pub key: Option<String>,
     pub partition: i32,
     pub payload: Vec<u8>,
@@ -32,13 +32,13 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).expect("JSON payload")
     }
 }
 
 /// Every record of `topic`, read from the beginning to the current end of each partition.
-pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+pub(crate) fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{topic}-{}", std::process::id()))
@@ -104,7 +104,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
 // ---- BEGIN real-Kafka helpers (used by tests/real_kafka.rs) ------------------------------------
 
 /// Helpers for the tests that run every stage as its own process against a real broker.
-pub mod real_kafka {
+pub(crate) mod real_kafka {
     use std::collections::HashMap;
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -124,7 +124,7 @@ pub mod real_kafka {
 
     /// Sends `signal` (e.g. "STOP", "CONT") to the broker under test, found by the pid file in
     /// the state directory of scripts/kafka.sh (the pid changes when the broker is bounced).
-    pub fn signal_broker(signal: &str) {
+    pub(crate) fn signal_broker(signal: &str) {
         let dir = std::env::var("KAFKA_STATE_DIR").expect(
             "KAFKA_STATE_DIR: the state directory of scripts/kafka.sh (scripts/tiers/kafka.sh sets it)",
         );
@@ -139,11 +139,11 @@ pub mod real_kafka {
     }
 
     /// The broker under test frozen (SIGSTOP) until this is dropped, even by a failing test.
-    pub struct FrozenBroker(());
+    pub(crate) struct FrozenBroker(());
 
     impl FrozenBroker {
         /// Freezes the broker: its connections stay open but it answers nothing.
-        pub fn freeze() -> Self {
+        pub(crate) fn freeze() -> Self {
             signal_broker("STOP");
             FrozenBroker(())
         }
@@ -159,7 +159,7 @@ pub mod real_kafka {
     /// partition (`isolation.level=read_committed`). Unlike `read_topic`, this works on topics
     /// written in transactions, whose last offsets are commit markers that no consumer receives:
     /// a partition is done when the consumer reports its end (partition EOF).
-    pub fn read_committed(brokers: &str, topic: &str) -> Vec<super::Record> {
+    pub(crate) fn read_committed(brokers: &str, topic: &str) -> Vec<super::Record> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set(
@@ -213,7 +213,7 @@ pub mod real_kafka {
     }
 
     /// Partition count of each of `topics` (0 for a topic that does not exist).
-    pub fn partition_counts(brokers: &str, topics: &[String]) -> Vec<(String, usize)> {
+    pub(crate) fn partition_counts(brokers: &str, topics: &[String]) -> Vec<(String, usize)> {
         let consumer = client(brokers);
         topics
             .iter()
@@ -234,7 +234,7 @@ pub mod real_kafka {
 
     /// State of a consumer group (e.g. "Stable") and the number of members that hold at least one
     /// partition; `None` when the broker does not know the group (yet).
-    pub fn group_state(brokers: &str, group: &str) -> Option<(String, usize)> {
+    pub(crate) fn group_state(brokers: &str, group: &str) -> Option<(String, usize)> {
         let consumer = client(brokers);
         let list = consumer
             .fetch_group_list(Some(group), Duration::from_secs(10))
@@ -271,7 +271,7 @@ pub mod real_kafka {
     }
 
     /// Body of `GET path` on a loopback HTTP/1.1 server, `None` if it does not answer 200.
-    pub fn http_get(port: u16, path: &str) -> Option<String> {
+    pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
         stream
@@ -314,7 +314,7 @@ pub mod real_kafka {
     }
 
     /// Sum of the samples of metric `name` whose labels include every `label="value"` of `labels`.
-    pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         exposition
             .lines()
             .filter(|l| !l.starts_with('#'))

@@ -10,7 +10,7 @@ use super::servers::repo_root;
 
 /// A provisioned data source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataSource {
+pub(crate) struct DataSource {
     /// Display name.
     pub name: String,
     /// Plugin type (prometheus, loki).
@@ -24,7 +24,7 @@ pub struct DataSource {
 /// The data sources of grafana/provisioning/datasources/*.yml. A small reader for the flat
 /// `datasources:` list these files use (keys of each `- name:` item, at the item's indentation):
 /// no YAML crate is in the workspace.
-pub fn provisioned_datasources() -> Vec<DataSource> {
+pub(crate) fn provisioned_datasources() -> Vec<DataSource> {
     let dir = repo_root().join("grafana/provisioning/datasources");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -88,7 +88,7 @@ pub fn provisioned_datasources() -> Vec<DataSource> {
 }
 
 /// One dashboard file.
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     /// File name.
     pub file: String,
     /// Its parsed JSON.
@@ -97,13 +97,13 @@ pub struct Dashboard {
 
 impl Dashboard {
     /// The dashboard uid.
-    pub fn uid(&self) -> &str {
+    pub(crate) fn uid(&self) -> &str {
         self.json["uid"].as_str().unwrap_or("")
     }
 }
 
 /// Every grafana/dashboards/*.json, parsed (panics naming the file on invalid JSON).
-pub fn dashboards() -> Vec<Dashboard> {
+pub(crate) fn dashboards() -> Vec<Dashboard> {
     let dir = repo_root().join("grafana/dashboards");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -130,7 +130,7 @@ pub fn dashboards() -> Vec<Dashboard> {
 }
 
 /// Every panel, rows' nested panels included, in file order.
-pub fn panels(dashboard: &Value) -> Vec<&Value> {
+pub(crate) fn panels(dashboard: &Value) -> Vec<&Value> {
     fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
         for panel in list.as_array().into_iter().flatten() {
             out.push(panel);
@@ -144,7 +144,7 @@ pub fn panels(dashboard: &Value) -> Vec<&Value> {
 
 /// What a query belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueryKind {
+pub(crate) enum QueryKind {
     /// A panel target.
     Target,
     /// A query variable: `label_values(<expr>, <label>)`.
@@ -156,7 +156,7 @@ pub enum QueryKind {
 
 /// A query of a dashboard.
 #[derive(Debug, Clone)]
-pub struct Query {
+pub(crate) struct Query {
     /// `<dashboard uid>: <panel title> [<refId>]` or `<dashboard uid>: $<variable>`.
     pub id: String,
     /// Target or variable.
@@ -176,7 +176,7 @@ fn datasource_of(value: &Value) -> Option<(String, String)> {
 }
 
 /// Splits `label_values(<expr>, <label>)` into its parts.
-pub fn label_values_parts(definition: &str) -> Option<(String, String)> {
+pub(crate) fn label_values_parts(definition: &str) -> Option<(String, String)> {
     let inner = definition
         .trim()
         .strip_prefix("label_values(")?
@@ -186,7 +186,7 @@ pub fn label_values_parts(definition: &str) -> Option<(String, String)> {
 }
 
 /// Every query of a dashboard: panel targets and query variables.
-pub fn queries(dashboard: &Dashboard) -> Vec<Query> {
+pub(crate) fn queries(dashboard: &Dashboard) -> Vec<Query> {
     let uid = dashboard.uid();
     let mut out = Vec::new();
     for panel in panels(&dashboard.json) {
@@ -246,7 +246,7 @@ pub fn queries(dashboard: &Dashboard) -> Vec<Query> {
 
 /// The concrete values the tests give the dashboards' variables. A variable missing here makes
 /// [`substitute`] panic: add it when a dashboard gains one.
-pub const VARIABLE_VALUES: &[(&str, &str)] = &[
+pub(crate) const VARIABLE_VALUES: &[(&str, &str)] = &[
     ("__rate_interval", "1m"),
     ("__interval", "15s"),
     ("__range", "10m"),
@@ -258,7 +258,7 @@ pub const VARIABLE_VALUES: &[(&str, &str)] = &[
 ];
 
 /// Replaces `$name`, `${name}` and `${name:format}` by [`VARIABLE_VALUES`].
-pub fn substitute(expr: &str) -> String {
+pub(crate) fn substitute(expr: &str) -> String {
     let mut out = String::with_capacity(expr.len());
     let mut rest = expr;
     while let Some(i) = rest.find('$') {
@@ -334,7 +334,7 @@ const LABEL_LISTS: &[&str] = &[
 
 /// The metric names a PromQL expression selects: identifiers that are neither functions nor
 /// keywords, outside strings, label matchers, ranges and label lists.
-pub fn metric_names(expr: &str) -> BTreeSet<String> {
+pub(crate) fn metric_names(expr: &str) -> BTreeSet<String> {
     let chars: Vec<char> = expr.chars().collect();
     let mut names = BTreeSet::new();
     let mut i = 0;

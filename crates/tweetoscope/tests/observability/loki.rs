@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct PushRequest {
+pub(crate) struct PushRequest {
     /// One stream per label set.
     #[prost(message, repeated, tag = "1")]
     pub streams: Vec<StreamAdapter>,
@@ -13,7 +13,7 @@ pub struct PushRequest {
 
 /// `logproto.StreamAdapter`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StreamAdapter {
+pub(crate) struct StreamAdapter {
     /// Labels in the Prometheus text form: `{a="x",b="y"}`.
     #[prost(string, tag = "1")]
     pub labels: String,
@@ -24,7 +24,7 @@ pub struct StreamAdapter {
 
 /// `logproto.EntryAdapter`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct EntryAdapter {
+pub(crate) struct EntryAdapter {
     /// When the line was logged.
     #[prost(message, optional, tag = "1")]
     pub timestamp: Option<Timestamp>,
@@ -35,7 +35,7 @@ pub struct EntryAdapter {
 
 /// `google.protobuf.Timestamp`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Timestamp {
+pub(crate) struct Timestamp {
     /// Seconds since the Unix epoch.
     #[prost(int64, tag = "1")]
     pub seconds: i64,
@@ -45,7 +45,7 @@ pub struct Timestamp {
 }
 
 /// Decompresses (snappy block format) and decodes a push body.
-pub fn decode_push(body: &[u8]) -> Result<PushRequest, String> {
+pub(crate) fn decode_push(body: &[u8]) -> Result<PushRequest, String> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("not snappy (block format): {e}"))?;
@@ -53,7 +53,7 @@ pub fn decode_push(body: &[u8]) -> Result<PushRequest, String> {
 }
 
 /// Parses `{a="x", b="y\"z"}` into its labels.
-pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     let inner = text
         .trim()
         .strip_prefix('{')

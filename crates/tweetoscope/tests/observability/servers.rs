@@ -15,11 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What to do when a Debian package is missing.
-pub const INSTALL_HINT: &str =
+pub(crate) const INSTALL_HINT: &str =
     "run scripts/tiers/observability.sh, which installs the Debian packages prometheus, prometheus-pushgateway and prometheus-alertmanager";
 
 /// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The repository root.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
@@ -35,11 +35,11 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// Creates a fresh directory whose name starts with `prefix`.
-    pub fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -54,7 +54,7 @@ impl TempDir {
     }
 
     /// Its path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -76,7 +76,7 @@ fn find_binary(name: &str) -> PathBuf {
 }
 
 /// A server process, killed on drop.
-pub struct Server {
+pub(crate) struct Server {
     /// What it is (for messages).
     pub name: &'static str,
     /// Where it listens.
@@ -89,12 +89,12 @@ pub struct Server {
 
 impl Server {
     /// Base URL, without a trailing slash.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Its output so far (for failure messages).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -127,7 +127,7 @@ impl Server {
     }
 
     /// Waits (at most `timeout`) until `GET /-/ready` answers 200.
-    pub async fn wait_ready(&mut self, timeout: Duration) {
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + timeout;
         loop {
@@ -166,7 +166,7 @@ impl Drop for Server {
 }
 
 /// Starts Prometheus with this configuration (its own TSDB directory) and waits until it is ready.
-pub async fn prometheus(config: &str) -> Server {
+pub(crate) async fn prometheus(config: &str) -> Server {
     let dir = TempDir::new("prometheus");
     std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
     let mut server = Server::start("prometheus", "prometheus", dir, free_port(), |dir, addr| {
@@ -182,7 +182,7 @@ pub async fn prometheus(config: &str) -> Server {
 }
 
 /// Starts a Pushgateway without persistence and waits until it is ready.
-pub async fn pushgateway() -> Server {
+pub(crate) async fn pushgateway() -> Server {
     let dir = TempDir::new("pushgateway");
     let mut server = Server::start(
         "pushgateway",
@@ -204,7 +204,7 @@ pub async fn pushgateway() -> Server {
 /// Starts a standalone Alertmanager (no cluster) and waits until it is ready. `config` gets the
 /// server's own directory (to write files the configuration refers to, such as secrets) and
 /// returns the configuration.
-pub async fn alertmanager(config: impl FnOnce(&Path) -> String) -> Server {
+pub(crate) async fn alertmanager(config: impl FnOnce(&Path) -> String) -> Server {
     let dir = TempDir::new("alertmanager");
     let text = config(dir.path());
     std::fs::write(dir.path().join("alertmanager.yml"), text).expect("write config");
@@ -229,7 +229,7 @@ pub async fn alertmanager(config: impl FnOnce(&Path) -> String) -> Server {
 
 /// One request received by an [`HttpSink`].
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     /// GET, POST, ...
     pub method: String,
     /// Path and query.
@@ -242,7 +242,7 @@ pub struct Request {
 
 /// An HTTP server on a free loopback port that answers `200 OK` to everything and keeps what it
 /// received. One request per connection (`Connection: close`). Stops with the test's runtime.
-pub struct HttpSink {
+pub(crate) struct HttpSink {
     /// Where it listens.
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Request>>>,
@@ -250,7 +250,7 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// Starts the server.
-    pub async fn start() -> HttpSink {
+    pub(crate) async fn start() -> HttpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
         let addr = listener.local_addr().expect("sink address");
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -272,12 +272,12 @@ impl HttpSink {
     }
 
     /// `http://addr{path}`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Every request received so far.
-    pub fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.received.lock().expect("sink lock").clone()
     }
 }
@@ -362,7 +362,7 @@ async fn serve_one(mut socket: TcpStream) -> Option<Request> {
 
 /// Polls `check` every 500 ms until it returns `Ok`, or panics after `timeout` naming `what` and
 /// the last `Err` (the state that was not yet right).
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
