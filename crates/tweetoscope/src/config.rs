@@ -619,17 +619,43 @@ impl EstimatorArgs {
     /// The fit settings these options give (the mark distribution is that of the marks raised to
     /// `--mark-exponent`, see [`tweetoscope_predict::fit_marks`]).
     pub fn fit_config(&self) -> Result<FitConfig, HawkesError> {
-        Ok(FitConfig {
-            marks: MarkDistribution::new(self.mark_alpha, self.mark_mu)?
-                .powered(self.mark_exponent)?,
-            prior: if self.mle {
-                None
-            } else {
-                Some(Prior::default())
-            },
-            max_branching: self.max_branching,
-            ..FitConfig::default()
-        })
+        fit_config(
+            self.mark_alpha,
+            self.mark_mu,
+            self.mark_exponent,
+            self.max_branching,
+            self.mle,
+        )
+    }
+}
+
+/// The fit settings of marks with exponent `alpha` above `mu`, powered by `exponent`, a branching
+/// cap and MLE (else MAP with the default prior).
+fn fit_config(
+    alpha: f64,
+    mu: f64,
+    exponent: f64,
+    max_branching: f64,
+    mle: bool,
+) -> Result<FitConfig, HawkesError> {
+    Ok(FitConfig {
+        marks: MarkDistribution::new(alpha, mu)?.powered(exponent)?,
+        prior: if mle { None } else { Some(Prior::default()) },
+        max_branching,
+        ..FitConfig::default()
+    })
+}
+
+impl FitMarkArgs {
+    /// The fit settings of these marks, MLE or MAP.
+    pub fn fit_config(&self, mle: bool) -> Result<FitConfig, HawkesError> {
+        fit_config(
+            self.mark_alpha,
+            self.mark_mu,
+            self.mark_exponent,
+            self.max_branching,
+            mle,
+        )
     }
 }
 

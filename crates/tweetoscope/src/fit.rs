@@ -2,7 +2,7 @@
 //! object.
 
 use serde::Serialize;
-use tweetoscope_hawkes::{FitConfig, Kernel, MarkDistribution, Prior};
+use tweetoscope_hawkes::Kernel;
 
 use crate::config::FitArgs;
 
@@ -57,17 +57,7 @@ pub fn fit_file(args: &FitArgs) -> anyhow::Result<FitOutput> {
             last + 1e-6 * last.max(1.0)
         }
     };
-    let config = FitConfig {
-        marks: MarkDistribution::new(args.marks.mark_alpha, args.marks.mark_mu)?
-            .powered(args.marks.mark_exponent)?,
-        prior: if args.mle {
-            None
-        } else {
-            Some(Prior::default())
-        },
-        max_branching: args.marks.max_branching,
-        ..FitConfig::default()
-    };
+    let config = args.marks.fit_config(args.mle)?;
     let times: Vec<f64> = events.iter().map(|e| e.0).collect();
     let mut marks: Vec<f64> = events.iter().map(|e| e.1).collect();
     tweetoscope_hawkes::power_marks(&mut marks, args.marks.mark_exponent);

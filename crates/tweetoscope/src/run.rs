@@ -217,10 +217,14 @@ pub async fn run_pipeline(
         }
         let samples_out = Metrics::count(&metrics.produced, &["predictor", &topics.samples_topic]);
         let samples_in = Metrics::count(&metrics.consumed, &["learner", &topics.samples_topic]);
+        // The dashboard has seen every alert too (its summary and its popular-tweet lines).
+        let alerts_out = Metrics::count(&metrics.produced, &["predictor", &topics.alerts_topic]);
+        let alerts_in = Metrics::count(&metrics.consumed, &["dashboard", &topics.alerts_topic]);
         if report.is_some()
             && ended >= sources
             && predicted >= expected
             && samples_in >= samples_out
+            && alerts_in >= alerts_out
         {
             complete = true;
             break;
