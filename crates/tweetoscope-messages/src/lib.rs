@@ -457,6 +457,12 @@ pub struct Sample {
     /// Target: the correction ω that would have predicted the true size exactly.
     #[serde(rename = "W")]
     pub w: f64,
+    /// Tweets observed in the window (extra field; absent in older samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_obs: Option<u64>,
+    /// The cascade's final size (extra field; absent in older samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_tot: Option<u64>,
 }
 
 impl Sample {
@@ -468,6 +474,25 @@ impl Sample {
             t_obs: Some(t_obs),
             x,
             w,
+            n_obs: None,
+            n_tot: None,
+        }
+    }
+
+    /// The sample with the observed and final sizes of its cascade.
+    pub fn with_sizes(self, n_obs: u64, n_tot: u64) -> Self {
+        Self {
+            n_obs: Some(n_obs),
+            n_tot: Some(n_tot),
+            ..self
+        }
+    }
+
+    /// How much the cascade grew after the window, `n_tot / n_obs`, when the sample says.
+    pub fn growth(&self) -> Option<f64> {
+        match (self.n_obs, self.n_tot) {
+            (Some(observed), Some(total)) if observed > 0 => Some(total as f64 / observed as f64),
+            _ => None,
         }
     }
 
@@ -527,6 +552,10 @@ pub struct ModelMessage {
     pub target: ModelTarget,
     /// The serialized forest.
     pub forest: serde_json::Value,
+    /// The largest growth `n_tot / n_obs` among the samples the model was trained on: a served
+    /// prediction stays at most `n_obs` times this (absent in older models: no such bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_growth: Option<f64>,
 }
 
 /// The quantity a model's forest predicts.

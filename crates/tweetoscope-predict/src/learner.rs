@@ -40,7 +40,8 @@ pub fn omega_with_interval(
 /// Training data of one observation window.
 #[derive(Debug, Default)]
 pub struct WindowSamples {
-    rows: VecDeque<([f64; 3], f64)>,
+    /// Features, ω and growth (`n_tot / n_obs`, when the sample carries it).
+    rows: VecDeque<([f64; 3], f64, Option<f64>)>,
     /// Samples of this window ever received: the model version is `total / retrain_every`.
     total: u64,
 }
@@ -65,6 +66,8 @@ pub struct TrainingJob {
     pub rows: Vec<[f64; 3]>,
     /// Targets: the ω of each sample (the forest is fitted on ln ω).
     pub targets: Vec<f64>,
+    /// The growths `n_tot / n_obs` of the samples that carry them.
+    pub growths: Vec<f64>,
 }
 
 impl Trainer {
@@ -77,13 +80,15 @@ impl Trainer {
         }
     }
 
-    fn push(&mut self, window: u64, x: [f64; 3], w: f64) -> &mut WindowSamples {
+    fn push(&mut self, window: u64, sample: &Sample) -> &mut WindowSamples {
         let capacity = self.capacity;
         let samples = self.windows.entry(window).or_default();
         if samples.rows.len() == capacity {
             samples.rows.pop_front();
         }
-        samples.rows.push_back((x, w));
+        samples
+            .rows
+            .push_back((sample.x, sample.w, sample.growth()));
         samples
     }
 
@@ -91,7 +96,7 @@ impl Trainer {
     pub fn add(&mut self, sample: &Sample) -> Option<TrainingJob> {
         let window = sample.window();
         let every = self.retrain_every;
-        let w = self.push(window, sample.x, sample.w);
+        let w = self.push(window, sample);
         w.total += 1;
         if !w.total.is_multiple_of(every) {
             return None;
@@ -101,6 +106,7 @@ impl Trainer {
             version: w.total / every,
             rows: w.rows.iter().map(|r| r.0).collect(),
             targets: w.rows.iter().map(|r| r.1).collect(),
+            growths: w.rows.iter().filter_map(|r| r.2).collect(),
         })
     }
 
@@ -109,7 +115,7 @@ impl Trainer {
     pub fn restore(&mut self, window: u64, recent: &[Sample], total: u64) {
         self.windows.remove(&window);
         for s in recent {
-            self.push(window, s.x, s.w);
+            self.push(window, s);
         }
         if let Some(w) = self.windows.get_mut(&window) {
             w.total = total;
@@ -188,6 +194,7 @@ pub fn train(job: &TrainingJob, params: &ForestParams) -> Result<ModelMessage, S
             .collect(),
         target: ModelTarget::LnOmega,
         forest: serde_json::to_value(&forest).map_err(|e| e.to_string())?,
+        max_growth: crate::growth_cap(job.growths.iter().copied()),
     })
 }
 
@@ -248,10 +255,12 @@ mod tests {
             version: 1,
             rows,
             targets,
+            growths: vec![1.5, 4.0, 2.0],
         };
         let model = train(&job, &forest_params(100, 1)).unwrap();
         let bytes = to_payload(&model).len();
         assert!(bytes < MAX_MODEL_BYTES, "{bytes} bytes");
+        assert_eq!(model.max_growth, Some(4.0), "the largest growth trained on");
         let parsed = ModelMessage::parse(&to_payload(&model)).unwrap();
         let forest: tweetoscope_forest::RandomForest =
             serde_json::from_value(parsed.forest).unwrap();

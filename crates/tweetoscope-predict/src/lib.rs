@@ -10,10 +10,12 @@
 //!   one forest into a model message.
 
 pub mod estimator;
+pub mod guard;
 pub mod learner;
 pub mod predictor;
 
 pub use estimator::{check_series, fit_marks, parameters_message};
+pub use guard::{cap_growth, growth_cap};
 pub use learner::{
     forest_params, learner_metadata, omega_from_target, omega_with_interval,
     parse_learner_metadata, target_from_omega, train, Trainer, TrainingJob, WindowSamples,

@@ -13,7 +13,8 @@ use tweetoscope_messages::{
 /// The newest forest of each window, with its version.
 #[derive(Debug, Default)]
 pub struct ModelStore {
-    models: HashMap<u64, (u64, ModelTarget, RandomForest)>,
+    /// Per window: version, target, forest and the model's growth bound.
+    models: HashMap<u64, (u64, ModelTarget, RandomForest, Option<f64>)>,
 }
 
 impl ModelStore {
@@ -35,8 +36,11 @@ impl ModelStore {
                 forest.n_features()
             ));
         }
-        self.models
-            .insert(message.t_obs, (message.version, message.target, forest));
+        let max_growth = message.max_growth.filter(|g| g.is_finite() && *g >= 1.0);
+        self.models.insert(
+            message.t_obs,
+            (message.version, message.target, forest, max_growth),
+        );
         Ok(())
     }
 
@@ -48,8 +52,9 @@ impl ModelStore {
             omega: 1.0,
             model_version: 0,
             interval: None,
+            max_growth: None,
         };
-        let Some((version, target, forest)) = self.models.get(&window) else {
+        let Some((version, target, forest, max_growth)) = self.models.get(&window) else {
             return none;
         };
         let corrected = match target {
@@ -63,6 +68,7 @@ impl ModelStore {
                 omega: w,
                 model_version: *version,
                 interval: interval.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
+                max_growth: *max_growth,
             },
             _ => none,
         }
@@ -78,6 +84,8 @@ pub struct Correction {
     pub model_version: u64,
     /// Interval of ω (see [`ModelStore::omega`]).
     pub interval: Option<(f64, f64)>,
+    /// The model's bound on the growth `n_tot / n_obs` (see [`crate::guard`]).
+    pub max_growth: Option<f64>,
 }
 
 /// What the predictor keeps of the parameters half.
@@ -204,7 +212,8 @@ impl Join {
             };
             let [beta, n_star, g1] = p.features;
             let w = tweetoscope_hawkes::random_forest_target(p.n_obs as usize, n_tot, g1, n_star);
-            let sample = Sample::new(cid.clone(), window, [beta, n_star, g1], w);
+            let sample =
+                Sample::new(cid.clone(), window, [beta, n_star, g1], w).with_sizes(p.n_obs, n_tot);
             Joined { stat, sample }
         });
         JoinStep {
@@ -251,8 +260,10 @@ pub fn predict(
     let n_hawkes = tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, 1.0)
         .map_err(|e| Malformed::new(e.to_string()))?;
     let correction = models.omega(window, features);
+    // The served size, held at the model's growth bound (the guard rail of `crate::guard`).
     let size = |omega: f64| {
         tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, omega)
+            .map(|n| crate::cap_growth(n, p.n_obs as f64, correction.max_growth))
             .map_err(|e| Malformed::new(e.to_string()))
     };
     let n_pred = size(correction.omega)?;
@@ -427,6 +438,7 @@ mod tests {
             features: vec!["beta".into(), "n_star".into(), "G1".into()],
             target: ModelTarget::Omega,
             forest: serde_json::from_str(&forest.to_json()).unwrap(),
+            max_growth: None,
         };
         let mut store = ModelStore::default();
         store.install(&message).unwrap();
@@ -497,6 +509,7 @@ mod tests {
                 features: vec!["beta".into(), "n_star".into(), "G1".into()],
                 target: ModelTarget::LnOmega,
                 forest: serde_json::from_str(&forest.to_json()).unwrap(),
+                max_growth: None,
             })
             .unwrap();
         let (alert, p) = predict(600, &params("a"), &store).unwrap();
@@ -523,5 +536,63 @@ mod tests {
             panic!("a prediction");
         };
         assert_eq!(restored.interval, None);
+    }
+
+    #[test]
+    fn a_fit_at_the_branching_cap_does_not_explode_the_served_prediction() {
+        // n* at the default cap 0.99 and a celebrity's G1: the Hawkes remainder is
+        // G1 / (1 − n*) = 100 · 5,000 = 500,000 tweets after 20 observed.
+        let at_cap = CascadeParameters {
+            n_star: 0.99,
+            g1: 5_000.0,
+            ..params("celebrity")
+        };
+        let rows: Vec<[f64; 3]> = (0..200)
+            .map(|i| [0.001 * (i % 7) as f64, 0.3 + 0.003 * i as f64, 10.0])
+            .collect();
+        let forest = tweetoscope_forest::fit_rows(&rows, &[0.0; 200], &Default::default()).unwrap();
+        let model = |max_growth| ModelMessage {
+            kind: tweetoscope_messages::ModelTag::Model,
+            t_obs: 600,
+            version: 1,
+            n_samples: 200,
+            features: vec!["beta".into(), "n_star".into(), "G1".into()],
+            target: ModelTarget::LnOmega,
+            forest: serde_json::from_str(&forest.to_json()).unwrap(),
+            max_growth,
+        };
+        // A model trained on cascades that grew at most 12-fold holds it at 20 × 12.
+        let mut store = ModelStore::default();
+        store.install(&model(Some(12.0))).unwrap();
+        let (alert, p) = predict(600, &at_cap, &store).unwrap();
+        assert_eq!(alert.n_tot, 240, "{alert:?}");
+        assert!(alert.n_high.unwrap() <= 240.0 && alert.n_low.unwrap() <= 240.0);
+        assert!(p.n_hawkes > 400_000.0, "the Hawkes estimate alone explodes");
+        // An older model without the bound (or no model) serves the raw estimate, as before.
+        let mut old = ModelStore::default();
+        old.install(&model(None)).unwrap();
+        assert!(predict(600, &at_cap, &old).unwrap().0.n_tot > 400_000);
+        // A model message without the field still parses.
+        let mut json = serde_json::to_value(model(Some(12.0))).unwrap();
+        json.as_object_mut().unwrap().remove("max_growth");
+        let parsed = ModelMessage::parse(json.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.max_growth, None);
+    }
+
+    #[test]
+    fn samples_carry_the_sizes_the_learner_bounds_growth_with() {
+        let mut join = Join::new(4);
+        join.add(&"a".into(), 600, 0, Half::Size(90));
+        let (_, p) = predict(600, &params("a"), &ModelStore::default()).unwrap();
+        let sample = join
+            .add(&"a".into(), 600, 0, Half::Predicted(p))
+            .joined
+            .unwrap()
+            .sample;
+        assert_eq!((sample.n_obs, sample.n_tot), (Some(20), Some(90)));
+        assert_eq!(sample.growth(), Some(4.5));
+        // An older sample without them parses, with no growth.
+        let old = br#"{"type":"sample","cid":"a","T_obs":600,"X":[0.001,0.5,10.0],"W":1.0}"#;
+        assert_eq!(Sample::parse(None, old).unwrap().growth(), None);
     }
 }

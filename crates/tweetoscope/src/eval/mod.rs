@@ -660,13 +660,28 @@ fn predict_window(
             .map(|(p, &omega)| size(p, omega))
             .collect()
     };
+    // The guard rail of the served prediction: no cascade grows more, relative to what was
+    // observed, than the most any training cascade grew.
+    let growth_cap = tweetoscope_predict::growth_cap(
+        history
+            .iter()
+            .filter(|(observed, _)| *observed > 0.0)
+            .map(|(observed, truth)| truth / observed),
+    );
+    let capped = |p: &Pair, n: f64| tweetoscope_predict::cap_growth(n, p.n_obs(), growth_cap);
     // Sizes grow with ω, so an interval of ω maps to one of the size.
     let sizes_of = |omegas: &[Omega]| -> (Vec<f64>, Option<Vec<(f64, f64)>>) {
-        let point = hawkes(&omegas.iter().map(|o| o.0).collect::<Vec<_>>());
+        let point = test
+            .iter()
+            .zip(omegas)
+            .map(|(p, o)| capped(p, size(p, o.0)))
+            .collect();
         let bounds = test
             .iter()
             .zip(omegas)
-            .map(|(p, o)| o.1.map(|(lo, hi)| (size(p, lo), size(p, hi))))
+            .map(|(p, o)| {
+                o.1.map(|(lo, hi)| (capped(p, size(p, lo)), capped(p, size(p, hi))))
+            })
             .collect();
         (point, bounds)
     };
