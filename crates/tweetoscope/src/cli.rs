@@ -161,7 +161,10 @@ impl Command {
             Command::Estimator(c) => Stage::Estimator(c.args.clone()),
             Command::Predictor(c) => Stage::Predictor(c.args.clone()),
             Command::Learner(c) => Stage::Learner(c.args.clone()),
-            Command::Monitor(c) => Stage::Monitor(c.args.clone(), ErrorBoard::default()),
+            Command::Monitor(c) => Stage::Monitor(
+                c.args.clone(),
+                ErrorBoard::new(c.args.error_window as usize),
+            ),
             Command::Dashboard(c) => Stage::Dashboard(c.args.clone(), TopCascades::new(c.args.top)),
             Command::Logger(c) => Stage::Logger(c.args.clone()),
             Command::Run(_)

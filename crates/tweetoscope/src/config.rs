@@ -379,6 +379,10 @@ pub struct MonitorArgs {
     /// Job label of the pushed group.
     #[arg(long, env = "TWEETOSCOPE_PUSH_JOB", default_value = "tweetoscope")]
     pub push_job: String,
+    /// Predictions per window whose errors the monitor keeps (the newest): the pushed median,
+    /// mean and interval coverage are over them, which bounds its memory.
+    #[arg(long, env = "TWEETOSCOPE_ERROR_WINDOW", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub error_window: u64,
 }
 
 /// Dashboard options.

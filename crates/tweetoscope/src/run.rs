@@ -144,7 +144,7 @@ pub async fn run_pipeline(
         log_queue,
     )
     .await?;
-    let board = ErrorBoard::default();
+    let board = ErrorBoard::new(args.monitor.error_window as usize);
     let top = TopCascades::new(args.dashboard.top);
     let mut stages: Vec<(&str, JoinHandle<anyhow::Result<()>>)> =
         Stage::pipeline(args, &board, &top)
@@ -199,7 +199,7 @@ pub async fn run_pipeline(
         let cascades = Metrics::count(&metrics.collector_tweets, &["started"]);
         let expected = Metrics::count(&metrics.produced, &["collector", &topics.properties_topic]);
         let fitted = Metrics::count(&metrics.produced, &["estimator", &topics.properties_topic]);
-        let predicted = board.count() as u64;
+        let predicted = board.count();
         let ended = metrics.sources_ended.get();
         let signature = (sum_counter(&metrics.consumed), fitted, predicted);
         if signature != last_signature {
@@ -266,7 +266,7 @@ pub async fn run_pipeline(
             (
                 w,
                 WindowSummary {
-                    predictions: e.are.len(),
+                    predictions: e.total as usize,
                     median_are: median(&e.are),
                     mean_are: mean(&e.are),
                     median_are_hawkes: median(&e.are_hawkes),

@@ -245,7 +245,9 @@ impl Stage {
         supervise(self.name(), shutdown, || {
             // A restarted monitor rebuilds its board from the whole stats topic: a fresh one.
             let stage = match self {
-                Stage::Monitor(a, _) => Stage::Monitor(a.clone(), monitor::ErrorBoard::default()),
+                Stage::Monitor(a, _) => {
+                    Stage::Monitor(a.clone(), monitor::ErrorBoard::new(a.error_window as usize))
+                }
                 other => other.clone(),
             };
             let env = env.clone();

@@ -17,17 +17,20 @@ use crate::kafka::{handler, Handled};
 
 const STAGE: &str = "monitor";
 
-/// Relative errors of one window.
+/// Relative errors of one window: the newest predictions (at most the board's capacity), and how
+/// many there were in all.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowErrors {
-    /// ARE of each prediction, in arrival order.
+    /// ARE of each recent prediction, oldest first.
     pub are: Vec<f64>,
-    /// ARE of the Hawkes prediction alone.
+    /// ARE of the Hawkes prediction alone, for the same predictions.
     pub are_hawkes: Vec<f64>,
-    /// (served ARE, Hawkes-alone ARE) of the predictions a random forest corrected.
+    /// (served ARE, Hawkes-alone ARE) of the recent predictions a random forest corrected.
     pub with_model: Vec<(f64, f64)>,
-    /// For each prediction with an 80 % interval: whether the true size fell inside it.
+    /// For each recent prediction with an 80 % interval: whether the true size fell inside it.
     pub interval_held: Vec<bool>,
+    /// Predictions whose error is known, since the board started (not bounded).
+    pub total: u64,
 }
 
 impl WindowErrors {
@@ -40,39 +43,102 @@ impl WindowErrors {
     }
 }
 
-/// Errors per window, shared with whoever reports them.
+/// Predictions kept per window by default (see [`ErrorBoard::new`]).
+pub const DEFAULT_ERROR_WINDOW: usize = 10_000;
+
+/// The newest `capacity` values of a series.
 #[derive(Debug, Clone, Default)]
-pub struct ErrorBoard(Arc<Mutex<BTreeMap<u64, WindowErrors>>>);
+struct Recent<T>(std::collections::VecDeque<T>);
+
+impl<T: Clone> Recent<T> {
+    fn push(&mut self, value: T, capacity: usize) {
+        if self.0.len() == capacity {
+            self.0.pop_front();
+        }
+        self.0.push_back(value);
+    }
+
+    fn to_vec(&self) -> Vec<T> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct WindowSeries {
+    are: Recent<f64>,
+    are_hawkes: Recent<f64>,
+    with_model: Recent<(f64, f64)>,
+    interval_held: Recent<bool>,
+    total: u64,
+}
+
+#[derive(Debug)]
+struct Board {
+    capacity: usize,
+    windows: BTreeMap<u64, WindowSeries>,
+}
+
+/// Errors per window, shared with whoever reports them. Memory is bounded: each window keeps the
+/// errors of its newest `capacity` predictions (a sliding window), so the pushed median, mean
+/// and interval coverage describe the recent predictions, and the count all of them.
+#[derive(Debug, Clone)]
+pub struct ErrorBoard(Arc<Mutex<Board>>);
+
+impl Default for ErrorBoard {
+    fn default() -> Self {
+        Self::new(DEFAULT_ERROR_WINDOW)
+    }
+}
 
 impl ErrorBoard {
+    /// A board keeping the newest `capacity` predictions of each window (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(Mutex::new(Board {
+            capacity: capacity.max(1),
+            windows: BTreeMap::new(),
+        })))
+    }
+
     /// Records one stat.
     pub fn add(&self, stat: &Stat) {
-        let mut board = self.0.lock().expect("board lock");
-        let w = board.entry(stat.t_obs).or_default();
-        w.are.push(stat.are);
-        w.are_hawkes.push(stat.are_hawkes);
+        let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let capacity = board.capacity;
+        let w = board.windows.entry(stat.t_obs).or_default();
+        w.total += 1;
+        w.are.push(stat.are, capacity);
+        w.are_hawkes.push(stat.are_hawkes, capacity);
         if stat.model_version > 0 {
-            w.with_model.push((stat.are, stat.are_hawkes));
+            w.with_model.push((stat.are, stat.are_hawkes), capacity);
         }
         if let (Some(low), Some(high)) = (stat.n_low, stat.n_high) {
             w.interval_held
-                .push((low..=high).contains(&(stat.n_tot as f64)));
+                .push((low..=high).contains(&(stat.n_tot as f64)), capacity);
         }
     }
 
     /// A copy of the errors per window.
     pub fn snapshot(&self) -> BTreeMap<u64, WindowErrors> {
-        self.0.lock().expect("board lock").clone()
+        let board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        board
+            .windows
+            .iter()
+            .map(|(window, s)| {
+                let errors = WindowErrors {
+                    are: s.are.to_vec(),
+                    are_hawkes: s.are_hawkes.to_vec(),
+                    with_model: s.with_model.to_vec(),
+                    interval_held: s.interval_held.to_vec(),
+                    total: s.total,
+                };
+                (*window, errors)
+            })
+            .collect()
     }
 
-    /// Number of stats recorded.
-    pub fn count(&self) -> usize {
-        self.0
-            .lock()
-            .expect("board lock")
-            .values()
-            .map(|w| w.are.len())
-            .sum()
+    /// Number of stats recorded since the board started.
+    pub fn count(&self) -> u64 {
+        let board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        board.windows.values().map(|w| w.total).sum()
     }
 
     /// The Prometheus text pushed to the Pushgateway.
@@ -83,12 +149,12 @@ impl ErrorBoard {
         let families: [Family; 6] = [
             (
                 "tweetoscope_are_median",
-                "Median absolute relative error of the predictions",
+                "Median absolute relative error of the recent predictions (the monitor's --error-window newest)",
                 |w| median(&w.are),
             ),
             (
                 "tweetoscope_are_mean",
-                "Mean absolute relative error of the predictions",
+                "Mean absolute relative error of the recent predictions (the monitor's --error-window newest)",
                 |w| mean(&w.are),
             ),
             (
@@ -98,17 +164,17 @@ impl ErrorBoard {
             ),
             (
                 "tweetoscope_are_hawkes_median",
-                "Median absolute relative error of the Hawkes prediction alone",
+                "Median absolute relative error of the Hawkes prediction alone, recent predictions",
                 |w| median(&w.are_hawkes),
             ),
             (
                 "tweetoscope_are_count",
-                "Predictions whose error is known",
-                |w| w.are.len() as f64,
+                "Predictions whose error is known, since the monitor started",
+                |w| w.total as f64,
             ),
             (
                 "tweetoscope_interval_coverage",
-                "Share of the predictions with an 80% interval whose true size fell inside it",
+                "Share of the recent predictions with an 80% interval whose true size fell inside it",
                 WindowErrors::interval_coverage,
             ),
         ];
@@ -202,7 +268,7 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
     for (window, errors) in board.snapshot() {
         tracing::info!(
             window,
-            predictions = errors.are.len(),
+            predictions = errors.total,
             median_are = median(&errors.are),
             "prediction errors"
         );
@@ -270,5 +336,38 @@ mod tests {
         );
         assert!(text.contains("# TYPE tweetoscope_are_last gauge"));
         assert_eq!(board.count(), 5);
+    }
+
+    #[test]
+    fn the_board_keeps_the_newest_predictions_of_each_window_and_counts_all() {
+        let board = ErrorBoard::new(3);
+        for i in 0..10 {
+            board.add(&Stat {
+                kind: StatTag::Stat,
+                cid: format!("c{i}").as_str().into(),
+                t_obs: 600,
+                are: f64::from(i),
+                n_pred: 1.0,
+                n_tot: 1,
+                are_hawkes: 0.0,
+                model_version: 1,
+                n_low: Some(0.0),
+                n_high: Some(if i % 2 == 0 { 2.0 } else { 0.5 }),
+            });
+        }
+        let errors = &board.snapshot()[&600];
+        assert_eq!(errors.are, [7.0, 8.0, 9.0]);
+        assert_eq!(errors.with_model.len(), 3);
+        assert_eq!(errors.interval_held, [false, true, false]);
+        assert_eq!((errors.total, board.count()), (10, 10));
+        let text = board.exposition();
+        assert!(
+            text.contains("tweetoscope_are_median{window=\"600\"} 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tweetoscope_are_count{window=\"600\"} 10"),
+            "{text}"
+        );
     }
 }
