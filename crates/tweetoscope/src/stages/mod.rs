@@ -311,7 +311,8 @@ impl StageEnv {
 /// Runs a stage, and runs it again from its committed state when it fails for any reason but a
 /// configuration error (e.g. the broker went away long enough for its transaction to time out, or
 /// its producer was fenced): the same recovery as a restarted process, without losing the process.
-/// Waits 1 s, then twice as long after each failure in a row (at most 30 s); stops on shutdown.
+/// Waits 1 s, then twice as long after each failure in a row (at most 30 s), each wait shortened
+/// by a random share of up to half; stops on shutdown.
 pub async fn supervise<F, Fut, T>(
     name: &str,
     shutdown: watch::Receiver<bool>,
@@ -332,16 +333,23 @@ where
                 if attempt.elapsed() > std::time::Duration::from_secs(60) {
                     backoff = std::time::Duration::from_secs(1);
                 }
-                tracing::error!(stage = name, error = %format!("{e:#}"), retry_in = ?backoff, "stage failed; restarting it from its committed state");
+                let wait = jittered(backoff, rand::random::<f64>());
+                tracing::error!(stage = name, error = %format!("{e:#}"), retry_in = ?wait, "stage failed; restarting it from its committed state");
                 let mut stop = shutdown.clone();
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Err(e),
                 }
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
             }
         }
     }
+}
+
+/// `backoff` shortened by up to half, by `unit` in [0, 1): replicas that failed together (a
+/// broker that went away) do not all come back at the same instant.
+fn jittered(backoff: std::time::Duration, unit: f64) -> std::time::Duration {
+    backoff.mul_f64(1.0 - 0.5 * unit.clamp(0.0, 1.0))
 }
 
 /// Sends `request` to `service` (named in the error) with a 10 s timeout; an answer other than
@@ -398,6 +406,15 @@ mod tests {
         drop(stop);
         assert!(turns_true(helpers.shutdown.clone()).await);
         assert!(!*shutdown.borrow(), "the process keeps running");
+    }
+
+    #[test]
+    fn the_restart_backoff_is_jittered_within_its_lower_half() {
+        let backoff = std::time::Duration::from_secs(8);
+        assert_eq!(jittered(backoff, 0.0), backoff);
+        assert_eq!(jittered(backoff, 0.5), std::time::Duration::from_secs(6));
+        assert_eq!(jittered(backoff, 1.0), std::time::Duration::from_secs(4));
+        assert_eq!(jittered(backoff, 7.0), std::time::Duration::from_secs(4));
     }
 
     #[tokio::test]
