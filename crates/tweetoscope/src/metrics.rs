@@ -116,6 +116,12 @@ impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Arc<Self> {
         let r = Registry::new();
+        // CPU seconds, resident memory, open file descriptors and threads of this process.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process metrics register once");
         let latency_buckets = prometheus::exponential_buckets(0.000_1, 2.5, 14).expect("buckets");
         let processing_seconds = HistogramVec::new(
             HistogramOpts::new(
@@ -328,5 +334,23 @@ impl Metrics {
     /// Current value of a counter (used for progress reports).
     pub fn count(counter: &IntCounterVec, labels: &[&str]) -> u64 {
         counter.with_label_values(labels).get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_metrics_are_exported() {
+        let text = Metrics::new().render();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing");
+        }
     }
 }
