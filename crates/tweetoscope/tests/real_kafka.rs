@@ -149,7 +149,11 @@ impl RunNames {
 /// definition so that a new topic is suffixed per run too.
 fn topic_flags() -> Vec<(String, String)> {
     let command = <Cli as clap::CommandFactory>::command();
-    let flags: Vec<(String, String)> = command
+    // Every stage has the topic options; the collector's are those of all.
+    let collector = command
+        .find_subcommand("collector")
+        .expect("a collector command");
+    let flags: Vec<(String, String)> = collector
         .get_arguments()
         .filter_map(|a| {
             let long = a.get_long()?;
