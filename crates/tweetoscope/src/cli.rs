@@ -141,13 +141,13 @@ impl Command {
             Command::Collector(c) => c.args.cascade.validate(),
             Command::Estimator(c) => c.args.validate(),
             Command::Monitor(c) => c.args.validate(),
+            Command::Dashboard(c) => c.args.validate(),
             Command::Run(c) => c.args.validate(),
             Command::Bench(c) => c.args.run.validate(),
             Command::Fit(c) => c.args.marks.validate(),
             Command::Eval(c) => c.args.validate(),
             Command::Predictor(_)
             | Command::Learner(_)
-            | Command::Dashboard(_)
             | Command::Logger(_)
             | Command::Completions(_) => Ok(()),
         }

@@ -403,6 +403,28 @@ pub struct DashboardArgs {
     /// How many of the most popular predictions to keep for the summary.
     #[arg(long, env = "TWEETOSCOPE_TOP", default_value_t = 10)]
     pub top: usize,
+    /// Seconds to keep retrying an alert Alertmanager does not accept (jittered back-off from
+    /// 0.5 s to 15 s) before it goes to the alerts dead-letter topic; the alert's offset is
+    /// committed only then. At most 300, below the 330 s after which a loop counts as stuck.
+    #[arg(long, env = "TWEETOSCOPE_ALERT_RETRY_FOR", default_value_t = 240.0)]
+    pub alert_retry_for: f64,
+}
+
+impl DashboardArgs {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.alert_retry_for.is_finite()
+            && self.alert_retry_for > 0.0
+            && self.alert_retry_for <= 300.0)
+        {
+            return Err(bad(
+                "alert-retry-for",
+                self.alert_retry_for,
+                "a number of seconds in (0, 300], e.g. 240",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Which size a popularity alert compares with its threshold.
@@ -831,6 +853,7 @@ impl RunArgs {
         self.cascade.validate()?;
         self.estimator.validate()?;
         self.monitor.validate()?;
+        self.dashboard.validate()?;
         if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0) {
             return Err(bad(
                 "stall-timeout",

@@ -335,7 +335,31 @@ pub struct AlertNotDelivered<'a> {
 impl InternalEvent for AlertNotDelivered<'_> {
     fn emit(self, metrics: &Metrics) {
         metrics.alert_failures.inc();
-        tracing::warn!(cid = self.cid, error = %self.error, "alert not delivered to Alertmanager");
+        tracing::warn!(cid = self.cid, error = %self.error, "alert not delivered to Alertmanager; retrying");
+    }
+}
+
+/// An alert Alertmanager did not accept for `--alert-retry-for`: it goes to the dead-letter
+/// topic instead, so that it is kept and its offset can be committed.
+#[derive(Debug)]
+pub struct AlertDeadLettered<'a> {
+    /// The cascade alerted on.
+    pub cid: &'a str,
+    /// Posts tried.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
+impl InternalEvent for AlertDeadLettered<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.alerts_dead_lettered.inc();
+        tracing::error!(
+            cid = self.cid,
+            attempts = self.attempts,
+            error = %self.error,
+            "alert given up: Alertmanager did not accept it in time; kept in the dead-letter topic"
+        );
     }
 }
 

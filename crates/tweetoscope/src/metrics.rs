@@ -59,6 +59,8 @@ pub struct Metrics {
     pub alerts_sent: IntCounter,
     /// Alerts that Alertmanager did not accept.
     pub alert_failures: IntCounter,
+    /// Alerts written to the dead-letter topic after Alertmanager refused them for too long.
+    pub alerts_dead_lettered: IntCounter,
     /// Pushes to the Pushgateway.
     pub pushes: IntCounter,
     /// Pushes to the Pushgateway that failed.
@@ -285,7 +287,12 @@ impl Metrics {
             alert_failures: counter(
                 &r,
                 "tweetoscope_dashboard_alert_failures_total",
-                "Alerts that Alertmanager did not accept",
+                "Posts of an alert that Alertmanager did not accept (each attempt)",
+            ),
+            alerts_dead_lettered: counter(
+                &r,
+                "tweetoscope_dashboard_alerts_dead_lettered_total",
+                "Alerts given up after --alert-retry-for and written to the alerts dead-letter topic",
             ),
             pushes: counter(
                 &r,

@@ -30,7 +30,12 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn bad_values_are_refused_with_what_to_fix() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
+        (&["run", "--alert-retry-for", "0"], "--alert-retry-for"),
+        (
+            &["dashboard", "--alert-retry-for", "900"],
+            "--alert-retry-for",
+        ),
         (&["run", "--windows", "600,abc"], "--windows"),
         (&["run", "--terminated=-5"], "--terminated"),
         (&["run", "--max-branching", "1.5"], "--max-branching"),

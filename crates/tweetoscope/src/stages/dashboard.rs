@@ -2,14 +2,16 @@
 //! Alertmanager (`POST /api/v2/alerts`); keeps the most popular predictions for reports.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use tweetoscope_messages::Alert;
+use tweetoscope_messages::{Alert, Malformed};
 
 use super::StageEnv;
 use crate::config::{AlertOn, DashboardArgs};
-use crate::events::{AlertDelivered, AlertNotDelivered, InternalEvent as _};
-use crate::kafka::{handler, Handled};
+use crate::events::{AlertDeadLettered, AlertDelivered, AlertNotDelivered, InternalEvent as _};
+use crate::kafka::{dead_letter, handler, Handled};
+use crate::metrics::Metrics;
 
 const STAGE: &str = "dashboard";
 
@@ -113,6 +115,81 @@ pub async fn post(
     super::send_http(request, "Alertmanager").await
 }
 
+/// How long and how often an alert is posted again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// The first wait after a failed post; it doubles after each one.
+    pub first_wait: Duration,
+    /// The longest wait.
+    pub max_wait: Duration,
+    /// Give up once this long has passed since the first post.
+    pub give_up_after: Duration,
+}
+
+impl RetryPolicy {
+    /// Waits from 0.5 s to 15 s, giving up after `give_up_after`.
+    pub fn new(give_up_after: Duration) -> Self {
+        Self {
+            first_wait: Duration::from_millis(500),
+            max_wait: Duration::from_secs(15),
+            give_up_after,
+        }
+    }
+}
+
+/// What became of an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Alertmanager accepted it, at this attempt.
+    Delivered {
+        /// Posts made (1: the first one went through).
+        attempts: u32,
+    },
+    /// Alertmanager did not accept it in time.
+    GaveUp {
+        /// Posts made.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
+}
+
+/// Posts `alert` until Alertmanager accepts it or `policy` gives up, waiting a jittered,
+/// doubling time between posts; each failed post is told (and counted).
+pub async fn deliver(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    alert: &Alert,
+    threshold: u64,
+    policy: RetryPolicy,
+    metrics: &Metrics,
+) -> Delivery {
+    let started = Instant::now();
+    let mut wait = policy.first_wait;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let error = match post(client, url, alert, threshold).await {
+            Ok(()) => {
+                AlertDelivered.emit(metrics);
+                return Delivery::Delivered { attempts };
+            }
+            Err(e) => e,
+        };
+        AlertNotDelivered {
+            cid: &alert.cid.0,
+            error: error.clone(),
+        }
+        .emit(metrics);
+        let pause = super::jittered(wait, rand::random::<f64>());
+        if started.elapsed() + pause > policy.give_up_after {
+            return Delivery::GaveUp { attempts, error };
+        }
+        tokio::time::sleep(pause).await;
+        wait = (wait * 2).min(policy.max_wait);
+    }
+}
+
 /// Runs the dashboard until shutdown, keeping the most popular predictions in `top`.
 pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
@@ -120,6 +197,7 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
     let threshold = args.alert_threshold;
     let alert_on = args.alert_on;
     let url = args.alertmanager_url.clone();
+    let policy = RetryPolicy::new(Duration::from_secs_f64(args.alert_retry_for));
     tracing::info!(threshold, ?alert_on, alertmanager = ?url.as_ref().map(|u| u.as_str()), "dashboard started");
     let input = env.input(STAGE, &env.topics.alerts_topic);
     let handler = handler(move |message| {
@@ -137,16 +215,27 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
         };
         let client = client.clone();
         let metrics = metrics.clone();
+        let given_up = dead_letter(
+            STAGE,
+            message,
+            &Malformed::new(format!(
+                "Alertmanager did not accept the alert within --alert-retry-for {} s",
+                policy.give_up_after.as_secs_f64()
+            )),
+        );
         Handled::Later(Box::pin(async move {
-            match post(&client, &url, &alert, threshold).await {
-                Ok(()) => AlertDelivered.emit(&metrics),
-                Err(e) => AlertNotDelivered {
-                    cid: &alert.cid.0,
-                    error: format!("{e:#}"),
+            match deliver(&client, &url, &alert, threshold, policy, &metrics).await {
+                Delivery::Delivered { .. } => Vec::new(),
+                Delivery::GaveUp { attempts, error } => {
+                    AlertDeadLettered {
+                        cid: &alert.cid.0,
+                        attempts,
+                        error,
+                    }
+                    .emit(&metrics);
+                    vec![given_up]
                 }
-                .emit(&metrics),
             }
-            Vec::new()
         }))
     });
     env.consume(input, |_| Ok(handler)).await
@@ -214,5 +303,104 @@ mod tests {
         assert_eq!(body[0]["labels"]["severity"], "critical");
         assert_eq!(body[0]["annotations"]["predicted_size"], "1200");
         assert_eq!(severity(600, 500), "warning");
+    }
+
+    /// An HTTP server answering the n-th request with `statuses[n]` (the last one after), and
+    /// counting the requests.
+    async fn stub_server(
+        statuses: Vec<u16>,
+    ) -> (reqwest::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as many body bytes as Content-Length says.
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        (reqwest::Url::parse(&url).unwrap(), served)
+    }
+
+    fn quick(give_up_ms: u64) -> RetryPolicy {
+        RetryPolicy {
+            first_wait: Duration::from_millis(20),
+            max_wait: Duration::from_millis(80),
+            give_up_after: Duration::from_millis(give_up_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_alert_is_posted_again_until_alertmanager_accepts_it() {
+        let (url, served) = stub_server(vec![503, 503, 200]).await;
+        let metrics = Metrics::new();
+        let delivery = deliver(
+            &reqwest::Client::new(),
+            &url,
+            &alert("a", 600, 900),
+            500,
+            quick(10_000),
+            &metrics,
+        )
+        .await;
+        assert_eq!(delivery, Delivery::Delivered { attempts: 3 });
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(
+            (metrics.alert_failures.get(), metrics.alerts_sent.get()),
+            (2, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_alert_refused_for_too_long_is_given_up_with_the_last_error() {
+        let (url, served) = stub_server(vec![503]).await;
+        let metrics = Metrics::new();
+        let delivery = deliver(
+            &reqwest::Client::new(),
+            &url,
+            &alert("a", 600, 900),
+            500,
+            quick(300),
+            &metrics,
+        )
+        .await;
+        let Delivery::GaveUp { attempts, error } = delivery else {
+            panic!("{delivery:?}")
+        };
+        assert!(attempts >= 3, "{attempts} posts in 300 ms");
+        assert_eq!(
+            served.load(std::sync::atomic::Ordering::SeqCst),
+            attempts as usize
+        );
+        assert!(error.contains("503"), "{error}");
+        assert_eq!(metrics.alerts_sent.get(), 0);
     }
 }

@@ -348,7 +348,7 @@ where
 
 /// `backoff` shortened by up to half, by `unit` in [0, 1): replicas that failed together (a
 /// broker that went away) do not all come back at the same instant.
-fn jittered(backoff: std::time::Duration, unit: f64) -> std::time::Duration {
+pub(crate) fn jittered(backoff: std::time::Duration, unit: f64) -> std::time::Duration {
     backoff.mul_f64(1.0 - 0.5 * unit.clamp(0.0, 1.0))
 }
 
