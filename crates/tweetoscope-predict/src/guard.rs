@@ -14,13 +14,10 @@ pub fn growth_cap(growths: impl IntoIterator<Item = f64>) -> Option<f64> {
         })
 }
 
-/// `predicted`, at most `n_obs × cap` (and never below `n_obs`); unchanged without a cap.
+/// `predicted`, at most `n_obs × cap` (a cap below 1 counts as 1; a NaN prediction becomes the
+/// bound, as `f64::min` gives); unchanged without a cap.
 pub fn cap_growth(predicted: f64, n_obs: f64, cap: Option<f64>) -> f64 {
-    match cap {
-        Some(cap) if predicted.is_nan() => n_obs * cap,
-        Some(cap) => predicted.min(n_obs * cap.max(1.0)),
-        None => predicted,
-    }
+    cap.map_or(predicted, |cap| predicted.min(n_obs * cap.max(1.0)))
 }
 
 #[cfg(test)]

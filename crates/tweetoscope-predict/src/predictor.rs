@@ -316,6 +316,25 @@ mod tests {
         }
     }
 
+    /// A model of window 600 over the served features.
+    fn model(
+        forest: &RandomForest,
+        version: u64,
+        target: ModelTarget,
+        max_growth: Option<f64>,
+    ) -> ModelMessage {
+        ModelMessage {
+            kind: tweetoscope_messages::ModelTag::Model,
+            t_obs: 600,
+            version,
+            n_samples: 50,
+            features: vec!["beta".into(), "n_star".into(), "G1".into()],
+            target,
+            forest: serde_json::from_str(&forest.to_json()).unwrap(),
+            max_growth,
+        }
+    }
+
     #[test]
     fn join_is_symmetric_and_computes_are_and_w() {
         let store = ModelStore::default();
@@ -430,16 +449,7 @@ mod tests {
         let rows: Vec<[f64; 3]> = (0..50).map(|i| [0.001 * i as f64, 0.5, 10.0]).collect();
         let targets = vec![2.0; 50];
         let forest = tweetoscope_forest::fit_rows(&rows, &targets, &Default::default()).unwrap();
-        let message = ModelMessage {
-            kind: tweetoscope_messages::ModelTag::Model,
-            t_obs: 600,
-            version: 3,
-            n_samples: 50,
-            features: vec!["beta".into(), "n_star".into(), "G1".into()],
-            target: ModelTarget::Omega,
-            forest: serde_json::from_str(&forest.to_json()).unwrap(),
-            max_growth: None,
-        };
+        let message = model(&forest, 3, ModelTarget::Omega, None);
         let mut store = ModelStore::default();
         store.install(&message).unwrap();
         // A model over other features (another version's learner) is refused, with the lists.
@@ -501,16 +511,7 @@ mod tests {
         let forest = tweetoscope_forest::fit_rows(&rows, &targets, &Default::default()).unwrap();
         let mut store = ModelStore::default();
         store
-            .install(&ModelMessage {
-                kind: tweetoscope_messages::ModelTag::Model,
-                t_obs: 600,
-                version: 1,
-                n_samples: 400,
-                features: vec!["beta".into(), "n_star".into(), "G1".into()],
-                target: ModelTarget::LnOmega,
-                forest: serde_json::from_str(&forest.to_json()).unwrap(),
-                max_growth: None,
-            })
+            .install(&model(&forest, 1, ModelTarget::LnOmega, None))
             .unwrap();
         let (alert, p) = predict(600, &params("a"), &store).unwrap();
         let (lo, hi) = (alert.n_low.unwrap(), alert.n_high.unwrap());
@@ -551,16 +552,7 @@ mod tests {
             .map(|i| [0.001 * (i % 7) as f64, 0.3 + 0.003 * i as f64, 10.0])
             .collect();
         let forest = tweetoscope_forest::fit_rows(&rows, &[0.0; 200], &Default::default()).unwrap();
-        let model = |max_growth| ModelMessage {
-            kind: tweetoscope_messages::ModelTag::Model,
-            t_obs: 600,
-            version: 1,
-            n_samples: 200,
-            features: vec!["beta".into(), "n_star".into(), "G1".into()],
-            target: ModelTarget::LnOmega,
-            forest: serde_json::from_str(&forest.to_json()).unwrap(),
-            max_growth,
-        };
+        let model = |max_growth| model(&forest, 1, ModelTarget::LnOmega, max_growth);
         // A model trained on cascades that grew at most 12-fold holds it at 20 × 12.
         let mut store = ModelStore::default();
         store.install(&model(Some(12.0))).unwrap();

@@ -358,21 +358,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_alert_is_posted_again_until_alertmanager_accepts_it() {
-        let (url, served) = stub_server(vec![503, 503, 200]).await;
+    /// Delivers one alert to a server answering `statuses`, retrying for `give_up_ms`: what
+    /// became of it, the posts the server saw, and the metrics.
+    async fn deliver_to(statuses: Vec<u16>, give_up_ms: u64) -> (Delivery, usize, Arc<Metrics>) {
+        let (url, served) = stub_server(statuses).await;
         let metrics = Metrics::new();
         let delivery = deliver(
             &reqwest::Client::new(),
             &url,
             &alert("a", 600, 900),
             500,
-            quick(10_000),
+            quick(give_up_ms),
             &metrics,
         )
         .await;
+        let served = served.load(std::sync::atomic::Ordering::SeqCst);
+        (delivery, served, metrics)
+    }
+
+    #[tokio::test]
+    async fn an_alert_is_posted_again_until_alertmanager_accepts_it() {
+        let (delivery, served, metrics) = deliver_to(vec![503, 503, 200], 10_000).await;
         assert_eq!(delivery, Delivery::Delivered { attempts: 3 });
-        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(served, 3);
         assert_eq!(
             (metrics.alert_failures.get(), metrics.alerts_sent.get()),
             (2, 1)
@@ -381,25 +389,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_alert_refused_for_too_long_is_given_up_with_the_last_error() {
-        let (url, served) = stub_server(vec![503]).await;
-        let metrics = Metrics::new();
-        let delivery = deliver(
-            &reqwest::Client::new(),
-            &url,
-            &alert("a", 600, 900),
-            500,
-            quick(300),
-            &metrics,
-        )
-        .await;
+        let (delivery, served, metrics) = deliver_to(vec![503], 300).await;
         let Delivery::GaveUp { attempts, error } = delivery else {
             panic!("{delivery:?}")
         };
         assert!(attempts >= 3, "{attempts} posts in 300 ms");
-        assert_eq!(
-            served.load(std::sync::atomic::Ordering::SeqCst),
-            attempts as usize
-        );
+        assert_eq!(served, attempts as usize);
         assert!(error.contains("503"), "{error}");
         assert_eq!(metrics.alerts_sent.get(), 0);
     }
