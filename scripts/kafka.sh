@@ -149,10 +149,12 @@ log.segment.bytes=67108864
 EOF
 
   local cluster_id
+  # A random UUID in Kafka's URL-safe base64. It can begin with '-', hence `--cluster-id=ID`: as a
+  # separate argument, the option parser would read it as another option.
   cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
   local jvm
   jvm_command
-  if ! "${jvm[@]}" kafka.tools.StorageTool format --standalone --cluster-id "$cluster_id" \
+  if ! "${jvm[@]}" kafka.tools.StorageTool format --standalone "--cluster-id=$cluster_id" \
     --config "$state/server.properties" >"$state/logs/format.out" 2>&1; then
     cat "$state/logs/format.out" >&2
     die "cannot format the storage in $data"
