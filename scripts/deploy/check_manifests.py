@@ -13,10 +13,20 @@ Each file is the `kustomize build` of one overlay. The checks:
   * ConfigMaps, Secrets and PVCs referenced by pods exist (unless optional);
   * every Service selects some pod, and every scrape target, Alertmanager, Grafana data source
     and stage URL that names a Service names one that exists with that port;
+  * Prometheus finds the stage pods: its `tweetoscope` job discovers pods (kubernetes_sd_configs,
+    role pod), and its relabelling, applied to every pod of the rendered workloads, keeps exactly
+    one target per stage pod, on port 9100, labelled stage=<app.kubernetes.io/component>, pod and
+    instance, and no pod of anything else;
+  * the Prometheus Deployment runs as a ServiceAccount that exists, mounts its token, and is bound
+    (RoleBinding or ClusterRoleBinding) to a role granting get, list and watch on pods;
+  * every long-running stage (Deployment) has a PodDisruptionBudget selecting its pods, and no
+    budget can block a node drain (minAvailable at or above the replicas, maxUnavailable 0);
+  * no object of an operator's custom resource (the PodMonitor is an optional component);
   * the ConfigMaps generated from observability/ and grafana/ hold exactly the files on disk;
   * the topic Job creates every topic the binary uses by default, with at least as many
     partitions as estimator replicas, and a replication factor the Kafka nodes can hold;
-  * images are pinned (a tag that is not `latest`), except the project's own image;
+  * images are pinned (a tag that is not `latest`); the project's own image carries the crate
+    version of the workspace Cargo.toml as its tag (set by kustomize `images:`);
   * k8s/secrets.example.yaml holds every secret file that alertmanager.yml reads.
 Exits 1 with one line per problem.
 """
@@ -59,8 +69,9 @@ GENERATED_CONFIGMAPS = {
 
 
 class Checker:
-    def __init__(self, repo: Path, label: str, docs: list[dict]):
+    def __init__(self, repo: Path, label: str, docs: list[dict], version: str | None = None):
         self.repo = repo
+        self.version = version
         self.label = label
         self.docs = docs
         self.problems: list[str] = []
@@ -119,6 +130,10 @@ class Checker:
         self.check_generated_configmaps()
         self.check_topics(default_topics, compacted)
         self.check_images()
+        self.check_pod_discovery()
+        self.check_prometheus_rbac()
+        self.check_disruption_budgets()
+        self.check_no_custom_resources()
 
     def check_all_containers(self) -> None:
         for w in self.workloads():
@@ -302,15 +317,6 @@ class Checker:
                 for sc in am.get("static_configs", []):
                     for t in sc.get("targets", []):
                         endpoints.append((f"prometheus alertmanager {t}", t))
-            stage_targets = {
-                t.split(":")[0]
-                for job in config.get("scrape_configs", [])
-                for sc in job.get("static_configs", [])
-                for t in sc.get("targets", [])
-            }
-            for stage in STAGES:
-                if f"tweetoscope-{stage}" not in stage_targets:
-                    self.fail(f"Prometheus does not scrape tweetoscope-{stage}")
         datasources = self.configmap("grafana-datasources")
         if datasources:
             for key, text in (datasources.get("data") or {}).items():
@@ -406,11 +412,229 @@ class Checker:
             spec = self.pod_spec(w)
             for c in spec.get("initContainers", []) + spec.get("containers", []):
                 image = c.get("image", "")
-                if image.startswith(OWN_IMAGE):
-                    continue
                 tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
                 if not tag or tag == "latest":
                     self.fail(f"{w['metadata']['name']}: image {image} is not pinned to a version")
+                elif image.startswith(OWN_IMAGE + ":") and self.version and tag != self.version:
+                    self.fail(
+                        f"{w['metadata']['name']}: image {image}: the tag should be the crate "
+                        f"version {self.version} (kustomize images: in k8s/base/kustomization.yaml)"
+                    )
+
+    # ---- Prometheus pod discovery ------------------------------------------------------------
+
+    def prometheus_config(self) -> dict | None:
+        cm = self.configmap("prometheus-config")
+        if cm is None or "prometheus.yml" not in (cm.get("data") or {}):
+            return None
+        return yaml.safe_load(cm["data"]["prometheus.yml"])
+
+    def pod_targets(self, w: dict) -> list[dict[str, str]]:
+        """The discovered labels of one pod of workload `w`, as Prometheus's pod role makes them:
+        one target per container port, and one for each container without a port."""
+        namespace = w["metadata"].get("namespace", "default")
+        name = f"{w['metadata']['name']}-7d9f8b6c5d-x2x4z"
+        base = {
+            "__meta_kubernetes_namespace": namespace,
+            "__meta_kubernetes_pod_name": name,
+            "__meta_kubernetes_pod_phase": "Running",
+            "__meta_kubernetes_pod_ip": "10.1.2.3",
+        }
+        for key, value in self.pod_labels(w).items():
+            base["__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)] = value
+        spec = self.pod_spec(w)
+        targets = []
+        for init, containers in ((True, spec.get("initContainers", [])), (False, spec.get("containers", []))):
+            for c in containers or []:
+                common = dict(base, __meta_kubernetes_pod_container_name=c["name"],
+                              __meta_kubernetes_pod_container_init=str(init).lower())
+                ports = c.get("ports") or []
+                if not ports:
+                    targets.append(dict(common, __address__="10.1.2.3"))
+                for p in ports:
+                    targets.append(dict(
+                        common,
+                        __address__=f"10.1.2.3:{p['containerPort']}",
+                        __meta_kubernetes_pod_container_port_name=p.get("name", ""),
+                        __meta_kubernetes_pod_container_port_number=str(p["containerPort"]),
+                    ))
+        return targets
+
+    def check_pod_discovery(self) -> None:
+        config = self.prometheus_config()
+        if config is None:
+            self.fail("no prometheus.yml in the ConfigMap prometheus-config")
+            return
+        job = next((j for j in config.get("scrape_configs", []) if j.get("job_name") == "tweetoscope"), None)
+        if job is None:
+            self.fail("Prometheus has no scrape job `tweetoscope` for the stages")
+            return
+        sd = job.get("kubernetes_sd_configs") or []
+        if job.get("static_configs") or not any(c.get("role") == "pod" for c in sd):
+            self.fail(
+                "Prometheus job tweetoscope must discover the stage pods (kubernetes_sd_configs, role "
+                "pod), not scrape Services: replicas behind a Service interleave their counters"
+            )
+            return
+        if job.get("honor_labels") is not True:
+            self.fail("Prometheus job tweetoscope must keep the stages' own stage labels (honor_labels: true)")
+        rules = job.get("relabel_configs") or []
+        for w in self.workloads():
+            kept = []
+            for target in self.pod_targets(w):
+                try:
+                    labels = relabel(target, rules)
+                except ValueError as e:
+                    self.fail(f"Prometheus job tweetoscope: {e}")
+                    return
+                if labels is not None:
+                    kept.append(labels)
+            stage = self.pod_labels(w).get("app.kubernetes.io/component")
+            is_stage = self.pod_labels(w).get("app.kubernetes.io/name") == "tweetoscope" and stage in STAGES
+            where = f"{w['kind']}/{w['metadata']['name']}"
+            if not is_stage:
+                if kept:
+                    self.fail(f"Prometheus job tweetoscope scrapes {where}, which is no stage")
+                continue
+            if len(kept) != 1:
+                self.fail(f"Prometheus job tweetoscope keeps {len(kept)} targets per pod of {where}, expected 1 (its metrics port)")
+                continue
+            labels = kept[0]
+            if not labels.get("__address__", "").endswith(f":{METRICS_PORT}"):
+                self.fail(f"Prometheus job tweetoscope scrapes {where} at {labels.get('__address__')}, not port {METRICS_PORT}")
+            if labels.get("stage") != stage:
+                self.fail(f"Prometheus job tweetoscope labels {where} stage={labels.get('stage')!r}, expected {stage!r} (from app.kubernetes.io/component)")
+            for label in ("pod", "instance"):
+                if not labels.get(label):
+                    self.fail(f"Prometheus job tweetoscope gives the targets of {where} no {label} label")
+
+    def check_prometheus_rbac(self) -> None:
+        prometheus = self.named("Deployment", "prometheus")
+        if prometheus is None:
+            self.fail("no Deployment prometheus")
+            return
+        spec = self.pod_spec(prometheus)
+        account_name = spec.get("serviceAccountName")
+        if not account_name:
+            self.fail("Deployment/prometheus runs as the namespace's default ServiceAccount: set serviceAccountName")
+            return
+        account = self.named("ServiceAccount", account_name)
+        if account is None:
+            self.fail(f"Deployment/prometheus: no ServiceAccount {account_name}")
+            return
+        mounted = spec.get("automountServiceAccountToken", account.get("automountServiceAccountToken", True))
+        if mounted is not True:
+            self.fail("Deployment/prometheus does not mount its ServiceAccount token (automountServiceAccountToken): pod discovery needs it")
+        namespace = prometheus["metadata"].get("namespace")
+        granted: set[str] = set()
+        for kind in ("RoleBinding", "ClusterRoleBinding"):
+            for binding in self.of_kind(kind):
+                if not any(
+                    s.get("kind") == "ServiceAccount" and s.get("name") == account_name
+                    and s.get("namespace", binding["metadata"].get("namespace")) == namespace
+                    for s in binding.get("subjects") or []
+                ):
+                    continue
+                ref = binding.get("roleRef") or {}
+                role = self.named(ref.get("kind", ""), ref.get("name", ""))
+                if role is None:
+                    self.fail(f"{kind}/{binding['metadata']['name']} refers to a missing {ref.get('kind')} {ref.get('name')}")
+                    continue
+                for rule in role.get("rules") or []:
+                    if "" in (rule.get("apiGroups") or []) and (
+                        {"pods", "*"} & set(rule.get("resources") or [])
+                    ):
+                        granted |= set(rule.get("verbs") or [])
+        missing = [v for v in ("get", "list", "watch") if v not in granted and "*" not in granted]
+        if missing:
+            self.fail(f"ServiceAccount {account_name} (Prometheus) may not {'/'.join(missing)} pods: no Role bound to it grants it")
+
+    def check_no_custom_resources(self) -> None:
+        """A default overlay applies on any cluster: no object of an operator's CRD (the optional
+        PodMonitor lives in k8s/components/podmonitor)."""
+        for d in self.docs:
+            group = str(d.get("apiVersion", "")).rpartition("/")[0]
+            if group.endswith("coreos.com"):
+                self.fail(f"{d['kind']}/{d['metadata']['name']}: a custom resource ({group}) in a default overlay")
+
+    def check_disruption_budgets(self) -> None:
+        budgets = self.of_kind("PodDisruptionBudget")
+        for w in self.of_kind("Deployment"):
+            labels = self.pod_labels(w)
+            if labels.get("app.kubernetes.io/name") != "tweetoscope":
+                continue
+            where = f"Deployment/{w['metadata']['name']}"
+            replicas = w["spec"].get("replicas", 1)
+            mine = [
+                b for b in budgets
+                if (b["spec"].get("selector") or {}).get("matchLabels")
+                and all(labels.get(k) == v for k, v in b["spec"]["selector"]["matchLabels"].items())
+            ]
+            if not mine:
+                self.fail(f"{where}: no PodDisruptionBudget selects its pods")
+            for b in mine:
+                spec = b["spec"]
+                name = f"PodDisruptionBudget/{b['metadata']['name']}"
+                if "minAvailable" in spec:
+                    value = spec["minAvailable"]
+                    need = -(-replicas * int(str(value).rstrip("%")) // 100) if str(value).endswith("%") else int(value)
+                    if need >= replicas:
+                        self.fail(f"{name}: minAvailable {value} with {replicas} replica(s) of {where} blocks every node drain")
+                if "maxUnavailable" in spec and str(spec["maxUnavailable"]) in ("0", "0%"):
+                    self.fail(f"{name}: maxUnavailable 0 blocks every node drain of {where}")
+
+
+def relabel(labels: dict[str, str], rules: list[dict]) -> dict[str, str] | None:
+    """Prometheus's relabelling (actions keep, drop, replace, labelmap, labeldrop, labelkeep) of
+    one target; None when it is dropped. Afterwards, as Prometheus does, `instance` defaults to
+    the address and the meta labels go."""
+    labels = dict(labels)
+    for rule in rules:
+        action = rule.get("action", "replace").lower()
+        regex = re.compile("^(?:" + str(rule.get("regex", "(.*)")) + ")$")
+        value = rule.get("separator", ";").join(labels.get(n, "") for n in rule.get("source_labels") or [])
+        if action == "keep":
+            if not regex.match(value):
+                return None
+        elif action == "drop":
+            if regex.match(value):
+                return None
+        elif action == "replace":
+            m = regex.match(value)
+            if m:
+                replacement = re.sub(r"\$\{?(\w+)\}?", lambda g: (m.group(int(g.group(1))) if g.group(1).isdigit() else m.group(g.group(1))) or "", str(rule.get("replacement", "$1")))
+                target = rule.get("target_label")
+                if not target:
+                    raise ValueError("a replace rule without target_label")
+                if replacement:
+                    labels[target] = replacement
+                else:
+                    labels.pop(target, None)
+        elif action == "labelmap":
+            for name in list(labels):
+                m = regex.match(name)
+                if m:
+                    labels[m.expand(str(rule.get("replacement", "$1")).replace("$", "\\"))] = labels[name]
+        elif action in ("labeldrop", "labelkeep"):
+            for name in list(labels):
+                if bool(regex.match(name)) == (action == "labeldrop"):
+                    del labels[name]
+        else:
+            raise ValueError(f"relabel action {action!r} is not simulated by check_manifests.py")
+    labels.setdefault("instance", labels.get("__address__", ""))
+    return {k: v for k, v in labels.items() if not k.startswith("__meta_")}
+
+
+def crate_version(repo: Path) -> str | None:
+    """The version of the tweetoscope crate: its own, or the workspace's."""
+    crate = (repo / "crates/tweetoscope/Cargo.toml").read_text()
+    m = re.search(r'^version\s*=\s*"([^"]+)"', crate, re.M)
+    if m:
+        return m.group(1)
+    workspace = (repo / "Cargo.toml").read_text()
+    section = re.search(r"^\[workspace\.package\](.*?)(^\[|\Z)", workspace, re.M | re.S)
+    m = section and re.search(r'^version\s*=\s*"([^"]+)"', section.group(1), re.M)
+    return m.group(1) if m else None
 
 
 def binary_env_vars(repo: Path) -> set[str]:
@@ -466,12 +690,15 @@ def main() -> int:
     env = binary_env_vars(args.repo)
     topics = list(topic_defaults(args.repo).values())
     compacted = compacted_topics(args.repo)
+    version = crate_version(args.repo)
     problems: list[str] = []
+    if version is None:
+        problems.append("cannot read the version of crates/tweetoscope from the Cargo manifests")
     if len(topics) < 8 or not env or "models" not in compacted:
         problems.append("cannot read the options of crates/tweetoscope/src/config.rs")
     for path in args.rendered:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        checker = Checker(args.repo, path.stem, docs)
+        checker = Checker(args.repo, path.stem, docs, version)
         checker.run(env, topics, compacted)
         problems += checker.problems
     problems += check_secrets_example(args.repo)

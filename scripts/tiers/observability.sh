@@ -35,9 +35,34 @@ promtool --version 2>&1 | head -1
 prometheus-alertmanager --version 2>&1 | head -1
 
 step "promtool check config / check rules / test rules"
-# Relative rule_files paths (rules/*.yml) resolve against the configuration's directory, so the
-# Kubernetes configuration checks as it is, rule files included.
-promtool check config observability/prometheus/prometheus.yml
+# Every Prometheus configuration of the repository. Relative paths (rules/*.yml, the file_sd
+# target lists of local.yml) resolve against the configuration's directory, so each checks as it
+# is, rule files and target lists included. Debian's promtool (2.42) is built without the
+# Kubernetes service discovery: a configuration that uses it (prometheus.yml, and the ConfigMap
+# rendered from it) is checked by scripts/tiers/deploy.sh with the promtool of the deployed
+# Prometheus version; here it is checked only where this promtool can read it.
+prometheus_configs=(observability/prometheus/*.yml)
+for config in "${prometheus_configs[@]}"; do
+  if grep -q 'kubernetes_sd_configs' "$config"; then
+    if output=$(promtool check config "$config" 2>&1); then
+      echo "$output"
+    elif grep -q 'field kubernetes_sd_configs not found' <<<"$output"; then
+      echo "$config: Kubernetes discovery, which this promtool lacks: checked by scripts/tiers/deploy.sh"
+    else
+      echo "$output" >&2
+      exit 1
+    fi
+    continue
+  fi
+  promtool check config "$config"
+done
+# local.yml as docker compose mounts it: compose-targets/ in place of targets/ (compose.yaml).
+compose_prom=$(mktemp -d)
+trap 'rm -rf "$compose_prom"' EXIT
+cp observability/prometheus/local.yml "$compose_prom/prometheus.yml"
+cp -r observability/prometheus/rules "$compose_prom/rules"
+cp -r observability/prometheus/compose-targets "$compose_prom/targets"
+promtool check config "$compose_prom/prometheus.yml"
 promtool check rules observability/prometheus/rules/*.yml
 promtool test rules observability/prometheus/tests/*.yml
 
@@ -59,9 +84,88 @@ route chat alertname=PopularTweet service=tweetoscope severity=warning cid=1 win
 route email,chat alertname=TweetoscopeStageDown service=tweetoscope severity=critical stage=collector
 route chat alertname=TweetoscopeDeadLetters service=tweetoscope severity=warning stage=collector topic=tweets
 route chat alertname=TweetoscopePopularTweets service=tweetoscope severity=info
+route chat alertname=TweetoscopePushgatewayStale service=tweetoscope severity=warning job=tweetoscope
+# The always-firing Watchdog goes to the dead man's switch only, never to people.
+route watchdog alertname=Watchdog service=tweetoscope severity=none
 
-step "YAML and JSON files"
+step "YAML and JSON files, dashboards that travel"
 /usr/bin/python3 scripts/observability/check_files.py .
+
+step "alerts: for:, runbook sections, Watchdog, Pushgateway staleness"
+/usr/bin/python3 scripts/observability/check_rules.py --repo .
+
+step "self-test: every check rejects a broken copy"
+broken=$(mktemp -d)
+trap 'rm -rf "$compose_prom" "$broken"' EXIT
+# must_fail WHAT PATTERN COMMAND...: COMMAND must fail, saying something that matches PATTERN.
+must_fail() {
+  local what=$1 pattern=$2
+  shift 2
+  if "$@" >"$broken/out" 2>&1; then
+    cat "$broken/out" >&2
+    echo "SELF-TEST FAILED: the check passed on $what" >&2
+    exit 1
+  fi
+  if ! grep -Eq -- "$pattern" "$broken/out"; then
+    cat "$broken/out" >&2
+    echo "SELF-TEST FAILED: the check failed on $what, but without /$pattern/" >&2
+    exit 1
+  fi
+  echo "rejected: $what"
+}
+# Dashboards: a hard-coded data source uid, a raw counter, a request-rate unit, a query without
+# the job and instance variables.
+/usr/bin/python3 - grafana/dashboards/tweetoscope-overview.json "$broken" <<'PY'
+import copy, json, sys
+dashboard = json.load(open(sys.argv[1]))
+def panel(d, pid):
+    def walk(ps):
+        for p in ps:
+            yield p
+            yield from walk(p.get("panels", []))
+    return next(p for p in walk(d["panels"]) if p["id"] == pid)
+def broken(name, change):
+    d = copy.deepcopy(dashboard)
+    change(d)
+    json.dump(d, open(f"{sys.argv[2]}/{name}.json", "w"))
+broken("uid", lambda d: panel(d, 8)["targets"][0].update(datasource={"type": "prometheus", "uid": "prometheus"}))
+broken("raw-counter", lambda d: panel(d, 5)["targets"][0].update(
+    expr='sum(tweetoscope_malformed_messages_total{job=~"$job", instance=~"$instance"})'))
+broken("reqps", lambda d: panel(d, 8)["fieldConfig"]["defaults"].update(unit="reqps"))
+broken("no-job", lambda d: panel(d, 9)["targets"][0].update(
+    expr='sum by (stage, topic) (rate(tweetoscope_messages_produced_total{stage=~"$stage"}[$__rate_interval]))'))
+PY
+must_fail "a panel with a hard-coded data source uid" "hard-coded data source uid 'prometheus'" \
+  /usr/bin/python3 scripts/observability/check_files.py . "$broken/uid.json"
+must_fail "a raw sum of a counter" "raw counter tweetoscope_malformed_messages_total" \
+  /usr/bin/python3 scripts/observability/check_files.py . "$broken/raw-counter.json"
+must_fail "messages per second in reqps" "unit 'reqps'" \
+  /usr/bin/python3 scripts/observability/check_files.py . "$broken/reqps.json"
+# shellcheck disable=SC2016 # the pattern holds a literal $job
+must_fail "a query without job and instance" 'messages_produced_total does not select job=~"\$job"' \
+  /usr/bin/python3 scripts/observability/check_files.py . "$broken/no-job.json"
+# Rules: an alert without for:, a runbook anchor that is no heading, no Watchdog.
+sed '/alert: TweetoscopeStageDown/,/for:/{/for:/d}' observability/prometheus/rules/alerts.yml >"$broken/no-for.yml"
+must_fail "an alert without for:" "TweetoscopeStageDown: no .for:" \
+  /usr/bin/python3 scripts/observability/check_rules.py --repo . "$broken/no-for.yml"
+sed 's|runbook.md#tweetoscopedeadletters|runbook.md#dead-letters|' observability/prometheus/rules/alerts.yml >"$broken/anchor.yml"
+must_fail "a runbook_url whose anchor is no heading" "anchor #dead-letters is no heading of docs/runbook.md" \
+  /usr/bin/python3 scripts/observability/check_rules.py --repo . "$broken/anchor.yml"
+sed 's|alert: Watchdog|alert: Watchdog2|' observability/prometheus/rules/alerts.yml >"$broken/no-watchdog.yml"
+must_fail "rules without the Watchdog" "no always-firing Watchdog" \
+  /usr/bin/python3 scripts/observability/check_rules.py --repo . "$broken/no-watchdog.yml"
+# promtool: the static configuration naming a target list that is no list of targets.
+mkdir -p "$broken/prom/targets"
+cp observability/prometheus/local.yml "$broken/prom/prometheus.yml"
+cp -r observability/prometheus/targets/. "$broken/prom/targets/"
+printf 'targets: localhost:9100\n' >"$broken/prom/targets/stages.yml"
+must_fail "a static configuration with a malformed target list" "stages.yml" \
+  promtool check config "$broken/prom/prometheus.yml"
+# amtool: the Watchdog routed to people.
+sed "s/receiver: watchdog$/receiver: chat/" observability/alertmanager/alertmanager.yml >"$broken/alertmanager.yml"
+must_fail "a Watchdog routed to the chat" "did not match resolved receivers" \
+  amtool config routes test --config.file="$broken/alertmanager.yml" --verify.receivers=watchdog \
+  alertname=Watchdog service=tweetoscope severity=none
 
 step "cargo test --test observability (real Prometheus, Pushgateway, Alertmanager)"
 cargo test --locked -p tweetoscope --test observability -- --include-ignored --test-threads=1

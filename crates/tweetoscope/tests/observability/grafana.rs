@@ -175,6 +175,28 @@ fn datasource_of(value: &Value) -> Option<(String, String)> {
     ))
 }
 
+/// The data source a dashboard's reference (`{"type": …, "uid": …}`) runs on. A uid `${name}` or
+/// `$name` names a data source variable of the dashboard (`"type": "datasource"`, its `query` the
+/// plugin type): it resolves to the provisioned data source of that type, the one Grafana selects
+/// by default. None for a variable that does not exist or is of another type.
+pub(crate) fn resolve_datasource(dashboard: &Value, reference: &Value) -> Option<(String, String)> {
+    let (kind, uid) = datasource_of(reference)?;
+    let Some(name) = uid.strip_prefix('$') else {
+        return Some((kind, uid));
+    };
+    let name = name.trim_start_matches('{').trim_end_matches('}');
+    let variable = dashboard["templating"]["list"]
+        .as_array()?
+        .iter()
+        .find(|v| v["type"] == "datasource" && v["name"] == name)?;
+    if variable["query"].as_str()? != kind {
+        return None;
+    }
+    let provisioned = provisioned_datasources();
+    let source = provisioned.iter().find(|d| d.kind == kind)?;
+    Some((kind, source.uid.clone()))
+}
+
 /// Splits `label_values(<expr>, <label>)` into its parts.
 pub(crate) fn label_values_parts(definition: &str) -> Option<(String, String)> {
     let inner = definition
@@ -189,14 +211,15 @@ pub(crate) fn label_values_parts(definition: &str) -> Option<(String, String)> {
 pub(crate) fn queries(dashboard: &Dashboard) -> Vec<Query> {
     let uid = dashboard.uid();
     let mut out = Vec::new();
+    let resolve = |reference: &Value| resolve_datasource(&dashboard.json, reference);
     for panel in panels(&dashboard.json) {
-        let panel_ds = datasource_of(&panel["datasource"]);
+        let panel_ds = resolve(&panel["datasource"]);
         let title = panel["title"].as_str().unwrap_or("?");
         for target in panel["targets"].as_array().into_iter().flatten() {
             let Some(expr) = target["expr"].as_str() else {
                 continue;
             };
-            let datasource = datasource_of(&target["datasource"])
+            let datasource = resolve(&target["datasource"])
                 .or_else(|| panel_ds.clone())
                 .unwrap_or_default();
             out.push(Query {
@@ -237,7 +260,7 @@ pub(crate) fn queries(dashboard: &Dashboard) -> Vec<Query> {
         out.push(Query {
             id: format!("{uid}: ${name}"),
             kind: QueryKind::Variable { label },
-            datasource: datasource_of(&variable["datasource"]).unwrap_or_default(),
+            datasource: resolve(&variable["datasource"]).unwrap_or_default(),
             expr,
         });
     }
@@ -250,6 +273,8 @@ pub(crate) const VARIABLE_VALUES: &[(&str, &str)] = &[
     ("__rate_interval", "1m"),
     ("__interval", "15s"),
     ("__range", "10m"),
+    ("job", "tweetoscope"),
+    ("instance", ".*"),
     ("stage", "collector"),
     ("window", "600"),
     ("process", "run"),

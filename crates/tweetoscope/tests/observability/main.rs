@@ -219,6 +219,10 @@ const EXPECTED_EMPTY: &[(&str, &str)] = &[
         "the Pushgateway accepts every push",
     ),
     (
+        "rule TweetoscopePushgatewayStale",
+        "the monitor pushes every second",
+    ),
+    (
         "rule TweetoscopeLogRecordsDropped",
         "run_pipeline gets no log queue here: nothing can be dropped",
     ),
@@ -1116,13 +1120,8 @@ fn dashboards_are_consistent_with_the_data_sources_and_the_exported_metrics() {
             }
             let targets = panel["targets"].as_array().cloned().unwrap_or_default();
             assert!(!targets.is_empty(), "{file}: panel {id} has no query");
-            let panel_ds = (
-                panel["datasource"]["type"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-                panel["datasource"]["uid"].as_str().unwrap_or("").to_owned(),
-            );
+            let panel_ds =
+                grafana::resolve_datasource(json, &panel["datasource"]).unwrap_or_default();
             assert!(
                 known.contains(&panel_ds),
                 "{file}: panel {id} uses the data source {}, not a provisioned one ({known:?})",
@@ -1150,16 +1149,8 @@ fn dashboards_are_consistent_with_the_data_sources_and_the_exported_metrics() {
         }
         for variable in json["templating"]["list"].as_array().into_iter().flatten() {
             if variable["type"] == "query" {
-                let ds = (
-                    variable["datasource"]["type"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_owned(),
-                    variable["datasource"]["uid"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_owned(),
-                );
+                let ds =
+                    grafana::resolve_datasource(json, &variable["datasource"]).unwrap_or_default();
                 assert!(
                     known.contains(&ds),
                     "{file}: variable {} uses the data source {}",
@@ -1222,9 +1213,9 @@ fn dashboards_are_consistent_with_the_data_sources_and_the_exported_metrics() {
         .unwrap();
     let logs_panels = grafana::panels(&logs.json);
     assert!(
-        logs_panels
-            .iter()
-            .any(|p| p["type"] == "logs" && p["datasource"]["uid"] == "loki"),
+        logs_panels.iter().any(|p| p["type"] == "logs"
+            && grafana::resolve_datasource(&logs.json, &p["datasource"])
+                .is_some_and(|(_, uid)| uid == "loki")),
         "the logs dashboard has a Loki logs panel"
     );
     let names: BTreeSet<&str> = logs.json["templating"]["list"]
