@@ -133,6 +133,34 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
 /// loop then fails and its supervisor rebuilds the stage with new clients.
 const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
 
+/// Commits that may fail in a row (undelivered outputs or a failed transaction, ~10 s each)
+/// before the loop gives up on its clients: seen after a frozen broker, a producer whose
+/// deliveries to one partition kept timing out for minutes while the loop redid its work. The
+/// loop then fails and its supervisor rebuilds the stage with new clients. A 30 s outage costs
+/// about three.
+const MAX_FAILED_COMMITS_IN_A_ROW: u32 = 6;
+
+/// Counts the commits that failed in a row; an error once there were too many.
+#[derive(Debug, Default)]
+struct FailedCommits(u32);
+
+impl FailedCommits {
+    fn succeeded(&mut self) {
+        self.0 = 0;
+    }
+
+    fn failed(&mut self) -> anyhow::Result<()> {
+        self.0 += 1;
+        if self.0 >= MAX_FAILED_COMMITS_IN_A_ROW {
+            return Err(anyhow!(
+                "{} commits failed in a row: rebuilding the stage's Kafka clients",
+                self.0
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A handled message: where it was read, and whether every output it caused reached Kafka.
 struct Done {
     topic: String,
@@ -219,6 +247,7 @@ async fn run_loop<H: Handler>(
     }
     let mut work = Uncommitted::default();
     let mut generation = consumer.context().generation();
+    let mut failed_commits = FailedCommits::default();
     let mut commit_tick = tokio::time::interval(settings.commit_interval);
     let processing = metrics.processing_seconds.with_label_values(&[stage]);
     // Labelled counters exist from the start, so rate() and increase() see their first step.
@@ -253,6 +282,7 @@ async fn run_loop<H: Handler>(
             Some(done) = work.in_flight.next(), if !work.in_flight.is_empty() => {
                 if !work.finish(done) {
                     tracing::warn!(stage, "an output was not delivered: uncommitted work is redone");
+                    failed_commits.failed()?;
                     restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
                 }
             }
@@ -276,7 +306,10 @@ async fn run_loop<H: Handler>(
                     work.dirty = false;
                     if let Some(e) = failure {
                         tracing::warn!(stage, error = %format!("{e:#}"), "commit failed: uncommitted work is redone");
+                        failed_commits.failed()?;
                         restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
+                    } else {
+                        failed_commits.succeeded();
                     }
                 }
             }
@@ -531,6 +564,20 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+
+    #[test]
+    fn the_loop_gives_up_on_its_clients_after_too_many_failed_commits_in_a_row() {
+        let mut failed = FailedCommits::default();
+        for _ in 1..MAX_FAILED_COMMITS_IN_A_ROW {
+            failed.failed().expect("not yet");
+        }
+        failed.succeeded();
+        for _ in 1..MAX_FAILED_COMMITS_IN_A_ROW {
+            failed.failed().expect("a success started the count again");
+        }
+        let err = failed.failed().unwrap_err();
+        assert!(err.to_string().contains("commits failed in a row"), "{err}");
+    }
 
     #[test]
     fn the_processed_mark_is_read_from_the_metadata_the_stages_write() {
