@@ -159,7 +159,31 @@ pub(crate) mod real_kafka {
     /// partition (`isolation.level=read_committed`). Unlike `read_topic`, this works on topics
     /// written in transactions, whose last offsets are commit markers that no consumer receives:
     /// a partition is done when the consumer reports its end (partition EOF).
+    ///
+    /// A reader created while the broker moves its partition leaders (right after a freeze) was
+    /// seen never reaching the end of a partition that a fresh reader read at once (librdkafka's
+    /// fetcher stuck after the leader epoch change): an attempt gives up after 30 s and the
+    /// next one starts with a new consumer, 3 attempts in all.
     pub(crate) fn read_committed(brokers: &str, topic: &str) -> Vec<super::Record> {
+        let mut failures = Vec::new();
+        for attempt in 1..=3 {
+            match read_committed_once(brokers, topic, Duration::from_secs(30)) {
+                Ok(records) => return records,
+                Err(e) => {
+                    eprintln!("reading {topic}, attempt {attempt}: {e}; a new reader tries again");
+                    failures.push(e);
+                }
+            }
+        }
+        panic!("cannot read {topic} to its end: {failures:?}");
+    }
+
+    /// One attempt of [`read_committed`] with its own consumer, giving up after `limit`.
+    fn read_committed_once(
+        brokers: &str,
+        topic: &str,
+        limit: Duration,
+    ) -> Result<Vec<super::Record>, String> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set(
@@ -170,28 +194,29 @@ pub(crate) mod real_kafka {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .create()
-            .expect("consumer");
+            .map_err(|e| format!("no consumer: {e}"))?;
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
+            .map_err(|e| format!("no metadata: {e}"))?;
         let mut tpl = TopicPartitionList::new();
         let mut pending = std::collections::HashSet::new();
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
             tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .expect("partition");
+                .map_err(|e| format!("partition {}: {e}", p.id()))?;
             pending.insert(p.id());
         }
         let mut records = Vec::new();
         if pending.is_empty() {
-            return records;
+            return Ok(records);
         }
-        consumer.assign(&tpl).expect("assign");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        consumer.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+        let deadline = Instant::now() + limit;
         while !pending.is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out reading {topic} (partitions {pending:?} not at their end)"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "partitions {pending:?} not at their end after {limit:?}"
+                ));
+            }
             match consumer.poll(Duration::from_millis(200)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -209,7 +234,7 @@ pub(crate) mod real_kafka {
                 }),
             }
         }
-        records
+        Ok(records)
     }
 
     /// Partition count of each of `topics` (0 for a topic that does not exist).
