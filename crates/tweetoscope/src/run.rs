@@ -146,27 +146,46 @@ pub async fn run_pipeline(
     .await?;
     let board = ErrorBoard::new(args.monitor.error_window as usize);
     let top = TopCascades::new(args.dashboard.top);
+    // On a broker of their own the stages are supervised as separate processes are: a broker
+    // restart fails a stage, which starts again from its committed state. The embedded broker
+    // cannot go away, so there a failed stage is a bug and ends the run.
+    let supervised = embedded.is_none();
     let mut stages: Vec<(&str, JoinHandle<anyhow::Result<()>>)> =
         Stage::pipeline(args, &board, &top)
             .into_iter()
             .map(|stage| {
                 let env = env.clone();
                 let name = stage.name();
-                (name, tokio::spawn(async move { stage.run(env).await }))
+                let task = async move {
+                    if supervised {
+                        stage.supervise(env).await
+                    } else {
+                        stage.run(env).await
+                    }
+                };
+                (name, tokio::spawn(task))
             })
             .collect();
     let span = tracing::info_span!(STAGE_SPAN, name = "generator");
-    let mut generator: Option<JoinHandle<anyhow::Result<GeneratorReport>>> = Some(tokio::spawn(
-        stages::generator::run_paced(
-            env.clone(),
-            args.generator.clone(),
-            // The embedded broker drops the oldest messages past 100,000 per partition.
-            embedded
-                .is_some()
-                .then_some(stages::generator::Backpressure { max_ahead: 50_000 }),
-        )
-        .instrument(span),
-    ));
+    // The embedded broker drops the oldest messages past 100,000 per partition.
+    let backpressure = embedded
+        .is_some()
+        .then_some(stages::generator::Backpressure { max_ahead: 50_000 });
+    let generator_task = {
+        let (env, generator_args) = (env.clone(), args.generator.clone());
+        async move {
+            let replay =
+                || stages::generator::run_paced(env.clone(), generator_args.clone(), backpressure);
+            if supervised {
+                // A restarted generator resumes after what its transactions committed.
+                stages::supervise("generator", env.shutdown.clone(), replay).await
+            } else {
+                replay().await
+            }
+        }
+    };
+    let mut generator: Option<JoinHandle<anyhow::Result<GeneratorReport>>> =
+        Some(tokio::spawn(generator_task.instrument(span)));
     let mut report = None;
     let interactive = std::io::stderr().is_terminal();
     let mut last_signature = (0u64, 0u64, 0u64);
@@ -288,9 +307,10 @@ pub async fn run_pipeline(
         brokers,
         embedded: kafka_args.brokers.is_none(),
         cascades: Metrics::count(&metrics.collector_tweets, &["started"]),
-        tweets: report.tweets,
+        // After a restart (`--brokers`), the replay's part its first attempts committed counts.
+        tweets: report.tweets + report.resumed,
         seconds,
-        tweets_per_second: report.tweets as f64 / seconds,
+        tweets_per_second: (report.tweets + report.resumed) as f64 / seconds,
         expected_predictions: Metrics::count(
             &metrics.produced,
             &["collector", &topics.properties_topic],

@@ -308,11 +308,13 @@ impl Pipeline {
             .expect("a stage of that label")
     }
 
-    /// Panics if a long-running stage has exited (the generator may end by itself, successfully).
+    /// Panics if a long-running stage has exited (the generator and `run` may end by themselves,
+    /// successfully).
     fn check_alive(&mut self) {
         for s in &mut self.stages {
             if let Some(status) = s.exited() {
-                if s.label == "generator" && status.success() {
+                // The generator and `run` end by themselves, successfully.
+                if (s.label == "generator" || s.label == "run") && status.success() {
                     continue;
                 }
                 panic!(
@@ -783,14 +785,7 @@ fn faulted_run(fault: Fault) {
     };
     let names = RunNames::new(&label);
     let expected = expected_pairs();
-    let generator = generator_args();
-    let span = Replay::new(
-        generator.replay_config(),
-        generator.cascade_events().expect("synthetic cascades"),
-    )
-    .map(|e| e.elapsed)
-    .fold(0.0_f64, f64::max);
-    let speed_up = format!("{:.3}", (span / 20.0).max(1.0));
+    let speed_up = twenty_second_speed_up();
     let log_dir = new_log_dir(&names);
     let mut pipeline = start_consumers(&names, &brokers, &log_dir);
     let common = names.common_args(&brokers);
@@ -839,20 +834,7 @@ fn faulted_run(fault: Fault) {
             };
             pipeline.stages.push(restarted);
         }
-        Fault::PauseBroker(seconds) => {
-            let frozen = FrozenBroker::freeze();
-            std::thread::sleep(Duration::from_secs(seconds));
-            drop(frozen);
-        }
-        Fault::BounceBroker(seconds) => {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
-            let status = Command::new("bash")
-                .arg(script)
-                .args(["bounce", &seconds.to_string()])
-                .status()
-                .expect("scripts/kafka.sh bounce");
-            assert!(status.success(), "the broker did not come back");
-        }
+        Fault::PauseBroker(_) | Fault::BounceBroker(_) => broker_outage(&fault),
         Fault::Poison => {
             let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
@@ -872,67 +854,7 @@ fn faulted_run(fault: Fault) {
         }
     }
 
-    let stats_topic = names.topic("stats");
-    wait_until(
-        &mut pipeline,
-        Duration::from_secs(300),
-        "every (cascade, window) has its stat",
-        || {
-            pairs_of(&brokers, &stats_topic)
-                .into_iter()
-                .collect::<BTreeSet<_>>()
-                .is_superset(&expected)
-        },
-    );
-    // Late duplicates would show up now.
-    std::thread::sleep(Duration::from_secs(5));
-    let once: BTreeMap<Pair, usize> = expected.iter().map(|p| (p.clone(), 1)).collect();
-    assert_eq!(
-        count_pairs(pairs_of(&brokers, &stats_topic)),
-        once,
-        "{label}: the stats differ from an undisturbed run's (a pair missing, unknown or twice)"
-    );
-    let mut properties: Vec<(String, u64, &str)> = Vec::new();
-    for r in read_committed(&brokers, &names.topic("cascade_properties")) {
-        if let Ok((w, p)) = CascadeProperty::parse(r.key.as_deref().map(str::as_bytes), &r.payload)
-        {
-            let kind = if matches!(p, CascadeProperty::Size(_)) {
-                "size"
-            } else {
-                "parameters"
-            };
-            properties.push((p.cid().0.clone(), w, kind));
-        }
-    }
-    // Partial series, sizes and parameters: exactly once each too (the poison records the test
-    // itself wrote aside).
-    let poison: Vec<Vec<u8>> = poison_records().into_iter().map(|p| p.2).collect();
-    let series = read_committed(&brokers, &series_topic)
-        .into_iter()
-        .filter(|r| !poison.contains(&r.payload))
-        .map(|r| {
-            let v = r.json();
-            (
-                v["cid"].as_str().expect("cid").to_owned(),
-                v["T_obs"].as_u64().expect("T_obs"),
-            )
-        });
-    assert_eq!(
-        count_pairs(series),
-        once,
-        "{label}: a partial series missing, unknown or sent twice"
-    );
-    for kind in ["size", "parameters"] {
-        let pairs = properties
-            .iter()
-            .filter(|p| p.2 == kind)
-            .map(|p| (p.0.clone(), p.1));
-        assert_eq!(
-            count_pairs(pairs),
-            once,
-            "{label}: a {kind} missing, unknown or sent twice"
-        );
-    }
+    assert_each_once(&mut pipeline, &brokers, &names, &expected, &label);
     if let Fault::Poison = fault {
         for topic in ["tweets", "cascade_series", "cascade_properties"] {
             let sent: Vec<Vec<u8>> = poison_records()
@@ -978,6 +900,186 @@ fn faulted_run(fault: Fault) {
     let _ = std::fs::remove_dir_all(&log_dir);
 }
 
+/// Waits until every expected (cascade, window) has its stat, then checks that the stats, the
+/// partial series, the sizes and the parameters hold each pair exactly once (the poison records
+/// of [`Fault::Poison`] aside).
+fn assert_each_once(
+    pipeline: &mut Pipeline,
+    brokers: &str,
+    names: &RunNames,
+    expected: &BTreeSet<Pair>,
+    label: &str,
+) {
+    let stats_topic = names.topic("stats");
+    let series_topic = names.topic("cascade_series");
+    wait_until(
+        pipeline,
+        Duration::from_secs(300),
+        "every (cascade, window) has its stat",
+        || {
+            pairs_of(brokers, &stats_topic)
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .is_superset(expected)
+        },
+    );
+    // Late duplicates would show up now.
+    std::thread::sleep(Duration::from_secs(5));
+    let once: BTreeMap<Pair, usize> = expected.iter().map(|p| (p.clone(), 1)).collect();
+    assert_eq!(
+        count_pairs(pairs_of(brokers, &stats_topic)),
+        once,
+        "{label}: the stats differ from an undisturbed run's (a pair missing, unknown or twice)"
+    );
+    let mut properties: Vec<(String, u64, &str)> = Vec::new();
+    for r in read_committed(brokers, &names.topic("cascade_properties")) {
+        if let Ok((w, p)) = CascadeProperty::parse(r.key.as_deref().map(str::as_bytes), &r.payload)
+        {
+            let kind = if matches!(p, CascadeProperty::Size(_)) {
+                "size"
+            } else {
+                "parameters"
+            };
+            properties.push((p.cid().0.clone(), w, kind));
+        }
+    }
+    // Partial series, sizes and parameters: exactly once each too (the poison records the test
+    // itself wrote aside).
+    let poison: Vec<Vec<u8>> = poison_records().into_iter().map(|p| p.2).collect();
+    let series = read_committed(brokers, &series_topic)
+        .into_iter()
+        .filter(|r| !poison.contains(&r.payload))
+        .map(|r| {
+            let v = r.json();
+            (
+                v["cid"].as_str().expect("cid").to_owned(),
+                v["T_obs"].as_u64().expect("T_obs"),
+            )
+        });
+    assert_eq!(
+        count_pairs(series),
+        once,
+        "{label}: a partial series missing, unknown or sent twice"
+    );
+    for kind in ["size", "parameters"] {
+        let pairs = properties
+            .iter()
+            .filter(|p| p.2 == kind)
+            .map(|p| (p.0.clone(), p.1));
+        assert_eq!(
+            count_pairs(pairs),
+            once,
+            "{label}: a {kind} missing, unknown or sent twice"
+        );
+    }
+}
+
+/// Takes the broker away mid-run: frozen ([`Fault::PauseBroker`]) or stopped and started again
+/// ([`Fault::BounceBroker`]).
+fn broker_outage(fault: &Fault) {
+    match *fault {
+        Fault::PauseBroker(seconds) => {
+            let frozen = FrozenBroker::freeze();
+            std::thread::sleep(Duration::from_secs(seconds));
+            drop(frozen);
+        }
+        Fault::BounceBroker(seconds) => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
+            let status = Command::new("bash")
+                .arg(script)
+                .args(["bounce", &seconds.to_string()])
+                .status()
+                .expect("scripts/kafka.sh bounce");
+            assert!(status.success(), "the broker did not come back");
+        }
+        _ => unreachable!("not a broker outage: {fault:?}"),
+    }
+}
+
+/// The speed-up that spreads the test's replay over about 20 s of wall time.
+fn twenty_second_speed_up() -> String {
+    let generator = generator_args();
+    let span = Replay::new(
+        generator.replay_config(),
+        generator.cascade_events().expect("synthetic cascades"),
+    )
+    .map(|e| e.elapsed)
+    .fold(0.0_f64, f64::max);
+    format!("{:.3}", (span / 20.0).max(1.0))
+}
+
+/// `tweetoscope run --brokers` (every stage in one process) through a broker outage: its stages
+/// are supervised as separate processes are, so the run ends complete, with every (cascade,
+/// window) exactly once. Before, `run` died with its broker (a `NotLeaderForPartition` read
+/// right after the restart ended it).
+fn run_through(fault: Fault) {
+    let brokers = brokers();
+    let label = match fault {
+        Fault::PauseBroker(_) => "run-pause",
+        _ => "run-bounce",
+    };
+    let names = RunNames::new(label);
+    let expected = expected_pairs();
+    let speed_up = twenty_second_speed_up();
+    let log_dir = new_log_dir(&names);
+    let common = names.common_args(&brokers);
+    let mut options: Vec<&str> = GENERATOR.to_vec();
+    options.extend(COLLECTOR);
+    options.extend(["--speed-up", &speed_up, "--json"]);
+    let mut pipeline = Pipeline {
+        stages: vec![Stage::spawn("run", "run", &common, &options, &log_dir)],
+        log_dir: log_dir.clone(),
+    };
+    let series_topic = names.topic("cascade_series");
+    let quarter = expected.len() as i64 / 4;
+    wait_until(
+        &mut pipeline,
+        Duration::from_secs(120),
+        "a quarter of the series are published",
+        || read_committed(&brokers, &series_topic).len() as i64 >= quarter,
+    );
+    eprintln!("{label}: injecting {fault:?}");
+    broker_outage(&fault);
+    assert_each_once(&mut pipeline, &brokers, &names, &expected, label);
+    // The run ends by itself once the monitor and the dashboard have seen everything.
+    let run = &mut pipeline.stages[0];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = run.exited() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run did not end:\n{}",
+            run.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        status.success(),
+        "run failed ({status}):\n{}",
+        run.log_tail(30)
+    );
+    let log = std::fs::read_to_string(&run.log).expect("run's log");
+    // The pretty-printed summary starts on a line of its own; log lines may follow it.
+    let summary: serde_json::Value = log
+        .rfind("\n{\n")
+        .and_then(|start| {
+            serde_json::Deserializer::from_str(&log[start..])
+                .into_iter()
+                .next()?
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no JSON summary in run's output:\n{}", run.log_tail(30)));
+    assert_eq!(summary["complete"], true, "run's summary: {summary}");
+    eprintln!(
+        "{label}: {} pairs, each exactly once; the run completed",
+        expected.len()
+    );
+    drop(pipeline);
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
 #[test]
 #[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
 fn a_killed_and_restarted_stage_loses_and_duplicates_nothing() {
@@ -1008,4 +1110,16 @@ fn the_broker_frozen_for_30_s_loses_and_duplicates_nothing() {
 #[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
 fn poison_records_are_dead_lettered_and_the_real_ones_processed() {
     faulted_run(Fault::Poison);
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn run_with_its_broker_stopped_for_30_s_and_restarted_completes_with_each_pair_once() {
+    run_through(Fault::BounceBroker(30));
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn run_with_its_broker_frozen_for_30_s_completes_with_each_pair_once() {
+    run_through(Fault::PauseBroker(30));
 }

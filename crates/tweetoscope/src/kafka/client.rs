@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -23,6 +24,55 @@ fn clamp_range(low: i64, end: i64, from: Option<i64>, to: Option<i64>) -> (i64, 
     let high = to.map_or(end, |t| t.min(end));
     let start = from.map_or(low, |f| f.max(low));
     (start, high)
+}
+
+/// Whether `error` is one a broker restart or a leader move causes and that passes on its own
+/// (no leader or coordinator yet, a coordinator still loading, a connection or a request lost):
+/// a read that meets one is worth retrying.
+pub fn is_transient(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::CoordinatorLoadInProgress
+                | Code::NotController
+                | Code::NotEnoughReplicas
+                | Code::KafkaStorageError
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::NetworkException
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+        )
+    )
+}
+
+/// Longest time a read retries [transient](is_transient) errors before it fails.
+pub const TRANSIENT_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// `call`, again every 500 ms while it fails with a [transient](is_transient) error, for at most
+/// `limit` (then its last error); any other error at once. Blocking.
+pub fn retry_transient<T>(
+    what: &str,
+    limit: Duration,
+    mut call: impl FnMut() -> KafkaResult<T>,
+) -> KafkaResult<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match call() {
+            Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                tracing::info!(error = %e, "{what}: transient Kafka error, retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// How to reach Kafka.
@@ -220,9 +270,11 @@ impl KafkaSettings {
             .set("isolation.level", self.isolation_level())
             .create()
             .context("cannot create a reader")?;
-        let (low, end) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
+        let what = format!("reading the end of {topic}/{partition}");
+        let (low, end) = retry_transient(&what, TRANSIENT_RETRY_FOR, || {
+            consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))
+        })
+        .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
         let (start, high) = clamp_range(low, end, from, to);
         let mut records = Vec::new();
         if high <= start {
@@ -267,10 +319,13 @@ impl KafkaSettings {
 
     /// Partition count of `topic`.
     pub fn partitions_of(&self, producer: &FutureProducer, topic: &str) -> anyhow::Result<i32> {
-        let metadata = producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+        let what = format!("reading the metadata of topic {topic}");
+        let metadata = retry_transient(&what, TRANSIENT_RETRY_FOR, || {
+            producer
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+        })
+        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
         let n = metadata
             .topics()
             .iter()
@@ -300,5 +355,60 @@ mod tests {
         assert!(high <= start, "nothing to read past the end");
         let (start, high) = clamp_range(5, 20, None, Some(3));
         assert!(high <= start, "nothing to read before the beginning");
+    }
+
+    fn broker_error(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::MetadataFetch(code)
+    }
+
+    #[test]
+    fn the_errors_after_a_broker_restart_are_transient_the_others_not() {
+        for code in [
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::CoordinatorLoadInProgress,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert!(is_transient(&broker_error(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::InvalidTransactionTimeout,
+        ] {
+            assert!(!is_transient(&broker_error(code)), "{code:?}");
+        }
+        assert!(!is_transient(&KafkaError::Canceled), "no error code");
+    }
+
+    #[test]
+    fn a_transient_error_is_retried_until_the_call_succeeds() {
+        let mut calls = 0;
+        let result = retry_transient("test", Duration::from_secs(10), || {
+            calls += 1;
+            if calls < 3 {
+                Err(broker_error(RDKafkaErrorCode::NotLeaderForPartition))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(result.expect("the third call succeeds"), 3);
+    }
+
+    #[test]
+    fn other_errors_fail_at_once_and_transient_ones_after_the_limit() {
+        let mut calls = 0;
+        let result: KafkaResult<()> = retry_transient("test", Duration::from_secs(10), || {
+            calls += 1;
+            Err(broker_error(RDKafkaErrorCode::UnknownTopicOrPartition))
+        });
+        assert!(result.is_err());
+        assert_eq!(calls, 1, "not retried");
+        let mut calls = 0;
+        let result: KafkaResult<()> = retry_transient("test", Duration::ZERO, || {
+            calls += 1;
+            Err(broker_error(RDKafkaErrorCode::NotLeaderForPartition))
+        });
+        assert!(result.is_err(), "the limit ends the retries");
+        assert_eq!(calls, 1, "a zero limit allows no retry");
     }
 }

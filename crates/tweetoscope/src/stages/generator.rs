@@ -18,6 +18,9 @@ const STAGE: &str = "generator";
 pub struct GeneratorReport {
     /// Tweets and retweets sent.
     pub tweets: u64,
+    /// Tweets and retweets of the replay committed by an earlier run of the same replay, which
+    /// this one resumed after (not sent again).
+    pub resumed: u64,
     /// End-of-source markers sent.
     pub sources_ended: u64,
     /// Records whose delivery failed.
@@ -165,6 +168,9 @@ pub async fn run_paced(
         }
         index += 1;
         if index <= resume_from {
+            if let tweetoscope_messages::SourceRecord::Tweet(_) = &event.record {
+                report.resumed += 1;
+            }
             continue;
         }
         if args.speed_up > 0.0 {

@@ -243,13 +243,12 @@ impl Stage {
     pub async fn supervise(&self, env: StageEnv) -> anyhow::Result<()> {
         let shutdown = env.shutdown.clone();
         supervise(self.name(), shutdown, || {
-            // A restarted monitor rebuilds its board from the whole stats topic: a fresh one.
-            let stage = match self {
-                Stage::Monitor(a, _) => {
-                    Stage::Monitor(a.clone(), monitor::ErrorBoard::new(a.error_window as usize))
-                }
-                other => other.clone(),
-            };
+            // A restarted monitor rebuilds its board from the whole stats topic: it starts empty
+            // (the same board, which `run`'s summary reads too).
+            if let Stage::Monitor(_, board) = self {
+                board.clear();
+            }
+            let stage = self.clone();
             let env = env.clone();
             async move { stage.run(env).await }
         })

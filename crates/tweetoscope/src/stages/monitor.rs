@@ -135,6 +135,15 @@ impl ErrorBoard {
             .collect()
     }
 
+    /// Forgets every stat: a restarted monitor records them again from the start of the topic.
+    pub fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .windows
+            .clear();
+    }
+
     /// Number of stats recorded since the board started.
     pub fn count(&self) -> u64 {
         let board = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -369,5 +378,26 @@ mod tests {
             text.contains("tweetoscope_are_count{window=\"600\"} 10"),
             "{text}"
         );
+    }
+    #[test]
+    fn a_cleared_board_is_empty_for_every_holder_of_it() {
+        let board = ErrorBoard::new(3);
+        let summary_view = board.clone();
+        board.add(&Stat {
+            kind: StatTag::Stat,
+            cid: "c".into(),
+            t_obs: 600,
+            are: 0.5,
+            n_pred: 1.0,
+            n_tot: 2,
+            are_hawkes: 0.5,
+            model_version: 0,
+            n_low: None,
+            n_high: None,
+        });
+        assert_eq!(summary_view.count(), 1);
+        board.clear();
+        assert_eq!(summary_view.count(), 0);
+        assert!(summary_view.snapshot().is_empty());
     }
 }
