@@ -61,6 +61,8 @@ pub struct Metrics {
     pub alert_failures: IntCounter,
     /// Alerts written to the dead-letter topic after Alertmanager refused them for too long.
     pub alerts_dead_lettered: IntCounter,
+    /// Alerts the dashboard is done with: below the threshold, accepted, or dead-lettered.
+    pub alerts_handled: IntCounter,
     /// Pushes to the Pushgateway.
     pub pushes: IntCounter,
     /// Pushes to the Pushgateway that failed.
@@ -293,6 +295,11 @@ impl Metrics {
                 &r,
                 "tweetoscope_dashboard_alerts_dead_lettered_total",
                 "Alerts given up after --alert-retry-for and written to the alerts dead-letter topic",
+            ),
+            alerts_handled: counter(
+                &r,
+                "tweetoscope_dashboard_alerts_handled_total",
+                "Alerts the dashboard is done with: not popular, accepted by Alertmanager, or dead-lettered",
             ),
             pushes: counter(
                 &r,

@@ -236,9 +236,12 @@ pub async fn run_pipeline(
         }
         let samples_out = Metrics::count(&metrics.produced, &["predictor", &topics.samples_topic]);
         let samples_in = Metrics::count(&metrics.consumed, &["learner", &topics.samples_topic]);
-        // The dashboard has seen every alert too (its summary and its popular-tweet lines).
+        // The dashboard is done with every alert too (its summary, its popular-tweet lines, and
+        // every post Alertmanager accepted or that was given up): an alert it still retries
+        // would be abandoned by stopping now.
         let alerts_out = Metrics::count(&metrics.produced, &["predictor", &topics.alerts_topic]);
-        let alerts_in = Metrics::count(&metrics.consumed, &["dashboard", &topics.alerts_topic]);
+        let alerts_in = metrics.alerts_handled.get()
+            + Metrics::count(&metrics.malformed, &["dashboard", &topics.alerts_topic]);
         if report.is_some()
             && ended >= sources
             && predicted >= expected

@@ -207,10 +207,12 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
         };
         top.offer(&alert);
         if !is_popular(&alert, threshold, alert_on) {
+            metrics.alerts_handled.inc();
             return Handled::Now(Vec::new());
         }
         tracing::info!(cid = %alert.cid, window = alert.t_obs, predicted = alert.n_tot, low = ?alert.n_low, high = ?alert.n_high, "popular tweet");
         let Some(url) = url.clone() else {
+            metrics.alerts_handled.inc();
             return Handled::Now(Vec::new());
         };
         let client = client.clone();
@@ -224,7 +226,9 @@ pub async fn run(env: StageEnv, args: DashboardArgs, top: TopCascades) -> anyhow
             )),
         );
         Handled::Later(Box::pin(async move {
-            match deliver(&client, &url, &alert, threshold, policy, &metrics).await {
+            let delivery = deliver(&client, &url, &alert, threshold, policy, &metrics).await;
+            metrics.alerts_handled.inc();
+            match delivery {
                 Delivery::Delivered { .. } => Vec::new(),
                 Delivery::GaveUp { attempts, error } => {
                     AlertDeadLettered {

@@ -197,6 +197,43 @@ impl ErrorBoard {
     }
 }
 
+/// How long the monitor, stopping, keeps retrying its last push.
+pub const FINAL_PUSH_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Pushes the board one last time, retried with a jittered back-off (0.5 s, doubling up to 5 s)
+/// for at most [`FINAL_PUSH_RETRY_FOR`]; whether the Pushgateway accepted it.
+async fn push_final(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    job: &str,
+    board: &ErrorBoard,
+    metrics: &crate::metrics::Metrics,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + FINAL_PUSH_RETRY_FOR;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let pushed = push(client, url, job, board).await;
+        let accepted = pushed.is_ok();
+        Pushed {
+            error: pushed.err().map(|e| format!("{e:#}")),
+        }
+        .emit(metrics);
+        if accepted {
+            return true;
+        }
+        let wait = super::jittered(backoff, rand::random::<f64>());
+        if tokio::time::Instant::now() + wait > deadline {
+            tracing::error!(
+                "the final figures were not pushed: the Pushgateway refused them for {} s",
+                FINAL_PUSH_RETRY_FOR.as_secs()
+            );
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Pushes the board to `{url}/metrics/job/{job}` (PUT replaces the group).
 pub async fn push(
     client: &reqwest::Client,
@@ -240,14 +277,18 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
                     _ = tick.tick() => false,
                     _ = shutdown.changed() => true,
                 };
+                if stopping {
+                    // The last figures: a failed push is not followed by a later one, so it is
+                    // retried (a Pushgateway being restarted delays them, never loses them).
+                    push_final(&client, &url, &job, &board, &metrics).await;
+                    break;
+                }
+                // A failed push is retried by the next one, which carries newer figures.
                 let pushed = push(&client, &url, &job, &board).await;
                 Pushed {
                     error: pushed.err().map(|e| format!("{e:#}")),
                 }
                 .emit(&metrics);
-                if stopping {
-                    break;
-                }
             }
         })
     });

@@ -4,6 +4,8 @@
 //! - the monitor's pushes reach a Pushgateway with the figures of the `stats` topic;
 //! - cascades predicted above the threshold reach Alertmanager and its webhook receiver, and the
 //!   repository's Alertmanager configuration delivers them to the chat webhook;
+//! - with Alertmanager and the Pushgateway down for 30 s, every alert still arrives, once, and
+//!   the Pushgateway ends with the final figures;
 //! - a `tweetoscope run` ships its logs to Loki as snappy protobuf with the expected labels;
 //! - the dashboards are consistent with the provisioned data sources and the exported metrics.
 //!
@@ -22,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::core::Collector as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -711,6 +714,161 @@ async fn popular_tweets_reach_alertmanager_and_its_webhook_receiver() {
     }
 }
 
+/// Alertmanager and the Pushgateway down for 30 s while a run makes its first predictions: the
+/// dashboard holds each popular alert (its offset uncommitted) and retries it until Alertmanager
+/// is back, so every one reaches the webhook receiver, each once; the monitor's pushes fail
+/// meanwhile, and the Pushgateway, back 20 s after Alertmanager, ends with the final figures of
+/// the stats topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the Debian prometheus packages: run scripts/tiers/observability.sh"]
+async fn alerts_and_final_figures_survive_alertmanager_and_pushgateway_down_for_30_s() {
+    let threshold: u64 = 150;
+    let webhook = HttpSink::start().await;
+    let webhook_url = webhook.url("/webhook");
+    let mut alertmanager = servers::alertmanager(|_| webhook_config(&webhook_url)).await;
+    let mut pushgateway = servers::pushgateway().await;
+    let pipeline = Pipeline::new(&[
+        "--cascades",
+        "30",
+        "--seed",
+        "5",
+        "--alert-threshold",
+        &threshold.to_string(),
+        "--alertmanager-url",
+        &alertmanager.url(),
+        "--pushgateway-url",
+        &pushgateway.url(),
+        "--push-interval",
+        "1",
+        "--stall-timeout",
+        "120",
+        "--no-log-topic",
+    ]);
+    let metrics = Metrics::new();
+    let outage = async {
+        // Down as soon as the replay starts, before any prediction can exist: an alert that
+        // Alertmanager accepted but had not yet notified would die with it, which is not the
+        // pipeline's doing.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metrics.generator_tweets.collect()[0]
+            .get_metric()
+            .iter()
+            .all(|m| m.get_counter().get_value() == 0.0)
+        {
+            assert!(Instant::now() < deadline, "the replay never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        alertmanager.stop();
+        pushgateway.stop();
+        assert_eq!(
+            metrics.alerts_sent.get(),
+            0,
+            "an alert was accepted before the outage: the test would not show what it means to"
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let alerts_refused = metrics.alert_failures.get();
+        alertmanager.start_again().await;
+        // The Pushgateway comes back 20 s later: by then the held alerts are delivered (the
+        // dashboard's back-off is at most 15 s) and the run is stopping, so its figures arrive
+        // by the monitor's retried last push.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let pushes_refused = metrics.push_failures.get();
+        pushgateway.start_again().await;
+        (alerts_refused, pushes_refused)
+    };
+    let started = Instant::now();
+    let run = async {
+        let summary = pipeline.run(metrics.clone()).await;
+        eprintln!("run ended after {:?}", started.elapsed());
+        summary
+    };
+    let (_, (alerts_refused, pushes_refused)) = tokio::join!(run, outage);
+    eprintln!(
+        "pushes accepted {}, refused {}; {:?} after the start",
+        metrics.pushes.get(),
+        metrics.push_failures.get(),
+        started.elapsed()
+    );
+    assert!(alerts_refused > 0, "no alert post failed during the outage");
+    assert!(pushes_refused > 0, "no push failed during the outage");
+    assert_eq!(metrics.alerts_dead_lettered.get(), 0, "no alert given up");
+
+    let alerts: Vec<Alert> = pipeline
+        .read(&pipeline.common.topics.alerts_topic)
+        .iter()
+        .map(|r| Alert::parse(&r.payload).expect("valid alert"))
+        .collect();
+    let popular: BTreeSet<(String, String)> = alerts
+        .iter()
+        .filter(|a| a.n_tot >= threshold)
+        .map(|a| (a.cid.0.clone(), a.t_obs.to_string()))
+        .collect();
+    assert!(
+        !popular.is_empty(),
+        "the run should predict popular cascades"
+    );
+    assert_eq!(
+        metrics.alerts_sent.get() as usize,
+        popular.len(),
+        "each popular alert accepted once"
+    );
+    let sink = &webhook;
+    let wanted = &popular;
+    let notified = eventually(
+        Duration::from_secs(60),
+        "every popular cascade at the webhook receiver after the outage",
+        move || async move {
+            let mut notified: BTreeMap<(String, String), usize> = BTreeMap::new();
+            for request in sink.requests() {
+                let body: Value = serde_json::from_slice(&request.body).expect("JSON webhook");
+                for alert in body["alerts"].as_array().expect("alerts list") {
+                    let key = (
+                        alert["labels"]["cid"].as_str().unwrap_or("").to_owned(),
+                        alert["labels"]["window"].as_str().unwrap_or("").to_owned(),
+                    );
+                    *notified.entry(key).or_default() += 1;
+                }
+            }
+            let missing: Vec<_> = wanted
+                .iter()
+                .filter(|k| !notified.contains_key(*k))
+                .collect();
+            if missing.is_empty() {
+                Ok(notified)
+            } else {
+                Err(format!("not notified yet: {missing:?}"))
+            }
+        },
+    )
+    .await;
+    for (key, times) in &notified {
+        assert!(popular.contains(key), "{key:?} notified but not popular");
+        assert_eq!(*times, 1, "{key:?} notified {times} times");
+    }
+
+    // The Pushgateway holds the final figures: one ARE per stat of the topic, per window.
+    let mut stats: BTreeMap<String, usize> = BTreeMap::new();
+    for record in pipeline.read(&pipeline.common.topics.stats_topic) {
+        let stat = Stat::parse(&record.payload).expect("valid stat");
+        *stats.entry(stat.t_obs.to_string()).or_default() += 1;
+    }
+    let text = reqwest::get(format!("{}/metrics", pushgateway.url()))
+        .await
+        .expect("the Pushgateway answers")
+        .text()
+        .await
+        .expect("text");
+    let pushed: BTreeMap<String, usize> = parse_exposition(&text)
+        .into_iter()
+        .filter(|(n, l, _)| n == "tweetoscope_are_count" && l["job"] == "tweetoscope")
+        .map(|(_, l, v)| (l["window"].clone(), v as usize))
+        .collect();
+    assert_eq!(
+        pushed, stats,
+        "pushed counts per window against the stats topic"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the Debian prometheus packages: run scripts/tiers/observability.sh"]
 async fn the_repository_alertmanager_config_posts_alerts_to_the_chat_webhook() {
@@ -1257,6 +1415,7 @@ fn exported_series_cover_the_documented_families() {
         "tweetoscope_learner_trainings_total",
         "tweetoscope_dashboard_alerts_sent_total",
         "tweetoscope_dashboard_alert_failures_total",
+        "tweetoscope_dashboard_alerts_handled_total",
         "tweetoscope_monitor_pushes_total",
         "tweetoscope_monitor_push_failures_total",
         "tweetoscope_logger_records_total",

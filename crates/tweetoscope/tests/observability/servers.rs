@@ -82,6 +82,8 @@ pub(crate) struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
     child: Child,
+    binary: PathBuf,
+    args: Vec<String>,
     log: PathBuf,
     /// Its data and configuration; removed after the process is killed.
     _dir: TempDir,
@@ -108,22 +110,30 @@ impl Server {
         let binary = find_binary(binary);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log = dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(&binary)
-            .args(args(dir.path(), addr))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let args = args(dir.path(), addr);
+        let child = spawn(&binary, &args, dir.path(), &log);
         Server {
             name,
             addr,
             child,
+            binary,
+            args,
             log,
             _dir: dir,
         }
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a clean shutdown); [`Server::start_again`]
+    /// brings it back on the same address with the same files.
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again, as it was started first, and waits until it is ready.
+    pub(crate) async fn start_again(&mut self) {
+        self.child = spawn(&self.binary, &self.args, self._dir.path(), &self.log);
+        self.wait_ready(Duration::from_secs(60)).await;
     }
 
     /// Waits (at most `timeout`) until `GET /-/ready` answers 200.
@@ -156,6 +166,23 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Runs `binary` with `args` in `dir`, its output appended to `log`.
+fn spawn(binary: &Path, args: &[String], dir: &Path, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(binary)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
 impl Drop for Server {
