@@ -532,6 +532,22 @@ pub enum ModelTag {
 /// features is refused by the predictor.
 pub const SERVED_FEATURES: [&str; 3] = ["beta", "n_star", "G1"];
 
+/// The features, in order, of a model's growth forest (see [`GrowthModel`]): the
+/// [`SERVED_FEATURES`], then `ln n_obs` and `ln(1 + n_supp/n_obs)` (the growth the Hawkes fit
+/// alone predicts, `n_supp = G1/(1 − n*)`). A growth forest listing other features is refused.
+pub const GROWTH_FEATURES: [&str; 5] = ["beta", "n_star", "G1", "ln_n_obs", "ln_hawkes_growth"];
+
+/// The second forest of a model: it learns the log-growth `ln(n_tot / n_obs)` of a cascade after
+/// the window from [`GROWTH_FEATURES`]. The served size is the geometric mean of the Hawkes size
+/// corrected by ω and `n_obs` times this growth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrowthModel {
+    /// Names of the features, in order.
+    pub features: Vec<String>,
+    /// The serialized forest.
+    pub forest: serde_json::Value,
+}
+
 /// A trained random forest for one window, on the compacted `models` topic keyed by `T_obs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMessage {
@@ -556,6 +572,9 @@ pub struct ModelMessage {
     /// prediction stays at most `n_obs` times this (absent in older models: no such bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_growth: Option<f64>,
+    /// The growth forest (extra field; absent in older models, which serve the ω forest alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth: Option<GrowthModel>,
 }
 
 /// The quantity a model's forest predicts.

@@ -7,19 +7,29 @@ use std::collections::{HashMap, VecDeque};
 use tweetoscope_forest::RandomForest;
 use tweetoscope_messages::{
     Alert, AlertTag, CascadeId, CascadeParameters, Malformed, ModelMessage, ModelTarget, Sample,
-    Stat, StatTag, SERVED_FEATURES,
+    Stat, StatTag, GROWTH_FEATURES, SERVED_FEATURES,
 };
 
-/// The newest forest of each window, with its version.
+/// The newest model of each window.
 #[derive(Debug, Default)]
 pub struct ModelStore {
-    /// Per window: version, target, forest and the model's growth bound.
-    models: HashMap<u64, (u64, ModelTarget, RandomForest, Option<f64>)>,
+    models: HashMap<u64, Installed>,
+}
+
+/// An installed model.
+#[derive(Debug)]
+struct Installed {
+    version: u64,
+    target: ModelTarget,
+    forest: RandomForest,
+    max_growth: Option<f64>,
+    /// The growth forest, over [`GROWTH_FEATURES`] (absent in older models).
+    growth: Option<RandomForest>,
 }
 
 impl ModelStore {
-    /// Installs a model; refuses one whose feature list is not [`SERVED_FEATURES`] or whose
-    /// blob is not a forest over them.
+    /// Installs a model; refuses one whose feature list is not [`SERVED_FEATURES`], whose growth
+    /// forest's is not [`GROWTH_FEATURES`], or whose blobs are not forests over them.
     pub fn install(&mut self, message: &ModelMessage) -> Result<(), String> {
         if message.features != SERVED_FEATURES {
             return Err(format!(
@@ -36,27 +46,74 @@ impl ModelStore {
                 forest.n_features()
             ));
         }
+        let growth = match &message.growth {
+            None => None,
+            Some(g) => {
+                if g.features != GROWTH_FEATURES {
+                    return Err(format!(
+                        "model of window {} version {}: its growth forest uses features {:?}, \
+                         but this predictor computes {:?}: retrain it with a learner of the \
+                         same version",
+                        message.t_obs, message.version, g.features, GROWTH_FEATURES
+                    ));
+                }
+                let forest: RandomForest =
+                    serde_json::from_value(g.forest.clone()).map_err(|e| e.to_string())?;
+                if forest.n_features() != GROWTH_FEATURES.len() {
+                    return Err(format!(
+                        "growth forest has {} features, expected {}",
+                        forest.n_features(),
+                        GROWTH_FEATURES.len()
+                    ));
+                }
+                Some(forest)
+            }
+        };
         let max_growth = message.max_growth.filter(|g| g.is_finite() && *g >= 1.0);
         self.models.insert(
             message.t_obs,
-            (message.version, message.target, forest, max_growth),
+            Installed {
+                version: message.version,
+                target: message.target,
+                forest,
+                max_growth,
+                growth,
+            },
         );
         Ok(())
     }
 
     /// The correction ω for these features, the version used (1 and 0 without a model) and
     /// ω's [`tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE`] interval, when the model
-    /// holds its out-of-bag residuals and learns ln ω.
-    pub fn omega(&self, window: u64, features: [f64; 3]) -> Correction {
+    /// holds its out-of-bag residuals and learns ln ω; with a growth forest, also its
+    /// log-growth for a cascade of `n_obs` tweets (see [`Correction::growth`]).
+    pub fn omega(&self, window: u64, features: [f64; 3], n_obs: f64) -> Correction {
         let none = Correction {
             omega: 1.0,
             model_version: 0,
             interval: None,
             max_growth: None,
+            growth: None,
         };
-        let Some((version, target, forest, max_growth)) = self.models.get(&window) else {
+        let Some(Installed {
+            version,
+            target,
+            forest,
+            max_growth,
+            growth,
+        }) = self.models.get(&window)
+        else {
             return none;
         };
+        let growth = growth.as_ref().and_then(|g| {
+            let x = crate::learner::growth_features(features, n_obs);
+            let y = g.try_predict_one(&x).ok().filter(|y| y.is_finite())?;
+            let bounds = g
+                .residual_bounds(tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE)
+                .map(|(lo, hi)| (y + lo, y + hi))
+                .filter(|(lo, hi)| lo.is_finite() && hi.is_finite());
+            Some((y, bounds))
+        });
         let corrected = match target {
             ModelTarget::Omega => forest
                 .try_predict_one(&features)
@@ -69,6 +126,7 @@ impl ModelStore {
                 model_version: *version,
                 interval: interval.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
                 max_growth: *max_growth,
+                growth,
             },
             _ => none,
         }
@@ -86,6 +144,9 @@ pub struct Correction {
     pub interval: Option<(f64, f64)>,
     /// The model's bound on the growth `n_tot / n_obs` (see [`crate::guard`]).
     pub max_growth: Option<f64>,
+    /// The growth forest's `ln(n_tot / n_obs)` and its interval (same coverage), when the
+    /// model has one: the served size is then [`crate::blend_sizes`] of both forests.
+    pub growth: Option<(f64, Option<(f64, f64)>)>,
 }
 
 /// What the predictor keeps of the parameters half.
@@ -259,19 +320,29 @@ pub fn predict(
     let features = [p.time_feature(), p.n_star, p.g1];
     let n_hawkes = tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, 1.0)
         .map_err(|e| Malformed::new(e.to_string()))?;
-    let correction = models.omega(window, features);
-    // The served size, held at the model's growth bound (the guard rail of `crate::guard`).
-    let size = |omega: f64| {
+    let n_obs = p.n_obs as f64;
+    let correction = models.omega(window, features, n_obs);
+    // The served size (blended with the growth forest's when the model has one), held at the
+    // model's growth bound (the guard rail of `crate::guard`).
+    let size = |omega: f64, ln_growth: Option<f64>| {
         tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, omega)
-            .map(|n| crate::cap_growth(n, p.n_obs as f64, correction.max_growth))
+            .map(|n| match ln_growth {
+                Some(g) => crate::blend_sizes(n, n_obs, g),
+                None => n,
+            })
+            .map(|n| crate::cap_growth(n, n_obs, correction.max_growth))
             .map_err(|e| Malformed::new(e.to_string()))
     };
-    let n_pred = size(correction.omega)?;
+    let n_pred = size(correction.omega, correction.growth.map(|g| g.0))?;
     let model_version = correction.model_version;
-    // The size grows with ω, so ω's interval maps to the size's.
-    let interval = match correction.interval {
-        Some((lo, hi)) => Some((size(lo)?, size(hi)?)),
-        None => None,
+    // The size grows with ω and with the growth, so their intervals map to the size's (lower
+    // bound with lower bound); with a growth forest, both must have one.
+    let interval = match (correction.interval, correction.growth) {
+        (Some((lo, hi)), None) => Some((size(lo, None)?, size(hi, None)?)),
+        (Some((lo, hi)), Some((_, Some((g_lo, g_hi))))) => {
+            Some((size(lo, Some(g_lo))?, size(hi, Some(g_hi))?))
+        }
+        _ => None,
     };
     let alert = Alert {
         kind: AlertTag::Alert,
@@ -332,6 +403,7 @@ mod tests {
             target,
             forest: serde_json::from_str(&forest.to_json()).unwrap(),
             max_growth,
+            growth: None,
         }
     }
 
@@ -442,6 +514,66 @@ mod tests {
             "{}",
             err.reason
         );
+    }
+
+    #[test]
+    fn a_growth_forest_is_blended_in_and_checked() {
+        let rows: Vec<[f64; 3]> = (0..50).map(|i| [0.001 * i as f64, 0.5, 10.0]).collect();
+        let forest =
+            tweetoscope_forest::fit_rows(&rows, &[2f64.ln(); 50], &Default::default()).unwrap();
+        let base = model(&forest, 4, ModelTarget::LnOmega, None);
+        // An older model, serialized without the extra field, still parses: no growth forest.
+        let mut old = serde_json::to_value(&base).unwrap();
+        assert!(old.get("growth").is_none(), "absent, not null");
+        old.as_object_mut().unwrap().remove("growth");
+        let parsed = ModelMessage::parse(old.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.growth, None);
+        // The growth forest says ln(n_tot / n_obs) = ln 5 for every cascade.
+        let growth_rows: Vec<[f64; 5]> = rows
+            .iter()
+            .map(|r| crate::growth_features(*r, 20.0))
+            .collect();
+        let growth_forest =
+            tweetoscope_forest::fit_rows(&growth_rows, &[5f64.ln(); 50], &Default::default())
+                .unwrap();
+        let with_growth = ModelMessage {
+            growth: Some(tweetoscope_messages::GrowthModel {
+                features: GROWTH_FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+                forest: serde_json::from_str(&growth_forest.to_json()).unwrap(),
+            }),
+            ..base.clone()
+        };
+        let parsed = ModelMessage::parse(&tweetoscope_messages::to_payload(&with_growth)).unwrap();
+        assert_eq!(parsed, with_growth, "the extra field round-trips");
+        let mut store = ModelStore::default();
+        store.install(&parsed).unwrap();
+        let (alert, p) = predict(600, &params("a"), &store).unwrap();
+        // ω = 2 gives 20 + 2 · 20 = 60; the growth forest 20 · 5 = 100; served √6000 ≈ 77.5.
+        assert_eq!(alert.n_tot, 77, "{alert:?}");
+        assert!((p.n_pred - 6000f64.sqrt()).abs() < 1e-6);
+        let (lo, hi) = (alert.n_low.unwrap(), alert.n_high.unwrap());
+        assert!(lo <= p.n_pred && p.n_pred <= hi, "{lo} {hi}");
+        // A growth forest over other features is refused, naming both lists.
+        let wrong = ModelMessage {
+            growth: Some(tweetoscope_messages::GrowthModel {
+                features: vec!["beta".into(), "n_star".into(), "G1".into(), "n_obs".into()],
+                forest: serde_json::from_str(&growth_forest.to_json()).unwrap(),
+            }),
+            ..base.clone()
+        };
+        let err = ModelStore::default().install(&wrong).unwrap_err();
+        assert!(
+            err.contains("growth") && err.contains("ln_hawkes_growth"),
+            "{err}"
+        );
+        // The growth cap still holds the blended size.
+        let capped = ModelMessage {
+            max_growth: Some(3.0),
+            ..with_growth
+        };
+        let mut store = ModelStore::default();
+        store.install(&capped).unwrap();
+        assert_eq!(predict(600, &params("a"), &store).unwrap().0.n_tot, 60);
     }
 
     #[test]

@@ -622,6 +622,42 @@ fn forest_omegas(
         .collect())
 }
 
+/// The growth forest's `ln(n_tot / n_obs)` and its interval for the test pairs, trained as the
+/// learner trains it (on [`tweetoscope_predict::growth_features`]); `None` without usable
+/// training data or for a test pair whose features are not finite.
+type Growth = Option<(f64, Option<(f64, f64)>)>;
+
+fn growth_forest(
+    train: &[&Pair],
+    test: &[&Pair],
+    params: &tweetoscope_forest::ForestParams,
+) -> anyhow::Result<Vec<Growth>> {
+    let features = |p: &Pair| {
+        let [a, b, c] = base_features(p.fit())[..] else {
+            unreachable!("three base features")
+        };
+        tweetoscope_predict::growth_features([a, b, c], p.n_obs())
+    };
+    let (rows, targets): (Vec<[f64; 5]>, Vec<f64>) = train
+        .iter()
+        .map(|p| (features(p), (p.n_tot as f64 / p.n_obs()).ln()))
+        .filter(|(x, y)| y.is_finite() && x.iter().all(|v| v.is_finite()))
+        .unzip();
+    if rows.is_empty() {
+        return Ok(vec![None; test.len()]);
+    }
+    let params = tweetoscope_predict::growth_forest_params(params);
+    let forest = tweetoscope_forest::fit_rows(&rows, &targets, &params)?;
+    let bounds = forest.residual_bounds(INTERVAL_LEVEL);
+    Ok(test
+        .iter()
+        .map(|p| {
+            let y = forest.try_predict_one(&features(p)).ok()?;
+            Some((y, bounds.map(|(lo, hi)| (y + lo, y + hi))))
+        })
+        .collect())
+}
+
 /// Every method's predictions on one window of one split.
 fn predict_window(
     split: &Split<'_>,
@@ -693,13 +729,33 @@ fn predict_window(
         let mut bounds = None;
         let predicted: Vec<f64> = match method {
             Method::Hawkes => hawkes(&vec![1.0; test.len()]),
-            Method::HawkesForest | Method::HawkesForestExtended => {
-                let features: &dyn Fn(&Pair) -> Vec<f64> = if method == Method::HawkesForest {
-                    &base
-                } else {
-                    &extended
+            Method::HawkesForest => {
+                // What the predictor serves: the ω forest's size and the growth forest's,
+                // blended (see tweetoscope_predict::blend_sizes), then held at the growth cap.
+                let omegas = forest_omegas(&train, &test, &base, params)?;
+                let growths = growth_forest(&train, &test, params)?;
+                let blend = |p: &Pair, omega: f64, g: Option<f64>| {
+                    let n = size(p, omega);
+                    let n = g.map_or(n, |g| tweetoscope_predict::blend_sizes(n, p.n_obs(), g));
+                    capped(p, n)
                 };
-                let (point, b) = sizes_of(&forest_omegas(&train, &test, features, params)?);
+                let mut point = Vec::new();
+                let mut b = Vec::new();
+                for ((p, o), g) in test.iter().zip(&omegas).zip(&growths) {
+                    point.push(blend(p, o.0, g.map(|g| g.0)));
+                    b.push(match (o.1, g) {
+                        (Some((lo, hi)), None) => Some((blend(p, lo, None), blend(p, hi, None))),
+                        (Some((lo, hi)), Some((_, Some((g_lo, g_hi))))) => {
+                            Some((blend(p, lo, Some(*g_lo)), blend(p, hi, Some(*g_hi))))
+                        }
+                        _ => None,
+                    });
+                }
+                bounds = b.into_iter().collect();
+                point
+            }
+            Method::HawkesForestExtended => {
+                let (point, b) = sizes_of(&forest_omegas(&train, &test, &extended, params)?);
                 bounds = b;
                 point
             }
