@@ -799,14 +799,7 @@ fn faulted_run(fault: Fault) {
         &log_dir,
     ));
 
-    let series_topic = names.topic("cascade_series");
-    let quarter = expected.len() as i64 / 4;
-    wait_until(
-        &mut pipeline,
-        Duration::from_secs(120),
-        "a quarter of the series are published",
-        || read_committed(&brokers, &series_topic).len() as i64 >= quarter,
-    );
+    wait_for_a_quarter_of_the_series(&mut pipeline, &brokers, &names, expected.len());
     eprintln!("{label}: injecting {fault:?}");
     match fault {
         Fault::KillAndRestart(target) => {
@@ -898,6 +891,23 @@ fn faulted_run(fault: Fault) {
     eprintln!("{label}: {} pairs, each exactly once", expected.len());
     drop(pipeline);
     let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+/// Waits until a quarter of the `expected` partial series are published: the moment to inject a
+/// fault mid-replay.
+fn wait_for_a_quarter_of_the_series(
+    pipeline: &mut Pipeline,
+    brokers: &str,
+    names: &RunNames,
+    expected: usize,
+) {
+    let series_topic = names.topic("cascade_series");
+    wait_until(
+        pipeline,
+        Duration::from_secs(120),
+        "a quarter of the series are published",
+        || read_committed(brokers, &series_topic).len() >= expected / 4,
+    );
 }
 
 /// Waits until every expected (cascade, window) has its stat, then checks that the stats, the
@@ -1030,14 +1040,7 @@ fn run_through(fault: Fault) {
         stages: vec![Stage::spawn("run", "run", &common, &options, &log_dir)],
         log_dir: log_dir.clone(),
     };
-    let series_topic = names.topic("cascade_series");
-    let quarter = expected.len() as i64 / 4;
-    wait_until(
-        &mut pipeline,
-        Duration::from_secs(120),
-        "a quarter of the series are published",
-        || read_committed(&brokers, &series_topic).len() as i64 >= quarter,
-    );
+    wait_for_a_quarter_of_the_series(&mut pipeline, &brokers, &names, expected.len());
     eprintln!("{label}: injecting {fault:?}");
     broker_outage(&fault);
     assert_each_once(&mut pipeline, &brokers, &names, &expected, label);

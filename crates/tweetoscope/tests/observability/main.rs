@@ -136,6 +136,28 @@ receivers:
     )
 }
 
+/// Every alert the webhook receiver of [`webhook_config`] got so far, in order, keyed by its
+/// (cid, window) labels; each request must be a POST to /webhook from that receiver.
+fn webhook_alerts(sink: &HttpSink) -> Vec<((String, String), Value)> {
+    let mut alerts = Vec::new();
+    for request in sink.requests() {
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/webhook")
+        );
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON webhook");
+        assert_eq!(body["receiver"], "test-webhook");
+        for alert in body["alerts"].as_array().expect("alerts list") {
+            let key = (
+                alert["labels"]["cid"].as_str().unwrap_or("").to_owned(),
+                alert["labels"]["window"].as_str().unwrap_or("").to_owned(),
+            );
+            alerts.push((key, alert.clone()));
+        }
+    }
+    alerts
+}
+
 /// One sample of the Prometheus text format: name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
 
@@ -665,22 +687,8 @@ async fn popular_tweets_reach_alertmanager_and_its_webhook_receiver() {
         Duration::from_secs(60),
         "every popular cascade at the webhook receiver",
         move || async move {
-            let mut delivered: BTreeMap<(String, String), Value> = BTreeMap::new();
-            for request in sink.requests() {
-                assert_eq!(
-                    (request.method.as_str(), request.path.as_str()),
-                    ("POST", "/webhook")
-                );
-                let body: Value = serde_json::from_slice(&request.body).expect("JSON webhook");
-                assert_eq!(body["receiver"], "test-webhook");
-                for alert in body["alerts"].as_array().expect("alerts list") {
-                    let key = (
-                        alert["labels"]["cid"].as_str().unwrap_or("").to_owned(),
-                        alert["labels"]["window"].as_str().unwrap_or("").to_owned(),
-                    );
-                    delivered.insert(key, alert.clone());
-                }
-            }
+            let delivered: BTreeMap<(String, String), Value> =
+                webhook_alerts(sink).into_iter().collect();
             let missing: Vec<_> = wanted
                 .keys()
                 .filter(|k| !delivered.contains_key(*k))
@@ -819,15 +827,8 @@ async fn alerts_and_final_figures_survive_alertmanager_and_pushgateway_down_for_
         "every popular cascade at the webhook receiver after the outage",
         move || async move {
             let mut notified: BTreeMap<(String, String), usize> = BTreeMap::new();
-            for request in sink.requests() {
-                let body: Value = serde_json::from_slice(&request.body).expect("JSON webhook");
-                for alert in body["alerts"].as_array().expect("alerts list") {
-                    let key = (
-                        alert["labels"]["cid"].as_str().unwrap_or("").to_owned(),
-                        alert["labels"]["window"].as_str().unwrap_or("").to_owned(),
-                    );
-                    *notified.entry(key).or_default() += 1;
-                }
+            for (key, _) in webhook_alerts(sink) {
+                *notified.entry(key).or_default() += 1;
             }
             let missing: Vec<_> = wanted
                 .iter()
