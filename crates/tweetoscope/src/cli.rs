@@ -136,6 +136,10 @@ impl Command {
 
     /// Checks the values that clap cannot check alone (ranges across options, files).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some((kafka, _)) = self.kafka() {
+            // Option files are read now, so that a missing secret fails at start.
+            crate::kafka::client::check_client_options(&kafka.client_options()?)?;
+        }
         match self {
             Command::Generator(c) => c.args.validate(),
             Command::Collector(c) => c.args.cascade.validate(),
@@ -423,6 +427,7 @@ mod tests {
             "warn",
             "news",
             "a-name",
+            "client.rack=rack-1",
         ];
         let tree = Cli::command();
         let names = option_names(&tree);
@@ -545,7 +550,9 @@ mod tests {
             .expect("parses");
         let (kafka, _) = cli.command.kafka().expect("a Kafka command");
         assert_eq!(
-            crate::kafka::KafkaSettings::new(kafka, "b:9092".into()).replication,
+            crate::kafka::KafkaSettings::new(kafka, "b:9092".into())
+                .expect("no option files")
+                .replication,
             3
         );
         let cli = Cli::try_parse_from(["tweetoscope", "run"]).expect("parses");
@@ -597,6 +604,91 @@ mod tests {
                 "monitor",
                 "dashboard"
             ]
+        );
+    }
+
+    #[test]
+    fn kafka_options_come_from_flags_environment_lists_and_files() {
+        let dir =
+            std::env::temp_dir().join(format!("tweetoscope-kafka-option-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let secret = dir.join("password");
+        std::fs::write(&secret, "s3cret=,x\n").expect("secret file");
+        let file_option = format!("sasl.password={}", secret.display());
+        let cli = Cli::try_parse_from([
+            "tweetoscope",
+            "collector",
+            "--kafka-option",
+            "security.protocol=SASL_PLAINTEXT",
+            "--kafka-option",
+            "sasl.mechanism=PLAIN,client.rack=r1,sasl.username=tweetoscope",
+            "--kafka-option-file",
+            &file_option,
+        ])
+        .expect("parses");
+        cli.command.validate().expect("the file is readable");
+        let (kafka, _) = cli.command.kafka().expect("a Kafka command");
+        let settings = crate::kafka::KafkaSettings::new(kafka, "b:9092".into()).expect("settings");
+        assert_eq!(
+            settings.client_options,
+            [
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "PLAIN"),
+                ("client.rack", "r1"),
+                ("sasl.username", "tweetoscope"),
+                ("sasl.password", "s3cret=,x"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn bad_kafka_options_fail_at_start_naming_what_to_fix() {
+        let err = Cli::try_parse_from(["tweetoscope", "collector", "--kafka-option", "linger.ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not KEY=VALUE"), "{err}");
+        let err = Cli::try_parse_from([
+            "tweetoscope",
+            "collector",
+            "--kafka-option",
+            "transactional.id=mine",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`transactional.id` is set by Tweetoscope"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["tweetoscope", "collector", "--kafka-option", "group.id=g"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--group-prefix"), "{err}");
+        let cli = Cli::try_parse_from([
+            "tweetoscope",
+            "collector",
+            "--kafka-option",
+            "no.such.property=1",
+        ])
+        .expect("parses");
+        let err = cli.command.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("librdkafka refuses") && err.contains("no.such.property"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "tweetoscope",
+            "collector",
+            "--kafka-option-file",
+            "sasl.password=/nonexistent/tweetoscope-secret",
+        ])
+        .expect("parses");
+        let err = cli.command.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--kafka-option-file sasl.password=/nonexistent/tweetoscope-secret")
+                && err.contains("cannot read the file"),
+            "{err}"
         );
     }
 }

@@ -48,9 +48,91 @@ pub struct KafkaArgs {
     /// The topics exist already (created by an operator or a Kubernetes job): do not create them.
     #[arg(long, env = "TWEETOSCOPE_NO_CREATE_TOPICS")]
     pub no_create_topics: bool,
+    /// A librdkafka property for every Kafka client of the process, e.g.
+    /// `security.protocol=SASL_SSL` (repeatable; comma-separated in the environment, a list in
+    /// the config file). It wins over Tweetoscope's own tuning; the properties exactly-once
+    /// relies on are refused.
+    #[arg(long = "kafka-option", env = "TWEETOSCOPE_KAFKA_OPTION", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_kafka_option)]
+    pub kafka_options: Vec<KafkaOption>,
+    /// Like --kafka-option, the value read from a file (for secrets such as `sasl.password`):
+    /// KEY=PATH, the file's content without its trailing newline.
+    #[arg(long = "kafka-option-file", env = "TWEETOSCOPE_KAFKA_OPTION_FILE", value_name = "KEY=PATH", value_delimiter = ',', value_parser = parse_kafka_option)]
+    pub kafka_option_files: Vec<KafkaOption>,
     #[command(flatten)]
     /// Topic names.
     pub topics: TopicArgs,
+}
+
+/// One `KEY=VALUE` of `--kafka-option` (or `KEY=PATH` of `--kafka-option-file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOption {
+    /// The librdkafka property.
+    pub key: String,
+    /// Its value (or the file holding it).
+    pub value: String,
+}
+
+/// librdkafka properties that Tweetoscope sets for its guarantees, with the option to use
+/// instead (if any): overriding them would break exactly-once or the consumer groups.
+const MANAGED_KAFKA_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use --brokers"),
+    ("group.id", "use --group-prefix"),
+    ("session.timeout.ms", "use --session-timeout-ms"),
+    ("transactional.id", "each stage makes its own"),
+    ("enable.idempotence", "transactions need it"),
+    (
+        "transaction.timeout.ms",
+        "the transactional calls' time limits depend on it",
+    ),
+    ("isolation.level", "use --no-transactions for at-least-once"),
+    (
+        "enable.auto.commit",
+        "offsets are committed with the outputs",
+    ),
+];
+
+/// Parses `KEY=VALUE`: a non-empty key without spaces, not one of Tweetoscope's own properties.
+fn parse_kafka_option(text: &str) -> Result<KafkaOption, String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(format!(
+            "`{text}`: the key must be a librdkafka property name"
+        ));
+    }
+    if let Some((_, instead)) = MANAGED_KAFKA_PROPERTIES.iter().find(|(k, _)| *k == key) {
+        return Err(format!("`{key}` is set by Tweetoscope ({instead})"));
+    }
+    Ok(KafkaOption {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    })
+}
+
+impl KafkaArgs {
+    /// The librdkafka properties of `--kafka-option` and `--kafka-option-file` (files read), in
+    /// order; an unreadable file is an error naming it.
+    pub fn client_options(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut options: Vec<(String, String)> = self
+            .kafka_options
+            .iter()
+            .map(|o| (o.key.clone(), o.value.clone()))
+            .collect();
+        for o in &self.kafka_option_files {
+            let text = std::fs::read_to_string(&o.value).map_err(|e| {
+                ConfigError(format!(
+                    "--kafka-option-file {}={}: cannot read the file: {e}",
+                    o.key, o.value
+                ))
+            })?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            options.push((o.key.clone(), value.to_owned()));
+        }
+        Ok(options)
+    }
 }
 
 /// Console logs: filter and format. `fit` and `eval` take these alone; the long-running commands

@@ -190,7 +190,7 @@ async fn run_command(
         .stage()
         .expect("every other command is handled above");
     let (env, shipper) = StageEnv::connect(
-        KafkaSettings::new(&kafka_args, brokers),
+        KafkaSettings::new(&kafka_args, brokers)?,
         &kafka_args,
         true,
         Arc::clone(&metrics),

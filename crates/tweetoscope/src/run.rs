@@ -127,7 +127,7 @@ pub async fn run_pipeline(
             (Some(broker), bootstrap)
         }
     };
-    let mut kafka = KafkaSettings::new(kafka_args, brokers.clone());
+    let mut kafka = KafkaSettings::new(kafka_args, brokers.clone())?;
     if embedded.is_some() {
         // The embedded broker's group joins are slow; a short session keeps rebalances quick.
         kafka.session_timeout_ms = 6_000;

@@ -114,6 +114,7 @@ async fn new_run(label: &str, commit_interval: Duration) -> (Names, KafkaSetting
         transactions: true,
         commit_interval,
         replication: 1,
+        client_options: Vec::new(),
     };
     create_topics(
         &settings,

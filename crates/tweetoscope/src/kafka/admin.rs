@@ -9,7 +9,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use tweetoscope_messages::topics;
 
-use super::client::KafkaSettings;
+use super::client::{KafkaSettings, SetAll as _};
 
 /// Topics of the pipeline with their dead-letter topics, and how each is configured.
 pub fn topic_plan(
@@ -38,6 +38,7 @@ pub async fn create_topics(
 ) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = settings
         .base()
+        .set_all(&settings.client_options)
         .create()
         .context("cannot create a Kafka admin client")?;
     let plan = topic_plan(all, compacted);

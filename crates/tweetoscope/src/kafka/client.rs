@@ -75,6 +75,42 @@ pub fn retry_transient<T>(
     }
 }
 
+/// Sets a list of librdkafka properties on a client configuration.
+pub(super) trait SetAll {
+    /// Sets every (key, value) of `options`, in order: the later wins.
+    fn set_all(&mut self, options: &[(String, String)]) -> &mut Self;
+}
+
+impl SetAll for ClientConfig {
+    fn set_all(&mut self, options: &[(String, String)]) -> &mut Self {
+        for (key, value) in options {
+            self.set(key, value);
+        }
+        self
+    }
+}
+
+/// Fails, naming what to fix, if librdkafka refuses `options` (an unknown property, a bad
+/// value, a feature this build lacks): checked at start rather than by each stage's clients,
+/// whose failures the supervisor would retry. No connection is made.
+pub fn check_client_options(
+    options: &[(String, String)],
+) -> Result<(), crate::config::ConfigError> {
+    if options.is_empty() {
+        return Ok(());
+    }
+    ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:1")
+        .set_all(options)
+        .create::<rdkafka::producer::BaseProducer>()
+        .map(drop)
+        .map_err(|e| {
+            crate::config::ConfigError(format!(
+                "--kafka-option/--kafka-option-file: librdkafka refuses them: {e}"
+            ))
+        })
+}
+
 /// How to reach Kafka.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -90,20 +126,27 @@ pub struct KafkaSettings {
     pub commit_interval: Duration,
     /// Replication factor of the topics this process creates.
     pub replication: i32,
+    /// librdkafka properties of `--kafka-option` and `--kafka-option-file`, set on every client
+    /// after Tweetoscope's own.
+    pub client_options: Vec<(String, String)>,
 }
 
 impl KafkaSettings {
     /// The settings the Kafka options give, for `brokers` (the options' own, or the embedded
-    /// broker's).
-    pub fn new(args: &crate::config::KafkaArgs, brokers: String) -> Self {
-        Self {
+    /// broker's); an error if a `--kafka-option-file` cannot be read.
+    pub fn new(
+        args: &crate::config::KafkaArgs,
+        brokers: String,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
             brokers,
             group_prefix: args.group_prefix.clone(),
             session_timeout_ms: args.session_timeout_ms,
             transactions: !args.no_transactions,
             commit_interval: Duration::from_millis(args.commit_interval_ms),
             replication: args.replication,
-        }
+            client_options: args.client_options()?,
+        })
     }
 
     /// Base client configuration.
@@ -121,6 +164,7 @@ impl KafkaSettings {
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "300000")
             .set("queue.buffering.max.messages", "1000000")
+            .set_all(&self.client_options)
             .create()
             .with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
     }
@@ -159,6 +203,7 @@ impl KafkaSettings {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
+            .set_all(&self.client_options)
             .create()
             .with_context(|| {
                 format!(
@@ -203,6 +248,7 @@ impl KafkaSettings {
             // Eager assignors: after a rebalance every assigned partition is fetched from its
             // committed offset, which the processing loop relies on.
             .set("partition.assignment.strategy", "range,roundrobin")
+            .set_all(&self.client_options)
             .create_with_context(StageContext::new(stage, metrics))
             .with_context(|| format!("cannot create a Kafka consumer for {}", self.brokers))
     }
@@ -218,6 +264,7 @@ impl KafkaSettings {
             )
             .set("enable.auto.commit", "false")
             .set("isolation.level", self.isolation_level())
+            .set_all(&self.client_options)
             .create()
             .context("cannot create a broadcast consumer")?;
         // The topic may not exist yet when this stage starts before the topic job: wait for it.
@@ -268,6 +315,7 @@ impl KafkaSettings {
             )
             .set("enable.auto.commit", "false")
             .set("isolation.level", self.isolation_level())
+            .set_all(&self.client_options)
             .create()
             .context("cannot create a reader")?;
         let what = format!("reading the end of {topic}/{partition}");

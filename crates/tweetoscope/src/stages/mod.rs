@@ -383,7 +383,7 @@ mod tests {
         let cli = crate::cli::parse(["tweetoscope", "logger"]).expect("defaults");
         let (kafka, _) = cli.command.kafka().expect("a Kafka command");
         StageEnv {
-            kafka: KafkaSettings::new(kafka, "127.0.0.1:1".into()),
+            kafka: KafkaSettings::new(kafka, "127.0.0.1:1".into()).expect("no option files"),
             topics: kafka.topics.clone(),
             metrics: Metrics::new(),
             shutdown,
