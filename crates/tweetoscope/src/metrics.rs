@@ -23,6 +23,13 @@ pub struct Metrics {
     pub malformed: IntCounterVec,
     /// Messages whose delivery to Kafka failed, by stage and topic.
     pub produce_failures: IntCounterVec,
+    /// Records made visible to read-committed readers, by stage and topic: their transaction
+    /// committed (without transactions: delivered). Unlike `produced`, never counts the outputs
+    /// of an aborted transaction, which are redone.
+    pub committed: IntCounterVec,
+    /// Input messages whose handling a commit completed (their offsets committed, with their
+    /// outputs), by stage and topic. A message read again after a restart counts again.
+    pub inputs_committed: IntCounterVec,
     /// Time from receiving a message to having its outputs delivered, by stage.
     pub processing_seconds: HistogramVec,
     /// Messages behind the end of each assigned partition, by stage, topic and partition.
@@ -196,6 +203,18 @@ impl Metrics {
                 &r,
                 "tweetoscope_malformed_messages_total",
                 "Malformed messages sent to the dead-letter topic",
+                &["stage", "topic"],
+            ),
+            inputs_committed: counter_vec(
+                &r,
+                "tweetoscope_messages_processed_total",
+                "Messages read whose offsets were committed with their outputs",
+                &["stage", "topic"],
+            ),
+            committed: counter_vec(
+                &r,
+                "tweetoscope_messages_committed_total",
+                "Messages written whose transaction committed (without transactions: delivered)",
                 &["stage", "topic"],
             ),
             produce_failures: counter_vec(

@@ -146,13 +146,23 @@ pub async fn run_pipeline(
     .await?;
     let board = ErrorBoard::new(args.monitor.error_window as usize);
     let top = TopCascades::new(args.dashboard.top);
+    // On a broker of their own the stages are supervised as separate processes are: a broker
+    // restart fails a stage, which starts again from its committed state. The embedded broker
+    // cannot go away, so there a failed stage is a bug and ends the run.
+    let supervised = embedded.is_none();
     let mut stages: Vec<(&str, JoinHandle<anyhow::Result<()>>)> =
         Stage::pipeline(args, &board, &top)
             .into_iter()
             .map(|stage| {
                 let env = env.clone();
                 let name = stage.name();
-                let task = async move { stage.run(env).await };
+                let task = async move {
+                    if supervised {
+                        stage.supervise(env).await
+                    } else {
+                        stage.run(env).await
+                    }
+                };
                 (name, tokio::spawn(task))
             })
             .collect();
@@ -161,12 +171,19 @@ pub async fn run_pipeline(
     let backpressure = embedded
         .is_some()
         .then_some(stages::generator::Backpressure { max_ahead: 50_000 });
-    // With --brokers the stages are not supervised here: a stage that fails ends the run. (Tried
-    // on 2026-12-02: supervised stages survive a broker outage, but the completion check below
-    // compares produced counters, which count the outputs of aborted transactions, with
-    // committed ones, so such a run never completes.)
-    let generator_task =
-        stages::generator::run_paced(env.clone(), args.generator.clone(), backpressure);
+    let generator_task = {
+        let (env, generator_args) = (env.clone(), args.generator.clone());
+        async move {
+            let replay =
+                || stages::generator::run_paced(env.clone(), generator_args.clone(), backpressure);
+            if supervised {
+                // A restarted generator resumes after what its transactions committed.
+                stages::supervise("generator", env.shutdown.clone(), replay).await
+            } else {
+                replay().await
+            }
+        }
+    };
     let mut generator: Option<JoinHandle<anyhow::Result<GeneratorReport>>> =
         Some(tokio::spawn(generator_task.instrument(span)));
     let mut report = None;
@@ -199,8 +216,10 @@ pub async fn run_pipeline(
         }
         let tweets = sum_counter(&metrics.generator_tweets);
         let cascades = Metrics::count(&metrics.collector_tweets, &["started"]);
-        let expected = Metrics::count(&metrics.produced, &["collector", &topics.properties_topic]);
-        let fitted = Metrics::count(&metrics.produced, &["estimator", &topics.properties_topic]);
+        // Committed outputs, not produced ones: after a stage restart (`--brokers`), the outputs
+        // of its aborted transaction are produced again, and counted once.
+        let expected = Metrics::count(&metrics.committed, &["collector", &topics.properties_topic]);
+        let fitted = Metrics::count(&metrics.committed, &["estimator", &topics.properties_topic]);
         let predicted = board.count();
         let ended = metrics.sources_ended.get();
         let signature = (sum_counter(&metrics.consumed), fitted, predicted);
@@ -217,14 +236,19 @@ pub async fn run_pipeline(
             eprintln!("{line}");
             last_line = Instant::now();
         }
-        let samples_out = Metrics::count(&metrics.produced, &["predictor", &topics.samples_topic]);
-        let samples_in = Metrics::count(&metrics.consumed, &["learner", &topics.samples_topic]);
-        // The dashboard is done with every alert too (its summary, its popular-tweet lines, and
-        // every post Alertmanager accepted or that was given up): an alert it still retries
-        // would be abandoned by stopping now.
-        let alerts_out = Metrics::count(&metrics.produced, &["predictor", &topics.alerts_topic]);
-        let alerts_in = metrics.alerts_handled.get()
-            + Metrics::count(&metrics.malformed, &["dashboard", &topics.alerts_topic]);
+        // What the learner and the dashboard have finished with: the samples and alerts whose
+        // offsets they committed (after training on them; after Alertmanager accepted, or the
+        // alert was given up, dead-lettered or not popular), not only read.
+        let samples_out = Metrics::count(&metrics.committed, &["predictor", &topics.samples_topic]);
+        let samples_in = Metrics::count(
+            &metrics.inputs_committed,
+            &["learner", &topics.samples_topic],
+        );
+        let alerts_out = Metrics::count(&metrics.committed, &["predictor", &topics.alerts_topic]);
+        let alerts_in = Metrics::count(
+            &metrics.inputs_committed,
+            &["dashboard", &topics.alerts_topic],
+        );
         if report.is_some()
             && ended >= sources
             && predicted >= expected
@@ -298,7 +322,7 @@ pub async fn run_pipeline(
         seconds,
         tweets_per_second: (report.tweets + report.resumed) as f64 / seconds,
         expected_predictions: Metrics::count(
-            &metrics.produced,
+            &metrics.committed,
             &["collector", &topics.properties_topic],
         ),
         complete,

@@ -1018,6 +1018,71 @@ fn twenty_second_speed_up() -> String {
     format!("{:.3}", (span / 20.0).max(1.0))
 }
 
+/// `tweetoscope run --brokers` (every stage in one process) through a broker outage: its stages
+/// are supervised as separate processes are, so the run ends complete, with every (cascade,
+/// window) exactly once. Before, `run` died with its broker (a `NotLeaderForPartition` read
+/// right after the restart ended it).
+fn run_through(fault: Fault) {
+    let brokers = brokers();
+    let label = match fault {
+        Fault::PauseBroker(_) => "run-pause",
+        _ => "run-bounce",
+    };
+    let names = RunNames::new(label);
+    let expected = expected_pairs();
+    let speed_up = twenty_second_speed_up();
+    let log_dir = new_log_dir(&names);
+    let common = names.common_args(&brokers);
+    let mut options: Vec<&str> = GENERATOR.to_vec();
+    options.extend(COLLECTOR);
+    options.extend(["--speed-up", &speed_up, "--json"]);
+    let mut pipeline = Pipeline {
+        stages: vec![Stage::spawn("run", "run", &common, &options, &log_dir)],
+        log_dir: log_dir.clone(),
+    };
+    wait_for_a_quarter_of_the_series(&mut pipeline, &brokers, &names, expected.len());
+    eprintln!("{label}: injecting {fault:?}");
+    broker_outage(&fault);
+    assert_each_once(&mut pipeline, &brokers, &names, &expected, label);
+    // The run ends by itself once the monitor and the dashboard have seen everything.
+    let run = &mut pipeline.stages[0];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = run.exited() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run did not end:\n{}",
+            run.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        status.success(),
+        "run failed ({status}):\n{}",
+        run.log_tail(30)
+    );
+    let log = std::fs::read_to_string(&run.log).expect("run's log");
+    // The pretty-printed summary starts on a line of its own; log lines may follow it.
+    let summary: serde_json::Value = log
+        .rfind("\n{\n")
+        .and_then(|start| {
+            serde_json::Deserializer::from_str(&log[start..])
+                .into_iter()
+                .next()?
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no JSON summary in run's output:\n{}", run.log_tail(30)));
+    assert_eq!(summary["complete"], true, "run's summary: {summary}");
+    eprintln!(
+        "{label}: {} pairs, each exactly once; the run completed",
+        expected.len()
+    );
+    drop(pipeline);
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
 #[test]
 #[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
 fn a_killed_and_restarted_stage_loses_and_duplicates_nothing() {
@@ -1048,4 +1113,16 @@ fn the_broker_frozen_for_30_s_loses_and_duplicates_nothing() {
 #[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
 fn poison_records_are_dead_lettered_and_the_real_ones_processed() {
     faulted_run(Fault::Poison);
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn run_with_its_broker_stopped_for_30_s_and_restarted_completes_with_each_pair_once() {
+    run_through(Fault::BounceBroker(30));
+}
+
+#[test]
+#[ignore = "needs a real Kafka: run scripts/tiers/kafka.sh"]
+fn run_with_its_broker_frozen_for_30_s_completes_with_each_pair_once() {
+    run_through(Fault::PauseBroker(30));
 }

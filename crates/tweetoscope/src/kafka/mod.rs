@@ -25,4 +25,4 @@ pub use processing::{
     close_consumer, handler, process, processed_mark, Handled, Handler, Later, LoopSettings,
     MAX_PAYLOAD_BYTES,
 };
-pub use sink::{dead_letter, header_text, now_ms, Outgoing, Sink, WINDOW_CLOSED_HEADER};
+pub use sink::{dead_letter, header_text, now_ms, AtCommit, Outgoing, Sink, WINDOW_CLOSED_HEADER};

@@ -180,17 +180,31 @@ struct Uncommitted {
     known: std::collections::HashSet<(String, i32)>,
     /// Whether a message finished since the last commit.
     dirty: bool,
+    /// Messages finished since the last commit, per topic.
+    finished: HashMap<String, u64>,
 }
 
 impl Uncommitted {
     /// Records a finished message; false if one of its outputs was not delivered.
     fn finish(&mut self, done: Done) -> bool {
         if done.delivered {
+            *self.finished.entry(done.topic.clone()).or_default() += 1;
             self.next_offsets
                 .insert((done.topic, done.partition), done.offset + 1);
             self.dirty = true;
         }
         done.delivered
+    }
+
+    /// A commit succeeded: the messages finished since the last one are committed.
+    fn committed(&mut self, stage: &str, sink: &Sink, metrics: &Metrics) {
+        sink.committed();
+        for (topic, count) in self.finished.drain() {
+            metrics
+                .inputs_committed
+                .with_label_values(&[stage, &topic])
+                .inc_by(count);
+        }
     }
 
     /// Waits for every message in flight; false as soon as one had an output not delivered.
@@ -268,7 +282,7 @@ async fn run_loop<H: Handler>(
             // process now owns each partition (an eager rebalance restarts fetching there).
             restart(
                 consumer,
-                &producer,
+                &sink,
                 transactional,
                 false,
                 &mut handler,
@@ -283,7 +297,7 @@ async fn run_loop<H: Handler>(
                 if !work.finish(done) {
                     tracing::warn!(stage, "an output was not delivered: uncommitted work is redone");
                     failed_commits.failed()?;
-                    restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
+                    restart(consumer, &sink, transactional, true, &mut handler, &mut work, beat)?;
                 }
             }
             _ = commit_tick.tick() => {
@@ -307,8 +321,9 @@ async fn run_loop<H: Handler>(
                     if let Some(e) = failure {
                         tracing::warn!(stage, error = %format!("{e:#}"), "commit failed: uncommitted work is redone");
                         failed_commits.failed()?;
-                        restart(consumer, &producer, transactional, true, &mut handler, &mut work, beat)?;
+                        restart(consumer, &sink, transactional, true, &mut handler, &mut work, beat)?;
                     } else {
+                        work.committed(stage, &sink, &metrics);
                         failed_commits.succeeded();
                     }
                 }
@@ -327,7 +342,7 @@ async fn run_loop<H: Handler>(
                     // The rebalance was served by the poll that returned this message, which
                     // comes from the new assignment: reset, then handle it.
                     generation = current;
-                    restart(consumer, &producer, transactional, false, &mut handler, &mut work, beat)?;
+                    restart(consumer, &sink, transactional, false, &mut handler, &mut work, beat)?;
                 }
                 let started = Instant::now();
                 let topic = message.topic().to_owned();
@@ -419,6 +434,9 @@ async fn run_loop<H: Handler>(
         Ok(false) => Err(anyhow!("an output was not delivered")),
         Err(_) => Err(anyhow!("in-flight work not finished within 30 s")),
     };
+    if finished.is_ok() {
+        work.committed(stage, &sink, &metrics);
+    }
     if let Err(e) = finished {
         tracing::warn!(stage, error = %format!("{e:#}"), "final commit not made: the uncommitted work will be redone");
         if transactional {
@@ -454,7 +472,7 @@ fn committed_position(
 /// consumer already fetches from there).
 fn restart<H: Handler>(
     consumer: &StreamConsumer<StageContext>,
-    producer: &FutureProducer,
+    sink: &Sink,
     transactional: bool,
     rewind: bool,
     handler: &mut H,
@@ -466,6 +484,8 @@ fn restart<H: Handler>(
     for (topic, partition) in known {
         handler.revoke(&topic, partition);
     }
+    sink.abandoned();
+    let producer = sink.producer();
     if transactional {
         // Logged on both sides: a call that blocks shows as a first line without its second.
         tracing::info!("abandoning the uncommitted work: aborting the transaction");
@@ -667,6 +687,34 @@ mod tests {
             (Some(11), Some(4)),
             "partitions are tracked apart"
         );
+    }
+
+    #[test]
+    fn finished_messages_count_as_committed_inputs_at_the_commit_only() {
+        let metrics = Metrics::new();
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .expect("producer");
+        let sink = Sink::new(producer, metrics.clone(), "tester");
+        let inputs = || Metrics::count(&metrics.inputs_committed, &["tester", "tweets"]);
+        let mut work = Uncommitted::default();
+        assert!(work.finish(done(0, 10, true)));
+        assert!(work.finish(done(1, 3, true)));
+        assert!(
+            !work.finish(done(1, 4, false)),
+            "not delivered: not counted"
+        );
+        assert_eq!(inputs(), 0, "nothing before the commit");
+        work.committed("tester", &sink, &metrics);
+        assert_eq!(inputs(), 2);
+        work.committed("tester", &sink, &metrics);
+        assert_eq!(inputs(), 2, "a message counts at one commit");
+        assert!(work.finish(done(0, 11, true)));
+        // A restart abandons the work: what it finished is redone, and counted when committed.
+        work = Uncommitted::default();
+        work.committed("tester", &sink, &metrics);
+        assert_eq!(inputs(), 2);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What the stages write: records, the sink that produces them, dead letters and headers.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -9,7 +10,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tweetoscope_messages::{topics, Malformed};
 
-use crate::events::{InternalEvent as _, RecordNotProduced, RecordProduced};
+use crate::events::{InternalEvent as _, RecordNotProduced, RecordProduced, RecordsCommitted};
 use crate::metrics::Metrics;
 
 /// A record a stage wants written.
@@ -74,12 +75,65 @@ impl Outgoing {
     }
 }
 
-/// Writes records, retrying while the local queue is full, and counts them.
+/// Counter increments that take effect when the open transaction commits, and never if it
+/// aborts: for a figure that must agree with what readers see, such as the sources whose end the
+/// collector has committed. Without transactions (the default value), at once.
+#[derive(Clone, Default)]
+pub struct AtCommit(Option<Arc<Mutex<Vec<prometheus::IntCounter>>>>);
+
+impl std::fmt::Debug for AtCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AtCommit(deferred)"
+        } else {
+            "AtCommit(immediate)"
+        })
+    }
+}
+
+impl AtCommit {
+    /// Increments that wait for the commit.
+    fn deferred() -> Self {
+        Self(Some(Arc::default()))
+    }
+
+    /// Increments `counter` at the next commit (at once without transactions).
+    pub fn inc(&self, counter: &prometheus::IntCounter) {
+        match &self.0 {
+            Some(pending) => pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(counter.clone()),
+            None => counter.inc(),
+        }
+    }
+
+    fn apply(&self) {
+        if let Some(pending) = &self.0 {
+            let pending = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+            for counter in pending {
+                counter.inc();
+            }
+        }
+    }
+
+    fn forget(&self) {
+        if let Some(pending) = &self.0 {
+            pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+}
+
+/// Writes records, retrying while the local queue is full, and counts them: when delivered
+/// (`produced`), and when a commit makes them visible (`committed`, see [`Sink::committed`]).
 #[derive(Clone)]
 pub struct Sink {
     producer: FutureProducer,
     metrics: Arc<Metrics>,
     stage: &'static str,
+    /// Records delivered since the last commit, per topic (with transactions).
+    uncommitted: Option<Arc<Mutex<BTreeMap<String, u64>>>>,
+    at_commit: AtCommit,
 }
 
 impl std::fmt::Debug for Sink {
@@ -92,12 +146,63 @@ impl std::fmt::Debug for Sink {
 
 impl Sink {
     /// A sink for `stage`.
+    /// A sink for `stage` whose records are visible once delivered (no transactions): each
+    /// delivery counts as committed.
     pub fn new(producer: FutureProducer, metrics: Arc<Metrics>, stage: &'static str) -> Self {
         Self {
             producer,
             metrics,
             stage,
+            uncommitted: None,
+            at_commit: AtCommit::default(),
         }
+    }
+
+    /// The same sink writing in transactions (`transactional`): its deliveries count as committed
+    /// only at [`Sink::committed`], and are forgotten at [`Sink::abandoned`].
+    pub fn in_transactions(mut self, transactional: bool) -> Self {
+        self.uncommitted = transactional.then(Arc::default);
+        self.at_commit = if transactional {
+            AtCommit::deferred()
+        } else {
+            AtCommit::default()
+        };
+        self
+    }
+
+    /// The counter increments that move with this sink's commits.
+    pub fn at_commit(&self) -> AtCommit {
+        self.at_commit.clone()
+    }
+
+    /// The open transaction committed: what this sink (and its clones) delivered since the last
+    /// commit counts as committed, then the [`AtCommit`] increments are made (so a figure counted
+    /// at commit never runs ahead of the records committed with it).
+    pub fn committed(&self) {
+        let Some(uncommitted) = &self.uncommitted else {
+            return;
+        };
+        let delivered = std::mem::take(&mut *uncommitted.lock().unwrap_or_else(|e| e.into_inner()));
+        for (topic, count) in delivered {
+            RecordsCommitted {
+                stage: self.stage,
+                topic: &topic,
+                count,
+            }
+            .emit(&self.metrics);
+        }
+        self.at_commit.apply();
+    }
+
+    /// The open transaction was aborted: what was delivered since the last commit never counts.
+    pub fn abandoned(&self) {
+        if let Some(uncommitted) = &self.uncommitted {
+            uncommitted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+        self.at_commit.forget();
     }
 
     /// The producer.
@@ -145,6 +250,7 @@ impl Sink {
         let metrics = self.metrics.clone();
         let stage = self.stage;
         let topic = record.topic;
+        let uncommitted = self.uncommitted.clone();
         async move {
             let Some(delivery) = delivery else {
                 return false; // told when refused
@@ -156,6 +262,21 @@ impl Sink {
                         topic: &topic,
                     }
                     .emit(&metrics);
+                    match uncommitted {
+                        Some(tally) => {
+                            *tally
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(topic)
+                                .or_default() += 1;
+                        }
+                        None => RecordsCommitted {
+                            stage,
+                            topic: &topic,
+                            count: 1,
+                        }
+                        .emit(&metrics),
+                    }
                     true
                 }
                 failed => {
@@ -230,8 +351,14 @@ impl Sink {
         begin_next: bool,
     ) -> anyhow::Result<()> {
         let delivery = self.enqueue(record).await;
-        tokio::task::block_in_place(|| commit_transaction(&self.producer, begin_next))?;
+        if let Err(e) =
+            tokio::task::block_in_place(|| commit_transaction(&self.producer, begin_next))
+        {
+            self.abandoned();
+            return Err(e);
+        }
         delivery.await;
+        self.committed();
         Ok(())
     }
 }
@@ -312,6 +439,95 @@ mod tests {
             41,
             (!headers.is_empty()).then_some(owned),
         )
+    }
+
+    fn committed(metrics: &Metrics, topic: &str) -> u64 {
+        Metrics::count(&metrics.committed, &["tester", topic])
+    }
+
+    /// A transactional sink of stage `tester` on the embedded broker.
+    async fn transactional_sink(
+        broker: &super::super::EmbeddedBroker,
+        metrics: &Arc<Metrics>,
+    ) -> Sink {
+        let settings = super::super::KafkaSettings {
+            brokers: broker.bootstrap().to_owned(),
+            group_prefix: "sink-test".into(),
+            session_timeout_ms: 6_000,
+            transactions: true,
+            commit_interval: Duration::from_millis(100),
+            replication: 1,
+            client_options: Vec::new(),
+        };
+        let producer = settings.stage_producer("tester").await.expect("producer");
+        Sink::new(producer, metrics.clone(), "tester").in_transactions(true)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_count_as_committed_once_their_transaction_commits_and_never_if_aborted() {
+        let topics = ["a".to_owned(), "b".to_owned()];
+        let broker = super::super::EmbeddedBroker::start(&topics, &[], 1).expect("broker");
+        let metrics = Metrics::new();
+        let sink = transactional_sink(&broker, &metrics).await;
+        sink.begin_transaction().expect("begin");
+        let ended = prometheus::IntCounter::new("ended", "test").expect("counter");
+        sink.at_commit().inc(&ended);
+        let records = vec![
+            Outgoing::keyed("a", "k", b"1".to_vec()),
+            Outgoing::keyed("a", "k", b"2".to_vec()),
+            Outgoing::keyed("b", "k", b"3".to_vec()),
+        ];
+        // A clone (as the processing loop hands to each message's work) shares the tally.
+        assert!(sink.clone().send_all(records.clone()).await, "delivered");
+        assert_eq!(Metrics::count(&metrics.produced, &["tester", "a"]), 2);
+        assert_eq!((committed(&metrics, "a"), committed(&metrics, "b")), (0, 0));
+        assert_eq!(ended.get(), 0, "counted at commit only");
+
+        tokio::task::block_in_place(|| {
+            sink.producer()
+                .abort_transaction(TRANSACTION_CALL_TIMEOUT)
+                .expect("abort")
+        });
+        sink.abandoned();
+        sink.begin_transaction().expect("begin");
+        assert!(sink.send_all(records[..2].to_vec()).await, "delivered");
+        sink.at_commit().inc(&ended);
+        tokio::task::block_in_place(|| commit_transaction(sink.producer(), false)).expect("commit");
+        sink.committed();
+        assert_eq!(
+            (committed(&metrics, "a"), committed(&metrics, "b")),
+            (2, 0),
+            "only the committed transaction's records count"
+        );
+        assert_eq!(
+            ended.get(),
+            1,
+            "the aborted transaction's increment is forgotten"
+        );
+        assert_eq!(Metrics::count(&metrics.produced, &["tester", "a"]), 4);
+        sink.committed();
+        assert_eq!(committed(&metrics, "a"), 2, "a record counts once");
+        assert_eq!(ended.get(), 1, "an increment is made once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_transactions_a_delivery_counts_as_committed() {
+        let topics = ["a".to_owned()];
+        let broker = super::super::EmbeddedBroker::start(&topics, &[], 1).expect("broker");
+        let metrics = Metrics::new();
+        let sink = Sink::new(
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", broker.bootstrap())
+                .create()
+                .expect("producer"),
+            metrics.clone(),
+            "tester",
+        );
+        assert!(
+            sink.send_all(vec![Outgoing::unkeyed("a", b"x".to_vec())])
+                .await
+        );
+        assert_eq!(committed(&metrics, "a"), 1);
     }
 
     #[test]

@@ -19,7 +19,9 @@ use tweetoscope_messages::{partition_for, to_payload, CascadeProperty, SourceRec
 
 use super::{key_text, StageEnv};
 use crate::config::{CascadeArgs, TopicArgs};
-use crate::kafka::{now_ms, processed_mark, Handled, Handler, Outgoing, WINDOW_CLOSED_HEADER};
+use crate::kafka::{
+    now_ms, processed_mark, AtCommit, Handled, Handler, Outgoing, WINDOW_CLOSED_HEADER,
+};
 use crate::metrics::Metrics;
 
 const STAGE: &str = "collector";
@@ -52,6 +54,8 @@ pub struct CollectorHandler {
     committed_clocks: HashMap<i32, BTreeMap<String, f64>>,
     /// Whether the too-many-sources warning was logged.
     clocks_dropped: AtomicBool,
+    /// Counters that move when the stage commits (the sources whose end is committed).
+    at_commit: AtCommit,
 }
 
 /// Largest commit metadata written (Kafka's default `offset.metadata.max.bytes` is 4096).
@@ -82,6 +86,7 @@ impl CollectorHandler {
             replay_until: HashMap::new(),
             committed_clocks: HashMap::new(),
             clocks_dropped: AtomicBool::new(false),
+            at_commit: AtCommit::default(),
         }
     }
 
@@ -152,7 +157,8 @@ impl Handler for CollectorHandler {
                 self.collector
                     .on_end_of_source(&source, end.t, &mut emitted);
                 if !replaying {
-                    self.metrics.sources_ended.inc();
+                    // Counted once committed: `run` ends on it, and an aborted end is redone.
+                    self.at_commit.inc(&self.metrics.sources_ended);
                     tracing::info!(source, t = end.t, "source ended; its cascades are flushed");
                 }
             }
@@ -254,8 +260,9 @@ pub async fn run(env: StageEnv, args: CascadeArgs) -> anyhow::Result<()> {
     let input = env.input(STAGE, &env.topics.tweets_topic);
     env.consume(input, |clients| {
         let partitions = clients.partitions_of(&env.topics.properties_topic)?;
-        let handler =
+        let mut handler =
             CollectorHandler::new(&args, env.topics.clone(), partitions, env.metrics.clone());
+        handler.at_commit = clients.at_commit();
         let config = handler.collector.config();
         tracing::info!(windows = ?config.windows, terminated = config.terminated,
             min_cascade_size = config.min_cascade_size, "collector started");
@@ -287,6 +294,7 @@ mod tests {
             replay_until: HashMap::new(),
             committed_clocks: HashMap::new(),
             clocks_dropped: AtomicBool::new(false),
+            at_commit: AtCommit::default(),
         }
     }
 

@@ -124,7 +124,8 @@ pub async fn run_paced(
         env.kafka.stage_producer(STAGE).await?,
         env.metrics.clone(),
         STAGE,
-    );
+    )
+    .in_transactions(transactional);
     let resume_from = if transactional {
         let found = tokio::task::block_in_place(|| read_progress(&env, &id))?;
         if let Some(p) = found {

@@ -12,7 +12,6 @@ pub mod predictor;
 use std::sync::Arc;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -23,7 +22,7 @@ use crate::config::{
 };
 use crate::events::MessageMalformed;
 use crate::kafka::{
-    create_topics, process, Handler, KafkaSettings, LoopSettings, Sink, StageContext,
+    create_topics, process, AtCommit, Handler, KafkaSettings, LoopSettings, Sink, StageContext,
 };
 use crate::metrics::Metrics;
 use crate::telemetry::{self, LogQueue, STAGE_SPAN};
@@ -111,16 +110,15 @@ impl StageEnv {
             .kafka
             .consumer_in_group(&input.group, stage, self.metrics.clone())?;
         consumer.subscribe(&[input.topic.as_str()])?;
+        let sink = Sink::new(producer, self.metrics.clone(), stage)
+            .in_transactions(input.settings.transactional);
         let clients = StageClients {
             kafka: self.kafka.clone(),
-            producer,
+            sink,
             consumer,
         };
         let handler = make_handler(&clients)?;
-        let StageClients {
-            producer, consumer, ..
-        } = clients;
-        let sink = Sink::new(producer, self.metrics.clone(), stage);
+        let StageClients { sink, consumer, .. } = clients;
         process(
             input.settings,
             consumer,
@@ -147,7 +145,7 @@ pub struct Input {
 /// A stage's Kafka clients while its handler is being made.
 pub struct StageClients {
     kafka: KafkaSettings,
-    producer: FutureProducer,
+    sink: Sink,
     consumer: StreamConsumer<StageContext>,
 }
 
@@ -162,7 +160,12 @@ impl std::fmt::Debug for StageClients {
 impl StageClients {
     /// The number of partitions of `topic` (an error if it has none).
     pub fn partitions_of(&self, topic: &str) -> anyhow::Result<i32> {
-        self.kafka.partitions_of(&self.producer, topic)
+        self.kafka.partitions_of(self.sink.producer(), topic)
+    }
+
+    /// The counter increments that move with the stage's commits.
+    pub fn at_commit(&self) -> AtCommit {
+        self.sink.at_commit()
     }
 }
 
