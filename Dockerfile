@@ -5,17 +5,19 @@
 #   docker run --rm registry.gitlab.com/tweetoscope/tweetoscope:latest --help
 #
 # Two stages: a Rust builder (librdkafka is compiled from source by rdkafka-sys with its own
-# configure + make, so the builder needs make and a C/C++ compiler, which the rust image has), and
-# a slim Debian runtime with the binary only. The bundled NEWS index is compiled into the binary.
+# configure + make, and OpenSSL by openssl-src for TLS and SCRAM, so the builder needs make, a
+# C/C++ compiler and perl, which the rust image has), and a slim Debian runtime with the binary
+# only (OpenSSL is linked in statically). The bundled NEWS index is compiled into the binary.
 
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
-# Build tools of librdkafka, pinned by the Debian release of the base image.
+# Build tools of librdkafka and of the vendored OpenSSL (its Configure is a perl script), pinned by
+# the Debian release of the base image.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make g++ pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends make g++ perl pkg-config zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 
 # 1. Dependencies only: the manifests with placeholder sources for every target
@@ -42,7 +44,8 @@ RUN find crates -name '*.rs' -exec touch {} + \
     && install -D -m 0755 target/release/tweetoscope /out/tweetoscope
 
 FROM ${RUNTIME_IMAGE} AS runtime
-# ca-certificates: HTTPS to Loki, Alertmanager or a Pushgateway; zlib1g: librdkafka's compression.
+# ca-certificates: HTTPS to Loki, Alertmanager or a Pushgateway, and the CAs librdkafka finds
+# for a TLS listener when no ssl.ca.location is given; zlib1g: librdkafka's compression.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates zlib1g \
     && rm -rf /var/lib/apt/lists/* \

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Tier "kafka": the tests that need a real Apache Kafka broker (crates/tweetoscope/tests/real_kafka.rs
-# and processing_loop.rs).
+# Tier "kafka": the tests that need a real Apache Kafka broker (crates/tweetoscope/tests/real_kafka.rs,
+# processing_loop.rs and secured_kafka.rs).
 # Starts a single-node Kafka 4 with scripts/kafka.sh (first run: Maven resolves its jars into
-# .cache/kafka), runs the tests against it, and stops it whatever happens.
+# .cache/kafka) with its SASL_SSL listener beside the PLAINTEXT one (KAFKA_SASL_SSL=1: the other
+# tests use the PLAINTEXT one as before), runs the tests against it, and stops it whatever happens.
 # Run by scripts/test.sh after the fast tier; alone: bash scripts/tiers/kafka.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,14 +19,21 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # Build the tests while the broker starts (the two overlap on 2 cores well enough).
-cargo test --locked -p tweetoscope --test real_kafka --test processing_loop --no-run &
+cargo test --locked -p tweetoscope --test real_kafka --test processing_loop --test secured_kafka \
+  --no-run &
 build=$!
-TWEETOSCOPE_TEST_KAFKA=$(scripts/kafka.sh start)
+TWEETOSCOPE_TEST_KAFKA=$(KAFKA_SASL_SSL=1 scripts/kafka.sh start)
 export TWEETOSCOPE_TEST_KAFKA
+# The secured listener of secured_kafka.rs: its address, its CA, the password of `tweetoscope`.
+TWEETOSCOPE_TEST_KAFKA_SASL_SSL=$(scripts/kafka.sh bootstrap-sasl-ssl)
+export TWEETOSCOPE_TEST_KAFKA_SASL_SSL
+export TWEETOSCOPE_TEST_KAFKA_CA=$KAFKA_STATE_DIR/tls/ca.pem
+export TWEETOSCOPE_TEST_KAFKA_PASSWORD_FILE=$KAFKA_STATE_DIR/tls/sasl-password
 wait "$build"
-echo "kafka tier: broker at $TWEETOSCOPE_TEST_KAFKA after $((SECONDS - started)) s"
+echo "kafka tier: broker at $TWEETOSCOPE_TEST_KAFKA (SASL_SSL at $TWEETOSCOPE_TEST_KAFKA_SASL_SSL)" \
+  "after $((SECONDS - started)) s"
 
 # One test at a time: several of them stop or freeze the shared broker.
-cargo test --locked -p tweetoscope --test processing_loop --test real_kafka -- --include-ignored \
-  --test-threads=1
+cargo test --locked -p tweetoscope --test processing_loop --test real_kafka --test secured_kafka \
+  -- --include-ignored --test-threads=1
 echo "kafka tier: passed in $((SECONDS - started)) s"

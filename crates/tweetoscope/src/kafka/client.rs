@@ -9,8 +9,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, DeliveryResult, FutureProducer, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::context::StageContext;
 use crate::metrics::Metrics;
@@ -109,6 +109,114 @@ pub fn check_client_options(
                 "--kafka-option/--kafka-option-file: librdkafka refuses them: {e}"
             ))
         })
+}
+
+/// How long [`check_brokers_accept`] waits for a first answer of the brokers before it lets the
+/// stage go on (a broker still starting is not an error; a refused login or TLS handshake is).
+pub const SECURITY_CHECK_FOR: Duration = Duration::from_secs(15);
+
+/// Whether `code` says the brokers refused this client's credentials or TLS settings: retrying
+/// with the same settings cannot succeed.
+fn is_security_failure(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::UnsupportedSASLMechanism
+            | RDKafkaErrorCode::IllegalSASLState
+    )
+}
+
+/// Client context of [`check_brokers_accept`]: keeps the first security failure librdkafka
+/// reports (it reports them asynchronously, as client errors, and keeps reconnecting).
+#[derive(Debug, Default)]
+struct SecurityProbe {
+    refused: std::sync::Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl ClientContext for SecurityProbe {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(code) if is_security_failure(code) => {
+                self.refused
+                    .lock()
+                    .expect("security probe")
+                    .get_or_insert_with(|| (code, reason.to_owned()));
+            }
+            _ => tracing::debug!(%error, reason, "Kafka connection check"),
+        }
+    }
+}
+
+impl ProducerContext for SecurityProbe {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// What to tell about a security failure `code` (with librdkafka's `reason`) at `brokers`.
+fn security_failure_message(brokers: &str, code: RDKafkaErrorCode, reason: &str) -> String {
+    if code == RDKafkaErrorCode::SSL {
+        format!(
+            "the TLS handshake with Kafka at {brokers} failed: {reason}. Check ssl.ca.location \
+             (the CA that signed the brokers' certificates), that the port is a TLS listener, and \
+             for mutual TLS ssl.certificate.location and ssl.key.location \
+             (--kafka-option / --kafka-option-file)"
+        )
+    } else {
+        format!(
+            "Kafka at {brokers} refuses the authentication: {reason}. Check sasl.mechanism, \
+             sasl.username and sasl.password (--kafka-option / --kafka-option-file)"
+        )
+    }
+}
+
+/// Connects once to the brokers with every client's options and fails, naming the options to
+/// check, if they refuse the login (SASL) or the TLS handshake: librdkafka only reports these
+/// asynchronously and retries forever, so every stage would otherwise wait without a word.
+/// Brokers that do not answer within `limit` ([`SECURITY_CHECK_FOR`] at start) are not an error
+/// here: the stage goes on and waits for them as before. Blocks; run it off the async runtime.
+pub fn check_brokers_accept(settings: &KafkaSettings, limit: Duration) -> anyhow::Result<()> {
+    let producer: BaseProducer<SecurityProbe> = settings
+        .base()
+        .set_all(&settings.client_options)
+        .create_with_context(SecurityProbe::default())
+        .with_context(|| format!("cannot create a Kafka client for {}", settings.brokers))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = producer
+            .client()
+            .fetch_metadata(None, Duration::from_millis(500));
+        // Serves the error events the connection attempts have queued.
+        producer.poll(Duration::ZERO);
+        let refused = producer
+            .context()
+            .refused
+            .lock()
+            .expect("security probe")
+            .take();
+        if let Some((code, reason)) = refused {
+            return Err(crate::config::ConfigError(security_failure_message(
+                &settings.brokers,
+                code,
+                &reason,
+            ))
+            .into());
+        }
+        match answer {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                tracing::warn!(
+                    brokers = %settings.brokers,
+                    error = %e,
+                    "Kafka does not answer yet; going on without checking its security settings"
+                );
+                return Ok(());
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// How to reach Kafka.
@@ -389,6 +497,51 @@ impl KafkaSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_logins_and_handshakes_are_security_failures_and_outages_are_not() {
+        for code in [
+            RDKafkaErrorCode::Authentication,
+            RDKafkaErrorCode::SSL,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+        ] {
+            assert!(is_security_failure(code), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::OperationTimedOut,
+        ] {
+            assert!(!is_security_failure(code), "{code:?}");
+        }
+        let login = security_failure_message("b:9093", RDKafkaErrorCode::Authentication, "bad");
+        assert!(
+            login.contains("b:9093") && login.contains("sasl.password"),
+            "{login}"
+        );
+        let tls = security_failure_message("b:9093", RDKafkaErrorCode::SSL, "verify failed");
+        assert!(
+            tls.contains("TLS handshake") && tls.contains("ssl.ca.location"),
+            "{tls}"
+        );
+    }
+
+    #[test]
+    fn brokers_that_do_not_answer_are_not_a_security_failure() {
+        // Nobody listens on port 1: the check gives up after its limit and lets the stage go on.
+        let settings = KafkaSettings {
+            brokers: "127.0.0.1:1".into(),
+            group_prefix: "t".into(),
+            session_timeout_ms: 6000,
+            transactions: true,
+            commit_interval: Duration::from_millis(100),
+            replication: 1,
+            client_options: vec![("client.id".into(), "probe".into())],
+        };
+        let started = Instant::now();
+        check_brokers_accept(&settings, Duration::from_secs(1)).expect("not an error");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
 
     #[test]
     fn a_read_range_is_clamped_to_what_the_partition_holds() {

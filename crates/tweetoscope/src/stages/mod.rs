@@ -21,6 +21,7 @@ use crate::config::{
     MonitorArgs, PredictorArgs, RunArgs, TopicArgs,
 };
 use crate::events::MessageMalformed;
+use crate::kafka::client::{check_brokers_accept, SECURITY_CHECK_FOR};
 use crate::kafka::{
     create_topics, process, AtCommit, Handler, KafkaSettings, LoopSettings, Sink, StageContext,
 };
@@ -41,7 +42,9 @@ pub struct StageEnv {
 }
 
 impl StageEnv {
-    /// Connects the stages of this process to Kafka at `kafka`: creates the topics unless
+    /// Connects the stages of this process to Kafka at `kafka`: with client options, first checks
+    /// that the brokers accept their credentials and TLS settings
+    /// ([`check_brokers_accept`]: a [`ConfigError`](crate::config::ConfigError) if not); creates the topics unless
     /// `--no-create-topics` says they exist (or `create_topics` is false: the embedded broker made
     /// them), and publishes `log_queue` (if any) on the logs topic until `shutdown`. Returns the
     /// environment and the log shipper's task.
@@ -54,6 +57,16 @@ impl StageEnv {
         log_queue: Option<LogQueue>,
     ) -> anyhow::Result<(StageEnv, Option<JoinHandle<()>>)> {
         let topics = args.topics.clone();
+        if !kafka.client_options.is_empty() {
+            // Credentials and TLS settings come with the client options: a refused login or
+            // handshake ends the process now, with what to fix, rather than stalling each stage.
+            let settings = kafka.clone();
+            tokio::task::spawn_blocking(move || {
+                check_brokers_accept(&settings, SECURITY_CHECK_FOR)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("the Kafka connection check panicked: {e}"))??;
+        }
         if create_topics_now && !args.no_create_topics {
             create_topics(&kafka, &topics.all(), &topics.compacted(), args.partitions).await?;
         }
