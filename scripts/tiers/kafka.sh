@@ -18,6 +18,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# The secured listener's certificates are made with openssl (keytool comes with the JDK).
+if ! command -v openssl >/dev/null; then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl
+fi
+
 # Build the tests while the broker starts (the two overlap on 2 cores well enough).
 cargo test --locked -p tweetoscope --test real_kafka --test processing_loop --test secured_kafka \
   --no-run &
