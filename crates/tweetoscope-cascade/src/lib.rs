@@ -116,7 +116,8 @@ struct SourceState {
     /// (last event time, cascade): the first one is the next to go idle.
     idle: BTreeSet<(Time, u64)>,
     finished: HashSet<CascadeId>,
-    finished_order: VecDeque<CascadeId>,
+    /// Remembered finished cascades, oldest first, with the positions of their original tweets.
+    finished_order: VecDeque<(CascadeId, u64)>,
 }
 
 /// The collector: per-source cascades driven by event time.
@@ -217,6 +218,30 @@ impl Collector {
             .values()
             .map(|c| c.position)
             .min()
+    }
+
+    /// The smallest input position of the original tweet of a finished cascade `source` still
+    /// remembers: reading the input again from there (with [`Collector::remember_finished`])
+    /// rebuilds that memory after a restart.
+    pub fn oldest_remembered_position(&self, source: &str) -> Option<u64> {
+        self.sources
+            .get(source)?
+            .finished_order
+            .iter()
+            .map(|(_, position)| *position)
+            .min()
+    }
+
+    /// Remembers `cid` of `source`, whose original tweet was at `position`, as finished, so that a
+    /// repeated original is ignored, as it was before a restart; false if it is open or already
+    /// remembered (or nothing is remembered: `remembered_finished` 0).
+    pub fn remember_finished(&mut self, source: &str, cid: &CascadeId, position: u64) -> bool {
+        let config = &self.config;
+        let state = self.sources.entry(source.to_owned()).or_default();
+        if state.ids.contains_key(cid) || state.finished.contains(cid) {
+            return false;
+        }
+        state.remember(config, cid.clone(), position)
     }
 
     /// Drops everything known about `source` without emitting anything (its input moved to
@@ -342,15 +367,22 @@ impl SourceState {
                 }));
             }
         }
-        if config.remembered_finished > 0 {
-            if self.finished_order.len() == config.remembered_finished {
-                if let Some(old) = self.finished_order.pop_front() {
-                    self.finished.remove(&old);
-                }
-            }
-            self.finished.insert(cascade.cid.clone());
-            self.finished_order.push_back(cascade.cid);
+        self.remember(config, cascade.cid, cascade.position);
+    }
+
+    /// Remembers a finished cascade, forgetting the oldest one past the limit.
+    fn remember(&mut self, config: &CollectorConfig, cid: CascadeId, position: u64) -> bool {
+        if config.remembered_finished == 0 {
+            return false;
         }
+        if self.finished_order.len() >= config.remembered_finished {
+            if let Some((old, _)) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+        self.finished.insert(cid.clone());
+        self.finished_order.push_back((cid, position));
+        true
     }
 
     fn finish_all(&mut self, config: &CollectorConfig, out: &mut Vec<Emission>) {

@@ -212,6 +212,72 @@ fn a_finished_cascade_is_not_restarted_by_a_late_copy() {
 }
 
 #[test]
+fn the_memory_of_finished_cascades_is_rebuilt_from_their_original_tweets() {
+    // Before a restart: "a" (original at position 3) and "b" (position 9) finish; "c" is open.
+    let mut before = Collector::new(config(1));
+    let mut out = Vec::new();
+    for (position, t) in [(3, tweet("a", 0.0, 1.0)), (9, tweet("b", 10.0, 1.0))] {
+        before.on_tweet_at("s", &t, position, &mut out);
+    }
+    before.on_tweet_at("s", &tweet("c", 5000.0, 1.0), 20, &mut out);
+    assert_eq!(before.oldest_remembered_position("s"), Some(3));
+    assert_eq!(before.oldest_open_position("s"), Some(20));
+
+    // After it: the originals read again from position 3 up to the oldest open one.
+    let mut after = Collector::new(config(1));
+    assert_eq!(after.oldest_remembered_position("s"), None);
+    assert!(after.remember_finished("s", &"a".into(), 3));
+    assert!(after.remember_finished("s", &"b".into(), 9));
+    assert!(
+        !after.remember_finished("s", &"b".into(), 9),
+        "already remembered"
+    );
+    assert_eq!(after.oldest_remembered_position("s"), Some(3));
+    let mut more = Vec::new();
+    for id in ["a", "b"] {
+        assert_eq!(
+            after.on_tweet("s", &tweet(id, 6000.0, 1.0), &mut more),
+            Outcome::Duplicate,
+            "a repeated original of {id}, finished before the restart"
+        );
+    }
+    assert_eq!(after.open_cascades(), 0);
+    assert!(more.is_empty());
+    // An open cascade is not remembered as finished.
+    after.on_tweet_at("s", &tweet("d", 6000.0, 1.0), 30, &mut more);
+    assert!(!after.remember_finished("s", &"d".into(), 30));
+}
+
+#[test]
+fn the_rebuilt_memory_keeps_its_limit_and_forgets_the_oldest() {
+    let mut c = Collector::new(CollectorConfig {
+        remembered_finished: 2,
+        ..config(1)
+    });
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        assert!(c.remember_finished("s", &id.into(), i as u64));
+    }
+    assert_eq!(c.oldest_remembered_position("s"), Some(1), "a is forgotten");
+    let mut out = Vec::new();
+    assert_eq!(
+        c.on_tweet("s", &tweet("a", 0.0, 1.0), &mut out),
+        Outcome::Started
+    );
+    assert_eq!(
+        c.on_tweet("s", &tweet("b", 0.0, 1.0), &mut out),
+        Outcome::Duplicate
+    );
+    let mut none = Collector::new(CollectorConfig {
+        remembered_finished: 0,
+        ..config(1)
+    });
+    assert!(
+        !none.remember_finished("s", &"a".into(), 0),
+        "nothing is remembered"
+    );
+}
+
+#[test]
 fn sources_have_independent_clocks() {
     let mut c = Collector::new(config(1));
     let mut out = feed(&mut c, "left", &cascade("a", 0.0, 3, 1.0));

@@ -415,6 +415,24 @@ impl KafkaSettings {
         from: Option<i64>,
         to: Option<i64>,
     ) -> anyhow::Result<Vec<RawRecord>> {
+        let mut records = Vec::new();
+        self.scan_partition_range(topic, partition, from, to, |_, key, payload| {
+            records.push((key.map(<[u8]>::to_vec), payload.map(<[u8]>::to_vec)));
+        })?;
+        Ok(records)
+    }
+
+    /// Hands each committed record of one partition with an offset in `[from, to)` (`None`: from
+    /// the beginning, to the current end) to `each` as (offset, key, payload), in order, without
+    /// keeping them; fails after 120 s without a record. Blocking: call from a worker thread.
+    pub fn scan_partition_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+        to: Option<i64>,
+        mut each: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>),
+    ) -> anyhow::Result<()> {
         let consumer: BaseConsumer = self
             .base()
             .set(
@@ -432,24 +450,22 @@ impl KafkaSettings {
         })
         .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
         let (start, high) = clamp_range(low, end, from, to);
-        let mut records = Vec::new();
         if high <= start {
-            return Ok(records);
+            return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
         consumer.assign(&tpl)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        const STALL: Duration = Duration::from_secs(120);
+        let mut last_progress = Instant::now();
         loop {
             if let Some(message) = consumer.poll(Duration::from_millis(100)) {
                 let message = message?;
                 if message.offset() >= high {
                     break;
                 }
-                records.push((
-                    message.key().map(<[u8]>::to_vec),
-                    message.payload().map(<[u8]>::to_vec),
-                ));
+                each(message.offset(), message.key(), message.payload());
+                last_progress = Instant::now();
                 if message.offset() + 1 >= high {
                     break;
                 }
@@ -464,13 +480,14 @@ impl KafkaSettings {
                     break;
                 }
             }
-            if Instant::now() > deadline {
+            if last_progress.elapsed() > STALL {
                 return Err(anyhow!(
-                    "reading {topic}/{partition} to its end took more than 120 s"
+                    "reading {topic}/{partition}: nothing read for {} s before offset {high}",
+                    STALL.as_secs()
                 ));
             }
         }
-        Ok(records)
+        Ok(())
     }
 
     /// Partition count of `topic`.

@@ -20,7 +20,8 @@ use tweetoscope_messages::{partition_for, to_payload, CascadeProperty, SourceRec
 use super::{key_text, StageEnv};
 use crate::config::{CascadeArgs, TopicArgs};
 use crate::kafka::{
-    now_ms, processed_mark, AtCommit, Handled, Handler, Outgoing, WINDOW_CLOSED_HEADER,
+    now_ms, processed_mark, AtCommit, Handled, Handler, KafkaSettings, Outgoing,
+    WINDOW_CLOSED_HEADER,
 };
 use crate::metrics::Metrics;
 
@@ -56,10 +57,22 @@ pub struct CollectorHandler {
     clocks_dropped: AtomicBool,
     /// Counters that move when the stage commits (the sources whose end is committed).
     at_commit: AtCommit,
+    /// Where the memory of finished cascades is read again after a restart (none: not rebuilt).
+    kafka: Option<KafkaSettings>,
 }
 
 /// Largest commit metadata written (Kafka's default `offset.metadata.max.bytes` is 4096).
 const MAX_METADATA_BYTES: usize = 4000;
+
+/// Where the originals of the remembered finished cascades start, in commit metadata written by
+/// [`CollectorHandler`].
+fn finished_from(metadata: &str) -> Option<i64> {
+    let fields = metadata.split_once(";clocks=").map_or(metadata, |(f, _)| f);
+    fields
+        .split(';')
+        .find_map(|field| field.strip_prefix("finished_from="))
+        .and_then(|v| v.parse().ok())
+}
 
 /// The source clocks in commit metadata written by [`CollectorHandler`].
 fn clocks_of(metadata: &str) -> BTreeMap<String, f64> {
@@ -87,7 +100,54 @@ impl CollectorHandler {
             committed_clocks: HashMap::new(),
             clocks_dropped: AtomicBool::new(false),
             at_commit: AtCommit::default(),
+            kafka: None,
         }
+    }
+
+    /// Rebuilds the memory of the cascades finished before the committed offset of `partition`
+    /// from their original tweets in `[from, to)`, so that a repeated original is ignored after a
+    /// restart as before it.
+    fn remember_finished(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<()> {
+        let Some(kafka) = &self.kafka else {
+            return Ok(());
+        };
+        let mut remembered = 0u64;
+        let (collector, source_partition) = (&mut self.collector, &mut self.source_partition);
+        kafka.scan_partition_range(
+            topic,
+            partition,
+            Some(from),
+            Some(to),
+            |offset, key, payload| {
+                let Ok(SourceRecord::Tweet(tweet)) =
+                    SourceRecord::parse(payload.unwrap_or_default())
+                else {
+                    return;
+                };
+                if tweet.kind != tweetoscope_messages::TweetKind::Tweet {
+                    return;
+                }
+                let source = key_text(key).unwrap_or_else(|| "default".into());
+                if collector.remember_finished(&source, &tweet.tweet_id, offset.max(0) as u64) {
+                    remembered += 1;
+                }
+                source_partition.entry(source).or_insert(partition);
+            },
+        )?;
+        tracing::info!(
+            partition,
+            from,
+            until = to,
+            remembered,
+            "memory of finished cascades rebuilt"
+        );
+        Ok(())
     }
 
     fn records(&self, emitted: Vec<Emission>) -> Vec<Outgoing> {
@@ -198,8 +258,18 @@ impl Handler for CollectorHandler {
                 *clock = clock.max(t);
             }
         }
+        // Where the originals of the finished cascades still remembered start, if before the
+        // committed offset: a restart reads them again from there.
+        let finished_from = self
+            .source_partition
+            .iter()
+            .filter(|(_, &p)| p == partition)
+            .filter_map(|(source, _)| self.collector.oldest_remembered_position(source))
+            .min()
+            .filter(|&f| (f as i64) < oldest)
+            .map_or(String::new(), |f| format!(";finished_from={f}"));
         let metadata = format!(
-            "processed={mark};clocks={}",
+            "processed={mark}{finished_from};clocks={}",
             serde_json::to_string(&clocks).expect("serializable")
         );
         if metadata.len() <= MAX_METADATA_BYTES {
@@ -213,15 +283,20 @@ impl Handler for CollectorHandler {
                  windows of sources whose event times go backwards"
             );
         }
-        (oldest, format!("processed={mark}"))
+        (oldest, format!("processed={mark}{finished_from}"))
     }
 
     fn resume(
         &mut self,
-        _topic: &str,
+        topic: &str,
         partition: i32,
         committed: Option<(i64, &str)>,
     ) -> anyhow::Result<()> {
+        if let Some((offset, metadata)) = committed {
+            if let Some(from) = finished_from(metadata).filter(|&f| f < offset) {
+                self.remember_finished(topic, partition, from, offset)?;
+            }
+        }
         if let Some(mark) = committed.and_then(|(_, metadata)| processed_mark(metadata)) {
             tracing::info!(
                 partition,
@@ -263,6 +338,7 @@ pub async fn run(env: StageEnv, args: CascadeArgs) -> anyhow::Result<()> {
         let mut handler =
             CollectorHandler::new(&args, env.topics.clone(), partitions, env.metrics.clone());
         handler.at_commit = clients.at_commit();
+        handler.kafka = Some(env.kafka.clone());
         let config = handler.collector.config();
         tracing::info!(windows = ?config.windows, terminated = config.terminated,
             min_cascade_size = config.min_cascade_size, "collector started");
@@ -295,6 +371,7 @@ mod tests {
             committed_clocks: HashMap::new(),
             clocks_dropped: AtomicBool::new(false),
             at_commit: AtCommit::default(),
+            kafka: None,
         }
     }
 
@@ -341,6 +418,103 @@ mod tests {
         assert_eq!(clocks_of(&during_replay), clocks);
         restarted.revoke("tweets", 1);
         assert!(restarted.committed_clocks.is_empty());
+    }
+
+    /// Writes `tweets` of source "s" to partition 0 of `topic`; their offsets.
+    async fn produce(brokers: &str, topic: &str, tweets: &[Tweet]) -> Vec<u64> {
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("producer");
+        let mut offsets = Vec::new();
+        for t in tweets {
+            let payload = to_payload(t);
+            let record = rdkafka::producer::FutureRecord::to(topic)
+                .key("s")
+                .payload(&payload)
+                .partition(0);
+            let delivery = producer
+                .send(record, std::time::Duration::from_secs(10))
+                .await
+                .expect("delivered");
+            offsets.push(delivery.offset as u64);
+        }
+        offsets
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_collector_still_ignores_repeated_originals_of_cascades_finished_before() {
+        let topic = "tweets".to_owned();
+        let broker = crate::kafka::EmbeddedBroker::start(std::slice::from_ref(&topic), &[], 1)
+            .expect("broker");
+        let tweet = |id: &str, t: f64, kind: TweetKind| Tweet {
+            kind,
+            msg: String::new(),
+            t,
+            m: 1.0,
+            tweet_id: CascadeId(id.into()),
+            info: String::new(),
+        };
+        // "a" and "b" finish (the clock passes their last tweet + 1800 s) once "c" starts.
+        let tweets = [
+            tweet("a", 0.0, TweetKind::Tweet),
+            tweet("a", 5.0, TweetKind::Retweet),
+            tweet("b", 10.0, TweetKind::Tweet),
+            tweet("c", 5000.0, TweetKind::Tweet),
+        ];
+        let offsets = produce(broker.bootstrap(), &topic, &tweets).await;
+        let mut before = handler();
+        for (t, &offset) in tweets.iter().zip(&offsets) {
+            before
+                .collector
+                .on_tweet_at("s", t, offset, &mut Vec::new());
+        }
+        before.source_partition.insert("s".into(), 0);
+        let (committed, metadata) = before.checkpoint(&topic, 0, offsets[3] as i64 + 1);
+        assert_eq!(committed, offsets[3] as i64, "the oldest open cascade, c");
+        assert_eq!(
+            finished_from(&metadata),
+            Some(offsets[0] as i64),
+            "{metadata}"
+        );
+
+        let restart = |kafka: Option<KafkaSettings>| {
+            let mut h = handler();
+            h.kafka = kafka;
+            h.resume(&topic, 0, Some((committed, &metadata)))
+                .expect("resume");
+            ["a", "b"].map(|id| {
+                h.collector
+                    .on_tweet("s", &tweet(id, 6000.0, TweetKind::Tweet), &mut Vec::new())
+            })
+        };
+        let kafka = KafkaSettings {
+            brokers: broker.bootstrap().to_owned(),
+            group_prefix: "collector-test".into(),
+            session_timeout_ms: 6_000,
+            transactions: false,
+            commit_interval: std::time::Duration::from_millis(100),
+            replication: 1,
+            client_options: Vec::new(),
+        };
+        let outcomes = tokio::task::block_in_place(|| restart(Some(kafka)));
+        assert_eq!(outcomes, [Outcome::Duplicate, Outcome::Duplicate]);
+        // Without reading the originals again, they would start over.
+        assert_eq!(restart(None), [Outcome::Started, Outcome::Started]);
+    }
+
+    #[test]
+    fn finished_from_is_read_before_the_clocks() {
+        assert_eq!(
+            finished_from("processed=9;finished_from=3;clocks={}"),
+            Some(3)
+        );
+        assert_eq!(finished_from("processed=9;finished_from=4"), Some(4));
+        assert_eq!(
+            finished_from("processed=9;clocks={\"finished_from=5\":1.0}"),
+            None
+        );
+        assert_eq!(finished_from(""), None);
     }
 
     #[test]
