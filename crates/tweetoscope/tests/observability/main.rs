@@ -982,9 +982,10 @@ impl Drop for ChildGuard {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_ships_its_logs_to_loki_as_snappy_protobuf_with_labels() {
-    let loki = HttpSink::start().await;
+/// Runs `tweetoscope run --cascades <cascades>` shipping its logs (info and above) to the Loki
+/// base URL `loki_url`, and waits (at most 300 s) for it to succeed. Returns when it started and
+/// ended, and the last lines of its standard error.
+async fn run_shipping_logs_to(loki_url: &str, cascades: &str) -> (SystemTime, SystemTime, String) {
     let dir = servers::TempDir::new("loki");
     let stderr_path = dir.path().join("stderr.log");
     let started = SystemTime::now();
@@ -993,9 +994,9 @@ async fn a_run_ships_its_logs_to_loki_as_snappy_protobuf_with_labels() {
             .args([
                 "run",
                 "--cascades",
-                "20",
+                cascades,
                 "--loki-url",
-                &loki.url(""),
+                loki_url,
                 "--metrics-addr",
                 "off",
                 "--log",
@@ -1024,7 +1025,13 @@ async fn a_run_ships_its_logs_to_loki_as_snappy_protobuf_with_labels() {
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let tail: String = stderr.lines().rev().take(20).collect::<Vec<_>>().join("\n");
     assert!(status.success(), "tweetoscope run failed: {tail}");
-    let ended = SystemTime::now();
+    (started, SystemTime::now(), tail)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ships_its_logs_to_loki_as_snappy_protobuf_with_labels() {
+    let loki = HttpSink::start().await;
+    let (started, ended, tail) = run_shipping_logs_to(&loki.url(""), "20").await;
 
     let requests = loki.requests();
     assert!(
