@@ -1,5 +1,5 @@
-//! Real Prometheus, Pushgateway and Alertmanager processes for the tests, each on a free loopback
-//! port with its own temporary directory, killed when its guard drops (also when an assertion
+//! Real Prometheus, Pushgateway, Alertmanager and VictoriaLogs processes for the tests, each on a
+//! free loopback port with its own temporary directory, killed when its guard drops (also when an assertion
 //! fails); and a small HTTP server that records every request it gets (Alertmanager webhooks,
 //! Loki pushes).
 
@@ -107,7 +107,16 @@ impl Server {
         port: u16,
         args: impl Fn(&Path, SocketAddr) -> Vec<String>,
     ) -> Server {
-        let binary = find_binary(binary);
+        Server::start_binary(name, find_binary(binary), dir, port, args)
+    }
+
+    fn start_binary(
+        name: &'static str,
+        binary: PathBuf,
+        dir: TempDir,
+        port: u16,
+        args: impl Fn(&Path, SocketAddr) -> Vec<String>,
+    ) -> Server {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log = dir.path().join(format!("{name}.log"));
         let args = args(dir.path(), addr);
@@ -247,6 +256,47 @@ pub(crate) async fn alertmanager(config: impl FnOnce(&Path) -> String) -> Server
                 format!("--web.listen-address={addr}"),
                 "--cluster.listen-address=".into(),
                 "--log.level=warn".into(),
+            ]
+        },
+    );
+    server.wait_ready(Duration::from_secs(60)).await;
+    server
+}
+
+/// What to do when victoria-logs is missing.
+pub(crate) const VICTORIA_LOGS_HINT: &str =
+    "run scripts/tiers/observability.sh, which builds victoria-logs into .cache/bin (or set TWEETOSCOPE_VICTORIA_LOGS to a victoria-logs binary)";
+
+/// The victoria-logs binary: `$TWEETOSCOPE_VICTORIA_LOGS`, else the one
+/// scripts/tiers/observability.sh builds into the repository's `.cache/bin`.
+fn victoria_logs_binary() -> PathBuf {
+    let binary = std::env::var_os("TWEETOSCOPE_VICTORIA_LOGS").map_or_else(
+        || repo_root().join(".cache/bin/victoria-logs"),
+        PathBuf::from,
+    );
+    assert!(
+        binary.is_file(),
+        "{} not found: {VICTORIA_LOGS_HINT}",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts VictoriaLogs (its own storage directory), which takes Loki pushes at
+/// `/insert/loki/api/v1/push` and answers LogsQL at `/select/logsql/query`, and waits until it is
+/// ready.
+pub(crate) async fn victoria_logs() -> Server {
+    let dir = TempDir::new("victoria-logs");
+    let mut server = Server::start_binary(
+        "victoria-logs",
+        victoria_logs_binary(),
+        dir,
+        free_port(),
+        |dir, addr| {
+            vec![
+                format!("-httpListenAddr={addr}"),
+                format!("-storageDataPath={}", dir.join("data").display()),
+                "-loggerLevel=WARN".into(),
             ]
         },
     );
