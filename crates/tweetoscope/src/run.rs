@@ -77,8 +77,11 @@ pub struct RunSummary {
     pub tweets: u64,
     /// Wall time from start to summary.
     pub seconds: f64,
-    /// Tweets per second over the whole run.
+    /// Tweets per second until every expected prediction had its error (after that, the run
+    /// waits for the learner's trainings on the last samples and the dashboard's last alerts).
     pub tweets_per_second: f64,
+    /// Seconds from start until every expected prediction had its error (none: never).
+    pub seconds_to_last_prediction: Option<f64>,
     /// (cascade, window) pairs that reached their window with enough tweets (sizes emitted).
     pub expected_predictions: u64,
     /// Whether every expected prediction got its error before the end.
@@ -192,6 +195,7 @@ pub async fn run_pipeline(
     let mut last_change = Instant::now();
     let mut last_line = Instant::now();
     let mut complete = false;
+    let mut last_prediction = None;
     let sources = args.generator.sources;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -249,12 +253,11 @@ pub async fn run_pipeline(
             &metrics.inputs_committed,
             &["dashboard", &topics.alerts_topic],
         );
-        if report.is_some()
-            && ended >= sources
-            && predicted >= expected
-            && samples_in >= samples_out
-            && alerts_in >= alerts_out
-        {
+        let predictions_done = report.is_some() && ended >= sources && predicted >= expected;
+        if predictions_done && last_prediction.is_none() {
+            last_prediction = Some(started.elapsed().as_secs_f64());
+        }
+        if predictions_done && samples_in >= samples_out && alerts_in >= alerts_out {
             complete = true;
             break;
         }
@@ -320,7 +323,9 @@ pub async fn run_pipeline(
         // After a restart (`--brokers`), the replay's part its first attempts committed counts.
         tweets: report.tweets + report.resumed,
         seconds,
-        tweets_per_second: (report.tweets + report.resumed) as f64 / seconds,
+        tweets_per_second: (report.tweets + report.resumed) as f64
+            / last_prediction.unwrap_or(seconds),
+        seconds_to_last_prediction: last_prediction,
         expected_predictions: Metrics::count(
             &metrics.committed,
             &["collector", &topics.properties_topic],
@@ -352,7 +357,7 @@ impl RunSummary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Tweetoscope run on {} ({}): {} cascades, {} tweets in {:.1} s ({:.0} tweets/s)",
+            "Tweetoscope run on {} ({}): {} cascades, {} tweets in {:.1} s ({:.0} tweets/s{})",
             if self.embedded {
                 "the embedded broker"
             } else {
@@ -362,7 +367,12 @@ impl RunSummary {
             self.cascades,
             self.tweets,
             self.seconds,
-            self.tweets_per_second
+            self.tweets_per_second,
+            self.seconds_to_last_prediction
+                .filter(|&s| self.seconds - s >= 0.5)
+                .map_or(String::new(), |s| format!(
+                    " until the last prediction, at {s:.1} s; then the learner's last trainings"
+                )),
         );
         let got: usize = self.windows.values().map(|w| w.predictions).sum();
         let _ = writeln!(
