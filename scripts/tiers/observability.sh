@@ -47,7 +47,7 @@ step "victoria-logs $VICTORIA_LOGS_VERSION"
 # Go build cache; later runs skip it.
 victoria_logs="$root/.cache/bin/victoria-logs"
 if ! go version -m "$victoria_logs" 2>/dev/null \
-  | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/VictoriaMetrics/VictoriaLogs[[:space:]]+$VICTORIA_LOGS_VERSION[[:space:]]"; then
+  | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/VictoriaMetrics/VictoriaLogs[[:space:]]+${VICTORIA_LOGS_VERSION}[[:space:]]"; then
   command -v go >/dev/null || { echo "Go is needed to build victoria-logs $VICTORIA_LOGS_VERSION" >&2; exit 1; }
   echo "building victoria-logs $VICTORIA_LOGS_VERSION into .cache/bin (once)"
   mkdir -p "$root/.cache/bin"
