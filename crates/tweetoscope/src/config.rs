@@ -576,7 +576,9 @@ pub struct RunArgs {
     #[command(flatten)]
     /// Dashboard options.
     pub dashboard: DashboardArgs,
-    /// Give up when nothing progresses for this many seconds after the replay ended.
+    /// Give up when nothing progresses for this many seconds after the replay ended (with
+    /// `--brokers`, 150 s more: the longest wait of a stage for its consumer group before it is
+    /// rebuilt).
     #[arg(
         long,
         env = "TWEETOSCOPE_STALL_TIMEOUT",

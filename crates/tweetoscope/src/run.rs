@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::{KafkaArgs, RunArgs};
+use crate::kafka::processing::REJOIN_DEADLINE;
 use crate::kafka::{EmbeddedBroker, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::stages::dashboard::TopCascades;
@@ -191,12 +192,19 @@ pub async fn run_pipeline(
         Some(tokio::spawn(generator_task.instrument(span)));
     let mut report = None;
     let interactive = std::io::stderr().is_terminal();
-    let mut last_signature = (0u64, 0u64, 0u64);
+    let mut last_signature = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut last_change = Instant::now();
     let mut last_line = Instant::now();
     let mut complete = false;
     let mut last_prediction = None;
     let sources = args.generator.sources;
+    // On a broker of its own, a stage whose consumer lost its group after an outage waits up to
+    // REJOIN_DEADLINE before its supervisor rebuilds it: that wait is not a stall.
+    let stall_timeout = if supervised {
+        args.stall_timeout + REJOIN_DEADLINE.as_secs_f64()
+    } else {
+        args.stall_timeout
+    };
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Some(handle) = generator.as_mut() {
@@ -226,20 +234,6 @@ pub async fn run_pipeline(
         let fitted = Metrics::count(&metrics.committed, &["estimator", &topics.properties_topic]);
         let predicted = board.count();
         let ended = metrics.sources_ended.get();
-        let signature = (sum_counter(&metrics.consumed), fitted, predicted);
-        if signature != last_signature {
-            last_signature = signature;
-            last_change = Instant::now();
-        }
-        let line = format!(
-            "tweets {tweets} | cascades seen {cascades}, finished windows {expected} | fitted {fitted} | predicted {predicted}"
-        );
-        if interactive {
-            eprint!("\r{line}   ");
-        } else if last_line.elapsed() >= Duration::from_secs(5) {
-            eprintln!("{line}");
-            last_line = Instant::now();
-        }
         // What the learner and the dashboard have finished with: the samples and alerts whose
         // offsets they committed (after training on them; after Alertmanager accepted, or the
         // alert was given up, dead-lettered or not popular), not only read.
@@ -253,20 +247,46 @@ pub async fn run_pipeline(
             &metrics.inputs_committed,
             &["dashboard", &topics.alerts_topic],
         );
+        let signature = (
+            sum_counter(&metrics.consumed),
+            fitted,
+            predicted,
+            samples_in,
+            alerts_in,
+        );
+        if signature != last_signature {
+            last_signature = signature;
+            last_change = Instant::now();
+        }
+        let line = format!(
+            "tweets {tweets} | cascades seen {cascades}, finished windows {expected} | fitted {fitted} | predicted {predicted}"
+        );
+        if interactive {
+            eprint!("\r{line}   ");
+        } else if last_line.elapsed() >= Duration::from_secs(5) {
+            eprintln!("{line}");
+            last_line = Instant::now();
+        }
         let predictions_done = report.is_some() && ended >= sources && predicted >= expected;
         if predictions_done && last_prediction.is_none() {
             last_prediction = Some(started.elapsed().as_secs_f64());
         }
-        if predictions_done && samples_in >= samples_out && alerts_in >= alerts_out {
+        // Every stat has its sample, in the predictor's same transaction: `predicted` (the stats
+        // the monitor read) bounds the samples from below even when the predictor's own tally of
+        // its last commit is not in yet (it is counted just after the commit returns).
+        if predictions_done
+            && samples_in >= samples_out.max(predicted)
+            && alerts_in >= alerts_out.max(predicted)
+        {
             complete = true;
             break;
         }
-        if report.is_some() && last_change.elapsed().as_secs_f64() > args.stall_timeout {
+        if report.is_some() && last_change.elapsed().as_secs_f64() > stall_timeout {
             tracing::warn!(
                 expected,
                 predicted,
                 "no progress for {} s: stopping with predictions missing",
-                args.stall_timeout
+                stall_timeout
             );
             break;
         }

@@ -1044,9 +1044,10 @@ fn run_through(fault: Fault) {
     eprintln!("{label}: injecting {fault:?}");
     broker_outage(&fault);
     assert_each_once(&mut pipeline, &brokers, &names, &expected, label);
-    // The run ends by itself once the monitor and the dashboard have seen everything.
+    // The run ends by itself once the learner and the dashboard have committed everything; a
+    // stage whose consumer lost its group waits up to 150 s (REJOIN_DEADLINE) to be rebuilt.
     let run = &mut pipeline.stages[0];
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
         if let Some(status) = run.exited() {
             break status;

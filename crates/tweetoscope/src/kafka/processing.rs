@@ -131,7 +131,7 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
 /// consumer: a rebalance waits at most `max.poll.interval.ms` (120 s) for slow members, so a
 /// longer wait means this consumer has not rejoined its group (seen after broker outages). The
 /// loop then fails and its supervisor rebuilds the stage with new clients.
-const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
+pub const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
 
 /// Commits that may fail in a row (undelivered outputs or a failed transaction, ~10 s each)
 /// before the loop gives up on its clients: seen after a frozen broker, a producer whose
