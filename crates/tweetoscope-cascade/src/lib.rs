@@ -3,7 +3,10 @@
 //! Each source has its own clock: the largest event time it has sent. A cascade starts at its
 //! original tweet. When the source clock reaches `start + T_obs` for a window not yet handled, the
 //! partial series (events with time < `start + T_obs`) is emitted for that window, provided it holds
-//! at least `min_cascade_size` tweets. When the clock passes `last + terminated` the cascade is over:
+//! at least `min_cascade_size` tweets. A cascade is over once the clock passes its last event by
+//! more than its quiet limit, `max(terminated, terminated_age_ratio × (last − start))`: a cascade
+//! that has lived for hours must stay quiet for about as long before it counts as ended, so the
+//! nightly lulls of a multi-day cascade do not end it (see [`CollectorConfig::quiet_limit`]). Then
 //! windows not reached yet are handled with everything observed, then one `size` is emitted per
 //! window whose series was emitted, and the cascade is dropped from memory. An end-of-source marker
 //! (or [`Collector::flush_all`]) does the same for every open cascade.
@@ -20,8 +23,12 @@ use tweetoscope_messages::{CascadeId, CascadeSeries, CascadeSize, Tweet, TweetKi
 pub struct CollectorConfig {
     /// Observation windows in seconds, e.g. `[600, 1200]`.
     pub windows: Vec<u64>,
-    /// Idle time in seconds after which a cascade is over.
+    /// Idle time in seconds after which a cascade is over, at least (see `terminated_age_ratio`).
     pub terminated: f64,
+    /// A cascade's quiet limit also grows with its age: it is over after
+    /// `max(terminated, terminated_age_ratio × age)` seconds without a retweet, where age is the
+    /// time from its original tweet to its last retweet. 0 gives the fixed `terminated` rule.
+    pub terminated_age_ratio: f64,
     /// Minimum number of tweets in a window's series for anything to be emitted for that window.
     pub min_cascade_size: usize,
     /// How many ids of finished cascades each source remembers, to ignore late duplicates of them.
@@ -33,9 +40,24 @@ impl Default for CollectorConfig {
         Self {
             windows: vec![600, 1200],
             terminated: 1800.0,
+            terminated_age_ratio: 1.0,
             min_cascade_size: 10,
             remembered_finished: 100_000,
         }
+    }
+}
+
+impl CollectorConfig {
+    /// Seconds without a retweet after which a cascade that started at `start` and whose last
+    /// event is at `last` is over: `max(terminated, terminated_age_ratio × (last − start))`.
+    pub fn quiet_limit(&self, start: f64, last: f64) -> f64 {
+        self.terminated
+            .max(self.terminated_age_ratio * (last - start))
+    }
+
+    /// The event time after which such a cascade is over.
+    fn end_after(&self, start: f64, last: f64) -> f64 {
+        last + self.quiet_limit(start, last)
     }
 }
 
@@ -99,6 +121,8 @@ struct OpenCascade {
     msg: String,
     start: f64,
     last: f64,
+    /// The event time after which it is over: `last` plus its quiet limit.
+    end_after: f64,
     /// Absolute event times and magnitudes, sorted by time.
     events: Vec<(f64, f64)>,
     windows: Vec<WindowState>,
@@ -113,7 +137,7 @@ struct SourceState {
     ids: HashMap<CascadeId, u64>,
     /// (start + T_obs, cascade, window index) of windows not handled yet.
     deadlines: BTreeSet<(Time, u64, usize)>,
-    /// (last event time, cascade): the first one is the next to go idle.
+    /// (end_after, cascade): the first one is the next to end.
     idle: BTreeSet<(Time, u64)>,
     finished: HashSet<CascadeId>,
     /// Remembered finished cascades, oldest first, with the positions of their original tweets.
@@ -273,7 +297,8 @@ impl SourceState {
             self.deadlines
                 .insert((Time(tweet.t + window as f64), seq, k));
         }
-        self.idle.insert((Time(tweet.t), seq));
+        let end_after = config.end_after(tweet.t, tweet.t);
+        self.idle.insert((Time(end_after), seq));
         self.ids.insert(tweet.tweet_id.clone(), seq);
         self.cascades.insert(
             seq,
@@ -283,6 +308,7 @@ impl SourceState {
                 msg: tweet.msg.clone(),
                 start: tweet.t,
                 last: tweet.t,
+                end_after,
                 events: vec![(tweet.t, tweet.m)],
                 windows: vec![WindowState::Pending; config.windows.len()],
             },
@@ -308,9 +334,10 @@ impl SourceState {
         }
         cascade.events.insert(at, (tweet.t, tweet.m));
         if tweet.t > cascade.last {
-            self.idle.remove(&(Time(cascade.last), seq));
+            self.idle.remove(&(Time(cascade.end_after), seq));
             cascade.last = tweet.t;
-            self.idle.insert((Time(cascade.last), seq));
+            cascade.end_after = config.end_after(cascade.start, cascade.last);
+            self.idle.insert((Time(cascade.end_after), seq));
         }
         let late = config
             .windows
@@ -337,8 +364,8 @@ impl SourceState {
                 .expect("deadlines of open cascades");
             close_window(cascade, config, k, out);
         }
-        while let Some(&(last, seq)) = self.idle.first() {
-            if self.clock - last.0 <= config.terminated {
+        while let Some(&(end_after, seq)) = self.idle.first() {
+            if self.clock <= end_after.0 {
                 break;
             }
             self.finish(config, seq, out);
@@ -348,7 +375,7 @@ impl SourceState {
     /// Ends cascade `seq`: pending windows first, then the sizes; forgets it.
     fn finish(&mut self, config: &CollectorConfig, seq: u64, out: &mut Vec<Emission>) {
         let mut cascade = self.cascades.remove(&seq).expect("open cascade");
-        self.idle.remove(&(Time(cascade.last), seq));
+        self.idle.remove(&(Time(cascade.end_after), seq));
         self.ids.remove(&cascade.cid);
         for (k, &window) in config.windows.iter().enumerate() {
             if cascade.windows[k] == WindowState::Pending {

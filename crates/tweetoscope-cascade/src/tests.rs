@@ -22,6 +22,7 @@ fn config(min: usize) -> CollectorConfig {
     CollectorConfig {
         windows: vec![600, 1200],
         terminated: 1800.0,
+        terminated_age_ratio: 0.0,
         min_cascade_size: min,
         remembered_finished: 100,
     }
@@ -116,6 +117,57 @@ fn termination_emits_one_size_per_emitted_window_and_forgets_the_cascade() {
     );
     assert_eq!(series(&out), vec![("a", 600, 12), ("a", 1200, 20)]);
     assert_eq!(c.open_cascades(), 1, "only z is left");
+}
+
+#[test]
+fn an_old_cascade_must_stay_quiet_for_as_long_as_it_has_lived() {
+    let mut c = Collector::new(CollectorConfig {
+        terminated_age_ratio: 1.0,
+        ..config(3)
+    });
+    // a lives from 0 to 5000 s (a retweet every 50 s); young from 6000 to 6100 s.
+    let mut events = cascade("a", 0.0, 101, 50.0);
+    events.extend(cascade("young", 6_000.0, 3, 50.0));
+    let mut out = feed(&mut c, "s", &events);
+    // young's age (100 s) is under `terminated`: over once the clock passes 6100 + 1800. a has
+    // been quiet for 2901 s by then, more than 1800 s but less than its age, 5000 s.
+    out.extend(feed(&mut c, "s", &[tweet("z", 7_901.0, 1.0)]));
+    assert_eq!(
+        sizes(&out),
+        vec![("young", 600, 3, 100.0), ("young", 1200, 3, 100.0)]
+    );
+    // So a retweet of a after a 4000 s lull still counts...
+    let late = c.on_tweet("s", &retweet("a", 9_000.0, 1.0), &mut out);
+    assert_eq!(late, Outcome::Recorded);
+    // ... and a, now 9000 s old, is over once the clock passes 9000 + 9000.
+    assert_eq!(c.config().quiet_limit(0.0, 9_000.0), 9_000.0);
+    out.clear();
+    out.extend(feed(&mut c, "s", &[retweet("z", 18_000.0, 1.0)]));
+    assert!(sizes(&out).is_empty(), "{out:?}");
+    out.extend(feed(&mut c, "s", &[retweet("z", 18_001.0, 1.0)]));
+    assert_eq!(
+        sizes(&out),
+        vec![("a", 600, 102, 9_000.0), ("a", 1200, 102, 9_000.0)]
+    );
+}
+
+#[test]
+fn a_zero_age_ratio_keeps_the_fixed_quiet_limit() {
+    // The cascade a above with ratio 0: over once it has been quiet for 1800 s.
+    let mut c = Collector::new(config(3));
+    let mut out = feed(&mut c, "s", &cascade("a", 0.0, 101, 50.0));
+    out.extend(feed(&mut c, "s", &[tweet("z", 6_801.0, 1.0)]));
+    assert_eq!(
+        sizes(&out),
+        vec![("a", 600, 101, 5_000.0), ("a", 1200, 101, 5_000.0)]
+    );
+    let late = c.on_tweet("s", &retweet("a", 9_000.0, 1.0), &mut out);
+    assert_eq!(
+        late,
+        Outcome::Orphan,
+        "a is over: its late retweet is not counted"
+    );
+    assert_eq!(c.config().quiet_limit(0.0, 5_000.0), 1_800.0);
 }
 
 #[test]

@@ -309,9 +309,15 @@ pub struct CascadeArgs {
     /// Observation windows in seconds, comma-separated.
     #[arg(long, env = "TWEETOSCOPE_WINDOWS", value_delimiter = ',', default_value = "600,1200", value_parser = clap::value_parser!(u64).range(1..))]
     pub windows: Vec<u64>,
-    /// Seconds without retweet after which a cascade is over.
+    /// Seconds without retweet after which a cascade is over, at least (see
+    /// --terminated-age-ratio).
     #[arg(long, env = "TWEETOSCOPE_TERMINATED", default_value_t = 1800.0)]
     pub terminated: f64,
+    /// A cascade is over after max(--terminated, this × its age) seconds without retweet, its age
+    /// being the time from its original tweet to its last retweet: a cascade that has lived for a
+    /// day is not ended by a night's lull. 0: --terminated alone.
+    #[arg(long, env = "TWEETOSCOPE_TERMINATED_AGE_RATIO", default_value_t = 1.0)]
+    pub terminated_age_ratio: f64,
     /// Minimum number of tweets in a window for the cascade to be processed at that window.
     #[arg(long, env = "TWEETOSCOPE_MIN_CASCADE_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_cascade_size: u64,
@@ -678,6 +684,13 @@ impl CascadeArgs {
                 "a number of seconds > 0, e.g. 1800",
             ));
         }
+        if !(self.terminated_age_ratio.is_finite() && self.terminated_age_ratio >= 0.0) {
+            return Err(bad(
+                "terminated-age-ratio",
+                self.terminated_age_ratio,
+                "a number >= 0, e.g. 1 (0: --terminated alone)",
+            ));
+        }
         Ok(())
     }
 
@@ -688,6 +701,7 @@ impl CascadeArgs {
         tweetoscope_cascade::CollectorConfig {
             windows,
             terminated: self.terminated,
+            terminated_age_ratio: self.terminated_age_ratio,
             min_cascade_size: self.min_cascade_size as usize,
             ..Default::default()
         }

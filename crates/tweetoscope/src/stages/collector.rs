@@ -341,7 +341,7 @@ pub async fn run(env: StageEnv, args: CascadeArgs) -> anyhow::Result<()> {
         handler.kafka = Some(env.kafka.clone());
         let config = handler.collector.config();
         tracing::info!(windows = ?config.windows, terminated = config.terminated,
-            min_cascade_size = config.min_cascade_size, "collector started");
+            terminated_age_ratio = config.terminated_age_ratio, min_cascade_size = config.min_cascade_size, "collector started");
         Ok(handler)
     })
     .await
@@ -360,6 +360,7 @@ mod tests {
             collector: Collector::new(CollectorConfig {
                 windows: vec![600, 1200],
                 terminated: 1800.0,
+                terminated_age_ratio: 0.0,
                 min_cascade_size: 1,
                 remembered_finished: 100,
             }),
