@@ -285,6 +285,10 @@ pub async fn run_pipeline(
             tracing::warn!(
                 expected,
                 predicted,
+                samples_out,
+                samples_in,
+                alerts_out,
+                alerts_in,
                 "no progress for {} s: stopping with predictions missing",
                 stall_timeout
             );

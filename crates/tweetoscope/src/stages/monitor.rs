@@ -76,7 +76,16 @@ struct WindowSeries {
 struct Board {
     capacity: usize,
     windows: BTreeMap<u64, WindowSeries>,
+    /// The (cascade, window) of the newest stats, to record a stat read twice only once.
+    recent: std::collections::HashSet<(String, u64)>,
+    /// The same keys, oldest first, so that the oldest is forgotten past [`RECENT_KEYS`].
+    recent_order: std::collections::VecDeque<(String, u64)>,
 }
+
+/// How many (cascade, window) keys the board remembers to ignore a stat read again. A processing
+/// loop that abandons its uncommitted work (a commit that failed or timed out) reads again the
+/// stats handled since its last commit, a few seconds' worth: they must not count twice.
+pub const RECENT_KEYS: usize = 100_000;
 
 /// Errors per window, shared with whoever reports them. Memory is bounded: each window keeps the
 /// errors of its newest `capacity` predictions (a sliding window), so the pushed median, mean
@@ -96,12 +105,25 @@ impl ErrorBoard {
         Self(Arc::new(Mutex::new(Board {
             capacity: capacity.max(1),
             windows: BTreeMap::new(),
+            recent: std::collections::HashSet::new(),
+            recent_order: std::collections::VecDeque::new(),
         })))
     }
 
-    /// Records one stat.
-    pub fn add(&self, stat: &Stat) {
+    /// Records one stat; false (and nothing recorded) if the stat of the same cascade and window
+    /// is among the [`RECENT_KEYS`] newest, i.e. was read before.
+    pub fn add(&self, stat: &Stat) -> bool {
         let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (stat.cid.0.clone(), stat.t_obs);
+        if !board.recent.insert(key.clone()) {
+            return false;
+        }
+        board.recent_order.push_back(key);
+        if board.recent_order.len() > RECENT_KEYS {
+            if let Some(old) = board.recent_order.pop_front() {
+                board.recent.remove(&old);
+            }
+        }
         let capacity = board.capacity;
         let w = board.windows.entry(stat.t_obs).or_default();
         w.total += 1;
@@ -114,6 +136,7 @@ impl ErrorBoard {
             w.interval_held
                 .push((low..=high).contains(&(stat.n_tot as f64)), capacity);
         }
+        true
     }
 
     /// A copy of the errors per window.
@@ -137,11 +160,10 @@ impl ErrorBoard {
 
     /// Forgets every stat: a restarted monitor records them again from the start of the topic.
     pub fn clear(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .windows
-            .clear();
+        let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        board.windows.clear();
+        board.recent.clear();
+        board.recent_order.clear();
     }
 
     /// Number of stats recorded since the board started.
@@ -303,7 +325,8 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
             Ok(handler(move |message| {
                 match Stat::parse(message.payload().unwrap_or_default()) {
                     Ok(stat) => {
-                        recorder.add(&stat);
+                        // A stat read again after the loop abandoned its uncommitted work.
+                        let _first_time = recorder.add(&stat);
                         Handled::Now(Vec::new())
                     }
                     Err(m) => Handled::Malformed(m),
@@ -334,10 +357,13 @@ mod tests {
     #[test]
     fn medians_and_exposition() {
         let board = ErrorBoard::default();
-        for (window, are) in [(600, 0.125), (600, 0.375), (1200, 0.0625)] {
+        for (i, (window, are)) in [(600, 0.125), (600, 0.375), (1200, 0.0625)]
+            .into_iter()
+            .enumerate()
+        {
             board.add(&Stat {
                 kind: StatTag::Stat,
-                cid: "c".into(),
+                cid: format!("c{i}").as_str().into(),
                 t_obs: window,
                 are,
                 n_pred: 1.0,
@@ -349,10 +375,10 @@ mod tests {
             });
         }
         // Intervals of 600 s: [0, 2] holds the truth 1, [3, 4] does not; 1200 s has none.
-        for (low, high) in [(0.0, 2.0), (3.0, 4.0)] {
+        for (i, (low, high)) in [(0.0, 2.0), (3.0, 4.0)].into_iter().enumerate() {
             board.add(&Stat {
                 kind: StatTag::Stat,
-                cid: "d".into(),
+                cid: format!("d{i}").as_str().into(),
                 t_obs: 600,
                 are: 0.5,
                 n_pred: 1.5,
@@ -420,6 +446,33 @@ mod tests {
             "{text}"
         );
     }
+    #[test]
+    fn a_stat_read_again_counts_once() {
+        let board = ErrorBoard::new(3);
+        let stat = |cid: &str, window: u64, are: f64| Stat {
+            kind: StatTag::Stat,
+            cid: cid.into(),
+            t_obs: window,
+            are,
+            n_pred: 1.0,
+            n_tot: 2,
+            are_hawkes: are,
+            model_version: 0,
+            n_low: None,
+            n_high: None,
+        };
+        assert!(board.add(&stat("c", 600, 0.5)));
+        assert!(board.add(&stat("c", 1200, 0.25)), "another window");
+        // Read again after the loop abandoned its uncommitted work.
+        assert!(!board.add(&stat("c", 600, 0.5)));
+        assert_eq!(board.count(), 2);
+        assert_eq!(board.snapshot()[&600].are, [0.5]);
+        // A rebuilt monitor reads the topic from its start into a cleared board.
+        board.clear();
+        assert!(board.add(&stat("c", 600, 0.5)));
+        assert_eq!(board.count(), 1);
+    }
+
     #[test]
     fn a_cleared_board_is_empty_for_every_holder_of_it() {
         let board = ErrorBoard::new(3);
