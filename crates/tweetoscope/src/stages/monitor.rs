@@ -84,8 +84,10 @@ struct Board {
 
 /// How many (cascade, window) keys the board remembers to ignore a stat read again. A processing
 /// loop that abandons its uncommitted work (a commit that failed or timed out) reads again the
-/// stats handled since its last commit, a few seconds' worth: they must not count twice.
-pub const RECENT_KEYS: usize = 100_000;
+/// stats handled since its last commit (reading stops while a commit is in progress, so that is
+/// one commit interval's worth of stats and those in flight): they must not count twice. About
+/// 2 MB at most.
+pub const RECENT_KEYS: usize = 20_000;
 
 /// Errors per window, shared with whoever reports them. Memory is bounded: each window keeps the
 /// errors of its newest `capacity` predictions (a sliding window), so the pushed median, mean
@@ -471,6 +473,13 @@ mod tests {
         board.clear();
         assert!(board.add(&stat("c", 600, 0.5)));
         assert_eq!(board.count(), 1);
+        // Only the newest RECENT_KEYS keys are remembered.
+        for i in 0..RECENT_KEYS {
+            assert!(board.add(&stat(&format!("n{i}"), 600, 0.5)));
+        }
+        assert!(!board.add(&stat("n1", 600, 0.5)), "still remembered");
+        assert!(board.add(&stat("c", 600, 0.5)), "forgotten: the oldest key");
+        assert_eq!(board.count(), RECENT_KEYS as u64 + 2);
     }
 
     #[test]
