@@ -10,6 +10,9 @@
 #                                    print the address of its SASL_SSL listener (KAFKA_SASL_SSL=1)
 #        scripts/kafka.sh bounce N   stop it (keeping its data), wait N seconds, start it again
 #        scripts/kafka.sh fetch      only resolve the jars (e.g. to warm a CI cache)
+#        scripts/kafka.sh topics ARG...
+#                                    run Kafka's kafka-topics tool (TopicCommand) with ARGs, as
+#                                    /opt/kafka/bin/kafka-topics.sh of the Kafka image would
 #
 # The jars of org.apache.kafka:kafka_2.13 and its runtime dependencies come from Maven Central
 # through `mvn` (scripts/kafka/pom.xml) and are kept in .cache/kafka/<version>/libs: a second run
@@ -74,7 +77,8 @@ need_java() {
 }
 
 fetch() {
-  if [[ -f "$libs/.complete" ]]; then
+  # A cache made before kafka-tools was in the pom is resolved again.
+  if [[ -f "$libs/.complete" && -f "$libs/kafka-tools-$version.jar" ]]; then
     return 0
   fi
   command -v mvn >/dev/null || die "mvn not found: Maven resolves the Kafka jars (apt-get install maven)"
@@ -89,6 +93,7 @@ fetch() {
     die "cannot resolve Kafka $version (full output: $out)"
   fi
   ls "$libs"/kafka_2.13-"$version".jar >/dev/null 2>&1 || die "no kafka_2.13-$version.jar in $libs"
+  ls "$libs"/kafka-tools-"$version".jar >/dev/null 2>&1 || die "no kafka-tools-$version.jar in $libs"
   touch "$libs/.complete"
   log "$(find "$libs" -name '*.jar' | wc -l) jars in $libs"
 }
@@ -407,6 +412,12 @@ case "${1:-}" in
   fetch)
     fetch
     echo "$libs"
+    ;;
+  topics)
+    shift
+    fetch
+    exec java -Xmx256m "-Dlog4j2.configurationFile=$root/scripts/kafka/tools-log4j2.properties" \
+      -cp "$libs/*" org.apache.kafka.tools.TopicCommand "$@"
     ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2

@@ -42,7 +42,7 @@ PY_REQUIREMENTS=(
 # Pinning Debian package versions in the Dockerfile breaks whenever the archive moves on; the base
 # image tags pin the Debian release instead.
 HADOLINT_IGNORE=(--ignore DL3008)
-SHELL_SCRIPTS=(scripts/kafka.sh scripts/tiers/kafka.sh scripts/tiers/deploy.sh scripts/tiers/observability.sh
+SHELL_SCRIPTS=(scripts/kafka.sh scripts/kafka/*.sh scripts/tiers/kafka.sh scripts/tiers/deploy.sh scripts/tiers/observability.sh
   scripts/deploy/*.sh k8s/base/kafka/*.sh)
 
 bin="$root/.cache/bin"

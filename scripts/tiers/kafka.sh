@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tier "kafka": the tests that need a real Apache Kafka broker (crates/tweetoscope/tests/real_kafka.rs,
-# processing_loop.rs and secured_kafka.rs).
+# processing_loop.rs and secured_kafka.rs, and scripts/kafka/check-topic-scripts.sh).
 # Starts a single-node Kafka 4 with scripts/kafka.sh (first run: Maven resolves its jars into
 # .cache/kafka) with its SASL_SSL listener beside the PLAINTEXT one (KAFKA_SASL_SSL=1: the other
 # tests use the PLAINTEXT one as before), runs the tests against it, and stops it whatever happens.
@@ -49,4 +49,6 @@ echo "kafka tier: broker at $TWEETOSCOPE_TEST_KAFKA (SASL_SSL at $TWEETOSCOPE_TE
 # `-- --include-ignored --test-threads=1 run_with`.
 cargo test --locked -p tweetoscope --test processing_loop --test real_kafka --test secured_kafka \
   -- --include-ignored --test-threads=1 --skip run_with_
+# The topic scripts of k8s/ and compose.yaml, over the secured listener.
+bash scripts/kafka/check-topic-scripts.sh
 echo "kafka tier: passed in $((SECONDS - started)) s"

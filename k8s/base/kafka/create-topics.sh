@@ -3,6 +3,9 @@
 # partitions and REPLICATION_FACTOR replicas; the topics of COMPACTED_TOPICS get
 # cleanup.policy=compact. Existing topics are left as they are, so running it again is harmless.
 # Run by the kafka-topics Job with the Kafka image's tools (/opt/kafka/bin).
+# A secured Kafka: COMMAND_CONFIG names a Java client properties file (security.protocol,
+# sasl.mechanism, sasl.jaas.config, ssl.truststore.*), given to every kafka-topics.sh call as
+# --command-config. WAIT_ATTEMPTS (default 60, 5 s apart) bounds the wait for Kafka to answer.
 set -euo pipefail
 
 : "${BOOTSTRAP:?BOOTSTRAP (host:port) is required}"
@@ -11,15 +14,26 @@ PARTITIONS=${PARTITIONS:-4}
 REPLICATION_FACTOR=${REPLICATION_FACTOR:-1}
 COMPACTED_TOPICS=${COMPACTED_TOPICS:-}
 MIN_INSYNC_REPLICAS=${MIN_INSYNC_REPLICAS:-1}
+WAIT_ATTEMPTS=${WAIT_ATTEMPTS:-60}
 bin=${KAFKA_BIN:-/opt/kafka/bin}
+client=()
+if [[ -n "${COMMAND_CONFIG:-}" ]]; then
+  if [[ ! -r "$COMMAND_CONFIG" ]]; then
+    echo "COMMAND_CONFIG=$COMMAND_CONFIG: no such readable file (the client properties of a secured Kafka)" >&2
+    exit 2
+  fi
+  client=(--command-config "$COMMAND_CONFIG")
+fi
+topics() { "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" "${client[@]}" "$@"; }
 
-echo "waiting for Kafka at $BOOTSTRAP"
-for attempt in $(seq 1 60); do
-  if "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1; then
+echo "waiting for Kafka at $BOOTSTRAP${COMMAND_CONFIG:+ (client properties $COMMAND_CONFIG)}"
+for attempt in $(seq 1 "$WAIT_ATTEMPTS"); do
+  if error=$(topics --list 2>&1 >/dev/null); then
     break
   fi
-  if ((attempt == 60)); then
-    echo "Kafka at $BOOTSTRAP did not answer" >&2
+  if ((attempt == WAIT_ATTEMPTS)); then
+    echo "Kafka at $BOOTSTRAP did not answer after $WAIT_ATTEMPTS attempts; the last error:" >&2
+    tail -n 5 <<<"$error" >&2
     exit 1
   fi
   sleep 5
@@ -33,9 +47,9 @@ for topic in $TOPICS; do
         config+=(--config cleanup.policy=compact)
       fi
     done
-    "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+    topics --create --if-not-exists \
       --topic "$name" --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR" \
       "${config[@]}"
   done
 done
-"$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --describe --exclude-internal
+topics --describe --exclude-internal
