@@ -56,9 +56,9 @@ impl CollectorConfig {
             .max(self.terminated_age_ratio * (last - start))
     }
 
-    /// The event time after which such a cascade is over.
-    fn end_after(&self, start: f64, last: f64) -> f64 {
-        last + self.quiet_limit(start, last)
+    /// The event time after which `cascade` is over: its last event plus its quiet limit.
+    fn end_after(&self, cascade: &OpenCascade) -> f64 {
+        cascade.last + self.quiet_limit(cascade.start, cascade.last)
     }
 }
 
@@ -122,8 +122,6 @@ struct OpenCascade {
     msg: String,
     start: f64,
     last: f64,
-    /// The event time after which it is over: `last` plus its quiet limit.
-    end_after: f64,
     /// Absolute event times and magnitudes, sorted by time.
     events: Vec<(f64, f64)>,
     windows: Vec<WindowState>,
@@ -138,7 +136,7 @@ struct SourceState {
     ids: HashMap<CascadeId, u64>,
     /// (start + T_obs, cascade, window index) of windows not handled yet.
     deadlines: BTreeSet<(Time, u64, usize)>,
-    /// (end_after, cascade): the first one is the next to end.
+    /// (the event time after which it is over, cascade): the first one is the next to end.
     idle: BTreeSet<(Time, u64)>,
     finished: HashSet<CascadeId>,
     /// Remembered finished cascades, oldest first, with the positions of their original tweets.
@@ -298,22 +296,18 @@ impl SourceState {
             self.deadlines
                 .insert((Time(tweet.t + window as f64), seq, k));
         }
-        let end_after = config.end_after(tweet.t, tweet.t);
-        self.idle.insert((Time(end_after), seq));
+        let cascade = OpenCascade {
+            cid: tweet.tweet_id.clone(),
+            position,
+            msg: tweet.msg.clone(),
+            start: tweet.t,
+            last: tweet.t,
+            events: vec![(tweet.t, tweet.m)],
+            windows: vec![WindowState::Pending; config.windows.len()],
+        };
+        self.idle.insert((Time(config.end_after(&cascade)), seq));
         self.ids.insert(tweet.tweet_id.clone(), seq);
-        self.cascades.insert(
-            seq,
-            OpenCascade {
-                cid: tweet.tweet_id.clone(),
-                position,
-                msg: tweet.msg.clone(),
-                start: tweet.t,
-                last: tweet.t,
-                end_after,
-                events: vec![(tweet.t, tweet.m)],
-                windows: vec![WindowState::Pending; config.windows.len()],
-            },
-        );
+        self.cascades.insert(seq, cascade);
         Outcome::Started
     }
 
@@ -335,10 +329,9 @@ impl SourceState {
         }
         cascade.events.insert(at, (tweet.t, tweet.m));
         if tweet.t > cascade.last {
-            self.idle.remove(&(Time(cascade.end_after), seq));
+            self.idle.remove(&(Time(config.end_after(cascade)), seq));
             cascade.last = tweet.t;
-            cascade.end_after = config.end_after(cascade.start, cascade.last);
-            self.idle.insert((Time(cascade.end_after), seq));
+            self.idle.insert((Time(config.end_after(cascade)), seq));
         }
         let late = config
             .windows
@@ -376,7 +369,7 @@ impl SourceState {
     /// Ends cascade `seq`: pending windows first, then the sizes; forgets it.
     fn finish(&mut self, config: &CollectorConfig, seq: u64, out: &mut Vec<Emission>) {
         let mut cascade = self.cascades.remove(&seq).expect("open cascade");
-        self.idle.remove(&(Time(cascade.end_after), seq));
+        self.idle.remove(&(Time(config.end_after(&cascade)), seq));
         self.ids.remove(&cascade.cid);
         for (k, &window) in config.windows.iter().enumerate() {
             if cascade.windows[k] == WindowState::Pending {
