@@ -327,8 +327,9 @@ pub async fn run(env: StageEnv, args: MonitorArgs, board: ErrorBoard) -> anyhow:
             Ok(handler(move |message| {
                 match Stat::parse(message.payload().unwrap_or_default()) {
                     Ok(stat) => {
-                        // A stat read again after the loop abandoned its uncommitted work.
-                        let _first_time = recorder.add(&stat);
+                        // A stat read again after the loop abandoned its uncommitted work is
+                        // not recorded twice (`add` says so by returning false).
+                        recorder.add(&stat);
                         Handled::Now(Vec::new())
                     }
                     Err(m) => Handled::Malformed(m),
