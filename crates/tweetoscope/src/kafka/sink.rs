@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +134,9 @@ pub struct Sink {
     stage: &'static str,
     /// Records delivered since the last commit, per topic (with transactions).
     uncommitted: Option<Arc<Mutex<BTreeMap<String, u64>>>>,
+    /// Records the producer refused since the last commit or abort (shared by the clones): a
+    /// transaction that lacks one of its records must not commit.
+    refused: Arc<AtomicU64>,
     at_commit: AtCommit,
 }
 
@@ -145,7 +149,6 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// A sink for `stage`.
     /// A sink for `stage` whose records are visible once delivered (no transactions): each
     /// delivery counts as committed.
     pub fn new(producer: FutureProducer, metrics: Arc<Metrics>, stage: &'static str) -> Self {
@@ -154,6 +157,7 @@ impl Sink {
             metrics,
             stage,
             uncommitted: None,
+            refused: Arc::default(),
             at_commit: AtCommit::default(),
         }
     }
@@ -182,6 +186,7 @@ impl Sink {
         let Some(uncommitted) = &self.uncommitted else {
             return;
         };
+        self.refused.store(0, Ordering::SeqCst);
         let delivered = std::mem::take(&mut *uncommitted.lock().unwrap_or_else(|e| e.into_inner()));
         for (topic, count) in delivered {
             RecordsCommitted {
@@ -196,6 +201,7 @@ impl Sink {
 
     /// The open transaction was aborted: what was delivered since the last commit never counts.
     pub fn abandoned(&self) {
+        self.refused.store(0, Ordering::SeqCst);
         if let Some(uncommitted) = &self.uncommitted {
             uncommitted
                 .lock()
@@ -236,6 +242,7 @@ impl Sink {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => {
+                    self.refused.fetch_add(1, Ordering::SeqCst);
                     RecordNotProduced {
                         stage: self.stage,
                         topic: &record.topic,
@@ -344,16 +351,26 @@ impl Sink {
     /// Enqueues `record`, commits the open transaction with it (waiting at most as long as the
     /// processing loop's transactional calls), with `begin_next` begins the next transaction, then
     /// waits for the record's delivery. For a producer's own progress records, such as the
-    /// generator's: what the transaction holds becomes visible together with them.
+    /// generator's: what the transaction holds becomes visible together with them. Fails without
+    /// committing if the producer refused a record since the last commit or abort (it would be
+    /// missing from the transaction); the transaction is then left to be aborted.
     pub async fn commit_transaction_with(
         &self,
         record: Outgoing,
         begin_next: bool,
     ) -> anyhow::Result<()> {
         let delivery = self.enqueue(record).await;
-        if let Err(e) =
+        // A refused record never reached the producer, so its transaction would commit without
+        // it: abort instead, and the caller redoes the transaction's work.
+        let refused = self.refused.load(Ordering::SeqCst);
+        let committed = if refused > 0 {
+            Err(anyhow::anyhow!(
+                "{refused} record(s) of this transaction refused by the producer: not committing it"
+            ))
+        } else {
             tokio::task::block_in_place(|| commit_transaction(&self.producer, begin_next))
-        {
+        };
+        if let Err(e) = committed {
             self.abandoned();
             return Err(e);
         }
@@ -508,6 +525,64 @@ mod tests {
         sink.committed();
         assert_eq!(committed(&metrics, "a"), 2, "a record counts once");
         assert_eq!(ended.get(), 1, "an increment is made once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_with_a_refused_record_is_not_committed() {
+        let topics = ["a".to_owned(), "progress".to_owned()];
+        let broker = super::super::EmbeddedBroker::start(&topics, &[], 1).expect("broker");
+        let metrics = Metrics::new();
+        let sink = transactional_sink(&broker, &metrics).await;
+        // The producer knows the topic's partitions once it has delivered to it.
+        sink.begin_transaction().expect("begin");
+        assert!(
+            sink.send_all(vec![Outgoing::keyed("a", "k", b"0".to_vec())])
+                .await
+        );
+        sink.commit_transaction_with(Outgoing::keyed("progress", "p", b"1".to_vec()), true)
+            .await
+            .expect("a transaction without refusal commits");
+        assert_eq!(committed(&metrics, "a"), 1);
+
+        let kept = sink.enqueue(Outgoing::keyed("a", "k", b"1".to_vec())).await;
+        let refused = sink
+            .enqueue(Outgoing::keyed("a", "k", b"2".to_vec()).on_partition(7))
+            .await;
+        assert!(
+            !refused.await,
+            "no partition 7: the producer refuses the record"
+        );
+        assert_eq!(
+            Metrics::count(&metrics.produce_failures, &["tester", "a"]),
+            1
+        );
+        assert!(kept.await, "the other record is delivered, uncommitted");
+        let error = sink
+            .commit_transaction_with(Outgoing::keyed("progress", "p", b"2".to_vec()), true)
+            .await
+            .expect_err("the transaction lacks a record");
+        assert!(format!("{error:#}").contains("refused"), "{error:#}");
+        assert_eq!(
+            committed(&metrics, "a"),
+            1,
+            "nothing of it counts as committed"
+        );
+
+        // Aborted and redone without the refusal, the next transaction commits.
+        tokio::task::block_in_place(|| {
+            sink.producer()
+                .abort_transaction(TRANSACTION_CALL_TIMEOUT)
+                .expect("abort")
+        });
+        sink.begin_transaction().expect("begin");
+        assert!(
+            sink.send_all(vec![Outgoing::keyed("a", "k", b"1".to_vec())])
+                .await
+        );
+        sink.commit_transaction_with(Outgoing::keyed("progress", "p", b"2".to_vec()), false)
+            .await
+            .expect("commits");
+        assert_eq!(committed(&metrics, "a"), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
