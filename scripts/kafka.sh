@@ -13,6 +13,9 @@
 #        scripts/kafka.sh topics ARG...
 #                                    run Kafka's kafka-topics tool (TopicCommand) with ARGs, as
 #                                    /opt/kafka/bin/kafka-topics.sh of the Kafka image would
+#        scripts/kafka.sh transactions ARG...
+#                                    run Kafka's kafka-transactions tool (TransactionsCommand) with
+#                                    ARGs, e.g. `--bootstrap-server B find-hanging --broker-id 1`
 #
 # The jars of org.apache.kafka:kafka_2.13 and its runtime dependencies come from Maven Central
 # through `mvn` (scripts/kafka/pom.xml) and are kept in .cache/kafka/<version>/libs: a second run
@@ -418,6 +421,12 @@ case "${1:-}" in
     fetch
     exec java -Xmx256m "-Dlog4j2.configurationFile=$root/scripts/kafka/tools-log4j2.properties" \
       -cp "$libs/*" org.apache.kafka.tools.TopicCommand "$@"
+    ;;
+  transactions)
+    shift
+    fetch
+    exec java -Xmx256m "-Dlog4j2.configurationFile=$root/scripts/kafka/tools-log4j2.properties" \
+      -cp "$libs/*" org.apache.kafka.tools.TransactionsCommand "$@"
     ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2

@@ -34,6 +34,12 @@ pub struct Metrics {
     pub processing_seconds: HistogramVec,
     /// Messages behind the end of each assigned partition, by stage, topic and partition.
     pub consumer_lag: IntGaugeVec,
+    /// Last stable offset of each assigned partition, by stage, topic and partition: read_committed
+    /// readers stop there; it stands still behind a transaction that never ends.
+    pub consumer_stable_offset: IntGaugeVec,
+    /// Messages after the last stable offset of each assigned partition (written in transactions
+    /// not ended yet), by stage, topic and partition.
+    pub consumer_unstable_messages: IntGaugeVec,
     /// Tweets replayed by the generator, by source.
     pub generator_tweets: IntCounterVec,
     /// What the collector did with each tweet, by outcome.
@@ -228,6 +234,18 @@ impl Metrics {
                 &r,
                 "tweetoscope_consumer_lag_messages",
                 "Messages behind the end of each assigned partition",
+                &["stage", "topic", "partition"],
+            ),
+            consumer_stable_offset: gauge_vec(
+                &r,
+                "tweetoscope_consumer_stable_offset",
+                "Last stable offset of each assigned partition: read_committed readers stop there",
+                &["stage", "topic", "partition"],
+            ),
+            consumer_unstable_messages: gauge_vec(
+                &r,
+                "tweetoscope_consumer_unstable_messages",
+                "Messages after the last stable offset of each assigned partition (in open transactions)",
                 &["stage", "topic", "partition"],
             ),
             generator_tweets: counter_vec(

@@ -339,10 +339,34 @@ impl Drop for Pipeline {
                 eprintln!("{}", s.log_tail(25));
             }
             eprintln!("full logs in {}", self.log_dir.display());
+            print_hanging_transactions();
         }
         for s in &mut self.stages {
             s.terminate(Duration::from_secs(10));
         }
+    }
+}
+
+/// Prints the transactions the broker holds open on a partition for longer than the transaction
+/// timeout (Kafka's `find-hanging`): one left by a dead producer keeps every read_committed reader
+/// of that partition behind it (seen after a broker bounce, see the runbook).
+fn print_hanging_transactions() {
+    let Ok(brokers) = std::env::var("TWEETOSCOPE_TEST_KAFKA") else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
+    let output = Command::new("bash")
+        .arg(script)
+        .args(["transactions", "--bootstrap-server", &brokers])
+        .args(["find-hanging", "--broker-id", "1"])
+        .output();
+    match output {
+        Ok(o) => eprintln!(
+            "---- hanging transactions (kafka-transactions find-hanging) ----\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("cannot run kafka-transactions find-hanging: {e}"),
     }
 }
 

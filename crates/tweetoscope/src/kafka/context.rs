@@ -72,11 +72,25 @@ impl ClientContext for StageContext {
         }
         for (topic, t) in &statistics.topics {
             for (id, p) in &t.partitions {
-                if let (true, Some(lag)) = (*id >= 0, partition_lag(p)) {
+                if *id < 0 {
+                    continue;
+                }
+                let labels = [self.stage, topic.as_str(), &id.to_string()];
+                if let Some(lag) = partition_lag(p) {
                     self.metrics
                         .consumer_lag
-                        .with_label_values(&[self.stage, topic, &id.to_string()])
+                        .with_label_values(&labels)
                         .set(lag);
+                }
+                if let Some((stable, unstable)) = stable_offset(p) {
+                    self.metrics
+                        .consumer_stable_offset
+                        .with_label_values(&labels)
+                        .set(stable);
+                    self.metrics
+                        .consumer_unstable_messages
+                        .with_label_values(&labels)
+                        .set(unstable);
                 }
             }
         }
@@ -98,6 +112,15 @@ fn partition_lag(p: &Partition) -> Option<i64> {
     ]
     .into_iter()
     .find(|&l| l >= 0)
+}
+
+/// The last stable offset of a partition and the messages after it (written in transactions not
+/// ended yet), if both ends are known. A transaction its producer never ends (seen after a broker
+/// bounce: see the runbook's TweetoscopeTransactionHanging) holds the stable offset still while the
+/// messages after it pile up.
+fn stable_offset(p: &Partition) -> Option<(i64, i64)> {
+    (p.ls_offset >= 0 && p.hi_offset >= 0)
+        .then(|| (p.ls_offset, (p.hi_offset - p.ls_offset).max(0)))
 }
 
 impl ConsumerContext for StageContext {
@@ -126,6 +149,7 @@ mod tests {
             consumer_lag_stored: -1,
             app_offset: -1,
             ls_offset: -1,
+            hi_offset: -1,
             ..Partition::default()
         }
     }
@@ -161,6 +185,21 @@ mod tests {
         assert_eq!(partition_lag(&at(105, 100)), Some(0));
         assert_eq!(partition_lag(&at(-1, 100)), None);
         assert_eq!(partition_lag(&at(70, -1)), None);
+    }
+
+    #[test]
+    fn the_stable_offset_and_the_messages_after_it_need_both_ends() {
+        let open = Partition {
+            hi_offset: 10_280,
+            ..at(4_100, 4_177)
+        };
+        assert_eq!(stable_offset(&open), Some((4_177, 6_103)));
+        assert_eq!(stable_offset(&at(70, 100)), None, "no high watermark");
+        let caught_up = Partition {
+            hi_offset: 100,
+            ..at(70, 100)
+        };
+        assert_eq!(stable_offset(&caught_up), Some((100, 0)));
     }
 
     #[test]

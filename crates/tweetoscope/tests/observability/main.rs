@@ -224,6 +224,10 @@ const EXPECTED_EMPTY: &[(&str, &str)] = &[
         "a short run never lags 1000 messages behind",
     ),
     (
+        "rule TweetoscopeTransactionHanging",
+        "every transaction ends within its timeout",
+    ),
+    (
         "rule TweetoscopeProduceFailures",
         "the embedded broker accepts every message",
     ),
@@ -1318,6 +1322,8 @@ fn exported_series_names() -> BTreeSet<String> {
     touch(&m.produce_failures);
     touch(&m.processing_seconds);
     touch(&m.consumer_lag);
+    touch(&m.consumer_stable_offset);
+    touch(&m.consumer_unstable_messages);
     touch(&m.generator_tweets);
     touch(&m.collector_tweets);
     touch(&m.fit_failures);
@@ -1536,6 +1542,8 @@ fn exported_series_cover_the_documented_families() {
         "tweetoscope_produce_failures_total",
         "tweetoscope_processing_seconds_bucket",
         "tweetoscope_consumer_lag_messages",
+        "tweetoscope_consumer_stable_offset",
+        "tweetoscope_consumer_unstable_messages",
         "tweetoscope_generator_tweets_total",
         "tweetoscope_collector_tweets_total",
         "tweetoscope_collector_open_cascades",
