@@ -347,16 +347,21 @@ impl Drop for Pipeline {
     }
 }
 
+/// The project's script that starts, stops and bounces the test broker and runs Kafka's tools.
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh")
+}
+
 /// Prints the transactions the broker holds open on a partition for longer than the transaction
 /// timeout (Kafka's `find-hanging`): one left by a dead producer keeps every read_committed reader
 /// of that partition behind it (seen after a broker bounce, see the runbook).
 fn print_hanging_transactions() {
+    // Not `brokers()`: it panics when the variable is unset, and this runs while panicking.
     let Ok(brokers) = std::env::var("TWEETOSCOPE_TEST_KAFKA") else {
         return;
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
     let output = Command::new("bash")
-        .arg(script)
+        .arg(kafka_script())
         .args(["transactions", "--bootstrap-server", &brokers])
         .args(["find-hanging", "--broker-id", "1"])
         .output();
@@ -1018,9 +1023,8 @@ fn broker_outage(fault: &Fault) {
             drop(frozen);
         }
         Fault::BounceBroker(seconds) => {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
             let status = Command::new("bash")
-                .arg(script)
+                .arg(kafka_script())
                 .args(["bounce", &seconds.to_string()])
                 .status()
                 .expect("scripts/kafka.sh bounce");

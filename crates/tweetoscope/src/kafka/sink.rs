@@ -361,7 +361,7 @@ impl Sink {
     ) -> anyhow::Result<()> {
         let delivery = self.enqueue(record).await;
         // A refused record never reached the producer, so its transaction would commit without
-        // it: abort instead, and the caller redoes the transaction's work.
+        // it: fail instead, leaving the transaction to be aborted and its work redone.
         let refused = self.refused.load(Ordering::SeqCst);
         let committed = if refused > 0 {
             Err(anyhow::anyhow!(
