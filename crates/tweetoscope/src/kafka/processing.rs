@@ -18,7 +18,10 @@ use tokio::sync::watch;
 use tweetoscope_messages::Malformed;
 
 use super::context::StageContext;
-use super::sink::{commit_transaction, dead_letter, Outgoing, Sink, TRANSACTION_CALL_TIMEOUT};
+use super::sink::{
+    abort_transaction, bounded_transactional_call, commit_transaction, dead_letter, Outgoing, Sink,
+    StuckTransactionalCall, TRANSACTION_CALL_TIMEOUT,
+};
 use crate::events::{InternalEvent as _, MessageMalformed};
 use crate::liveness::LoopBeat;
 use crate::metrics::Metrics;
@@ -319,6 +322,10 @@ async fn run_loop<H: Handler>(
                     };
                     work.dirty = false;
                     if let Some(e) = failure {
+                        if e.downcast_ref::<StuckTransactionalCall>().is_some() {
+                            // Aborting would wait on the same stuck client: rebuild them instead.
+                            return Err(e.context("commit stuck: the stage's Kafka clients are rebuilt"));
+                        }
                         tracing::warn!(stage, error = %format!("{e:#}"), "commit failed: uncommitted work is redone");
                         failed_commits.failed()?;
                         restart(consumer, &sink, transactional, true, &mut handler, &mut work, beat)?;
@@ -440,9 +447,7 @@ async fn run_loop<H: Handler>(
     if let Err(e) = finished {
         tracing::warn!(stage, error = %format!("{e:#}"), "final commit not made: the uncommitted work will be redone");
         if transactional {
-            let _ = tokio::task::block_in_place(|| {
-                producer.abort_transaction(TRANSACTION_CALL_TIMEOUT)
-            });
+            let _ = tokio::task::block_in_place(|| abort_transaction(&producer, false));
         }
     }
     Ok(())
@@ -490,13 +495,8 @@ fn restart<H: Handler>(
         // Logged on both sides: a call that blocks shows as a first line without its second.
         tracing::info!("abandoning the uncommitted work: aborting the transaction");
         beat.beat("aborting the transaction");
-        tokio::task::block_in_place(|| -> anyhow::Result<()> {
-            producer
-                .abort_transaction(TRANSACTION_CALL_TIMEOUT)
-                .context("cannot abort the Kafka transaction")?;
-            producer.begin_transaction()?;
-            Ok(())
-        })?;
+        tokio::task::block_in_place(|| abort_transaction(producer, true))
+            .context("cannot abort the Kafka transaction")?;
         tracing::info!("transaction aborted; reading again from the committed offsets");
     }
     if !rewind {
@@ -554,7 +554,9 @@ fn commit<H: Handler>(
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("no consumer group metadata yet"))?;
-            producer.send_offsets_to_transaction(&tpl, &group, TRANSACTION_CALL_TIMEOUT)?;
+            bounded_transactional_call("send_offsets_to_transaction", producer, move |p| {
+                p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_CALL_TIMEOUT)
+            })?;
         }
         beat.beat("committing the transaction");
         commit_transaction(producer, !last)

@@ -327,17 +327,107 @@ impl Sink {
 /// the stage with new clients.
 pub(super) const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Commits `producer`'s open transaction, waiting at most [`TRANSACTION_CALL_TIMEOUT`], and with
-/// `begin_next` begins the next one. Blocking.
+/// How long past [`TRANSACTION_CALL_TIMEOUT`] a transactional call may block before it counts as
+/// stuck. librdkafka does not always keep its own timeout: `send_offsets_to_transaction` waits
+/// without limit for a group coordinator it cannot reach (librdkafka issue 5456, open in 2.14; seen
+/// here as a collector blocked for more than 270 s after the broker had been frozen for 30 s).
+const STUCK_CALL_GRACE: Duration = Duration::from_secs(15);
+
+/// A transactional call of a producer that did not return, even well past its own timeout. Its
+/// clients cannot be trusted any more: the processing loop ends with this error, so that its
+/// supervisor rebuilds the stage with new clients (whose transactional id fences the old ones).
+#[derive(Debug)]
+pub struct StuckTransactionalCall {
+    /// The call, e.g. `send_offsets_to_transaction`.
+    pub call: &'static str,
+    /// How long it was waited for.
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for StuckTransactionalCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the Kafka producer's {} did not return within {} s, past its own timeout: its clients \
+             are given up (the blocked call is left on its thread)",
+            self.call,
+            self.waited.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for StuckTransactionalCall {}
+
+/// Runs the transactional `call` of `producer` on a thread of its own and waits for it at most
+/// [`TRANSACTION_CALL_TIMEOUT`] + [`STUCK_CALL_GRACE`]: a call that does not return by then is
+/// left running, and the error is a [`StuckTransactionalCall`]. Blocking.
+pub(super) fn bounded_transactional_call<T: Send + 'static>(
+    name: &'static str,
+    producer: &FutureProducer,
+    call: impl FnOnce(&FutureProducer) -> Result<T, KafkaError> + Send + 'static,
+) -> anyhow::Result<T> {
+    bounded_call(
+        name,
+        producer,
+        TRANSACTION_CALL_TIMEOUT + STUCK_CALL_GRACE,
+        call,
+    )
+}
+
+/// [`bounded_transactional_call`] with the wait given.
+fn bounded_call<T: Send + 'static>(
+    name: &'static str,
+    producer: &FutureProducer,
+    deadline: Duration,
+    call: impl FnOnce(&FutureProducer) -> Result<T, KafkaError> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let producer = producer.clone();
+    std::thread::Builder::new()
+        .name("kafka-txn-call".to_owned())
+        .spawn(move || {
+            // The receiver is gone if the call was given up: nobody to tell.
+            let _ = sender.send(call(&producer));
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start a thread for {name}: {e}"))?;
+    match receiver.recv_timeout(deadline) {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            let stuck = StuckTransactionalCall {
+                call: name,
+                waited: deadline,
+            };
+            tracing::error!(error = %stuck, "transactional call stuck");
+            Err(stuck.into())
+        }
+    }
+}
+
+/// Commits `producer`'s open transaction, waiting at most [`TRANSACTION_CALL_TIMEOUT`] (see
+/// [`bounded_transactional_call`]), and with `begin_next` begins the next one. Blocking.
 pub(super) fn commit_transaction(
     producer: &FutureProducer,
     begin_next: bool,
 ) -> anyhow::Result<()> {
-    producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)?;
-    if begin_next {
-        producer.begin_transaction()?;
-    }
-    Ok(())
+    bounded_transactional_call("commit_transaction", producer, move |p| {
+        p.commit_transaction(TRANSACTION_CALL_TIMEOUT)?;
+        if begin_next {
+            p.begin_transaction()?;
+        }
+        Ok(())
+    })
+}
+
+/// Aborts `producer`'s open transaction, waiting at most [`TRANSACTION_CALL_TIMEOUT`] (see
+/// [`bounded_transactional_call`]), and with `begin_next` begins the next one. Blocking.
+pub(super) fn abort_transaction(producer: &FutureProducer, begin_next: bool) -> anyhow::Result<()> {
+    bounded_transactional_call("abort_transaction", producer, move |p| {
+        p.abort_transaction(TRANSACTION_CALL_TIMEOUT)?;
+        if begin_next {
+            p.begin_transaction()?;
+        }
+        Ok(())
+    })
 }
 
 impl Sink {
@@ -456,6 +546,58 @@ mod tests {
             41,
             (!headers.is_empty()).then_some(owned),
         )
+    }
+
+    fn unconnected_producer() -> FutureProducer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .expect("producer")
+    }
+
+    #[test]
+    fn a_transactional_call_that_returns_in_time_gives_its_result() {
+        let producer = unconnected_producer();
+        let value = bounded_call("quick", &producer, Duration::from_secs(30), |_| Ok(42))
+            .expect("returned in time");
+        assert_eq!(value, 42);
+        let err = bounded_call("failing", &producer, Duration::from_secs(30), |_| {
+            Err::<(), _>(KafkaError::Canceled)
+        })
+        .unwrap_err();
+        assert!(
+            err.downcast_ref::<StuckTransactionalCall>().is_none(),
+            "a failure is not a stuck call: {err:#}"
+        );
+    }
+
+    #[test]
+    fn a_transactional_call_that_does_not_return_is_given_up_as_stuck() {
+        let producer = unconnected_producer();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let err = bounded_call(
+            "send_offsets_to_transaction",
+            &producer,
+            Duration::from_millis(50),
+            move |_| {
+                // Blocks until the test lets it go, long after the deadline.
+                let _ = blocked.recv();
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        let stuck = err
+            .downcast_ref::<StuckTransactionalCall>()
+            .unwrap_or_else(|| panic!("not a stuck call: {err:#}"));
+        assert_eq!(stuck.call, "send_offsets_to_transaction");
+        assert!(
+            err.to_string()
+                .contains("send_offsets_to_transaction did not return within 0.05 s"),
+            "{err}"
+        );
+        release
+            .send(())
+            .expect("the call's thread is still waiting");
     }
 
     fn committed(metrics: &Metrics, topic: &str) -> u64 {
