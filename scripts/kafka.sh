@@ -26,8 +26,9 @@
 # inter-broker traffic). The script makes, under $KAFKA_STATE_DIR/tls: a CA (ca.key, ca.pem: the
 # file clients give as ssl.ca.location), the broker's PKCS12 keystore (keytool, a certificate for
 # 127.0.0.1 and localhost signed by that CA), and the password of the user `tweetoscope`
-# (sasl-password, random per start), who can log in with SASL PLAIN or SCRAM-SHA-512. The secured
-# address goes to $KAFKA_STATE_DIR/bootstrap-sasl-ssl (also printed by `bootstrap-sasl-ssl`);
+# (sasl-password, random per start), who can log in with SASL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+# The secured address goes to $KAFKA_STATE_DIR/bootstrap-sasl-ssl (also printed by
+# `bootstrap-sasl-ssl`);
 # tls/client.properties holds the same settings for Java clients. Needs openssl and keytool.
 # Without KAFKA_SASL_SSL the broker is configured exactly as before, PLAINTEXT only.
 #
@@ -238,17 +239,20 @@ EOF
     local tls="$state/tls" password
     password=$(<"$tls/sasl-password")
     cat >>"$state/server.properties" <<EOF
-# KAFKA_SASL_SSL=1: the listener SASL_SSL (TLS with this CA-signed certificate; SASL PLAIN or
-# SCRAM-SHA-512 as the user tweetoscope, whose SCRAM credentials are added at format time).
-listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+# KAFKA_SASL_SSL=1: the listener SASL_SSL (TLS with this CA-signed certificate; SASL PLAIN,
+# SCRAM-SHA-256 or SCRAM-SHA-512 as the user tweetoscope, whose SCRAM credentials are added at
+# format time).
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_tweetoscope="$password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PKCS12
 listener.name.sasl_ssl.ssl.keystore.location=$tls/broker.p12
 listener.name.sasl_ssl.ssl.keystore.password=$(<"$tls/keystore-password")
 listener.name.sasl_ssl.ssl.key.password=$(<"$tls/keystore-password")
 EOF
-    scram=(--add-scram "SCRAM-SHA-512=[name=tweetoscope,password=$password]")
+    scram=(--add-scram "SCRAM-SHA-256=[name=tweetoscope,password=$password]"
+      --add-scram "SCRAM-SHA-512=[name=tweetoscope,password=$password]")
   fi
 
   local cluster_id

@@ -1,8 +1,8 @@
 //! Tweetoscope on a secured listener of a real Apache Kafka broker: `run --brokers` completes over
-//! SASL_SSL as the user `tweetoscope` with SCRAM-SHA-512 (options as flags) and with PLAIN
-//! (options from the environment), the password read from a file and the broker's CA given as
-//! `ssl.ca.location`; a wrong password or a CA that did not sign the broker's certificate ends
-//! the process at start, with exit code 2 and what to fix, instead of leaving it waiting.
+//! SASL_SSL as the user `tweetoscope` with SCRAM-SHA-512 and SCRAM-SHA-256 (options as flags) and
+//! with PLAIN (options from the environment), the password read from a file and the broker's CA
+//! given as `ssl.ca.location`; a wrong password or a CA that did not sign the broker's certificate
+//! ends the process at start, with exit code 2 and what to fix, instead of leaving it waiting.
 //!
 //! Needs the broker of `scripts/tiers/kafka.sh`, which starts it with its SASL_SSL listener
 //! (`KAFKA_SASL_SSL=1 scripts/kafka.sh start`) and sets `TWEETOSCOPE_TEST_KAFKA_SASL_SSL` (the
@@ -290,6 +290,19 @@ fn run_completes_over_sasl_ssl_with_scram_sha_512_and_the_password_from_a_file()
 
 #[test]
 #[ignore = "needs a real Kafka with a SASL_SSL listener: run scripts/tiers/kafka.sh"]
+fn run_completes_over_sasl_ssl_with_scram_sha_256() {
+    let s = secured();
+    let mut args = vec!["run".to_owned()];
+    args.extend(names_args(&s.bootstrap, "scram256"));
+    args.extend(security_flags("SCRAM-SHA-256", &s.password_file, &s.ca));
+    args.extend(SMALL_RUN.iter().map(|a| a.to_string()));
+    args.extend(["--cascades".to_owned(), "10".to_owned()]);
+    let outcome = tweetoscope(&args, &[], Duration::from_secs(240));
+    assert_complete_run(&outcome, &s.bootstrap, "SCRAM-SHA-256");
+}
+
+#[test]
+#[ignore = "needs a real Kafka with a SASL_SSL listener: run scripts/tiers/kafka.sh"]
 fn run_completes_over_sasl_ssl_with_plain_and_the_options_from_the_environment() {
     let s = secured();
     let mut args = vec!["run".to_owned()];
@@ -321,7 +334,7 @@ fn a_wrong_password_ends_the_process_at_start_naming_the_authentication() {
     let dir = scratch("wrong-password");
     let wrong = dir.join("password");
     std::fs::write(&wrong, "not-the-password\n").expect("password file");
-    for mechanism in ["SCRAM-SHA-512", "PLAIN"] {
+    for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] {
         let mut args = vec!["run".to_owned()];
         args.extend(names_args(&s.bootstrap, "wrong-password"));
         args.extend(security_flags(mechanism, &wrong, &s.ca));
