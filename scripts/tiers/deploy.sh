@@ -43,7 +43,7 @@ PY_REQUIREMENTS=(
 # image tags pin the Debian release instead.
 HADOLINT_IGNORE=(--ignore DL3008)
 SHELL_SCRIPTS=(scripts/kafka.sh scripts/kafka/*.sh scripts/tiers/kafka.sh scripts/tiers/deploy.sh scripts/tiers/observability.sh
-  scripts/deploy/*.sh k8s/base/kafka/*.sh)
+  scripts/deploy/*.sh scripts/bench/*.sh k8s/base/kafka/*.sh)
 
 bin="$root/.cache/bin"
 venv="$root/.cache/venv"
