@@ -1,13 +1,26 @@
 //! `tweetoscope bench`: a seeded synthetic replay of at least `--tweets` tweets through every
 //! stage (embedded broker, or real Kafka with `--brokers`), reporting end-to-end throughput, fits
-//! per second, the latency from a cascade's window closing to its prediction, and peak memory.
+//! per second, the latency from a cascade's window closing to its prediction, and peak memory;
+//! then the same number of messages through a processing loop that does nothing (the
+//! [pass-through ceiling](PassThroughReport)), and the pipeline's rate as a share of it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Args;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt as _;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::Message as _;
 use serde::Serialize;
+use tweetoscope_messages::{CascadeId, Tweet, TweetKind};
 
 use crate::config::{ConfigError, KafkaArgs, RunArgs};
+use crate::kafka::{
+    create_topics, handler, process, EmbeddedBroker, Handled, KafkaSettings, LoopSettings,
+    Outgoing, Sink,
+};
 use crate::metrics::Metrics;
 use crate::run::{run_pipeline, RunSummary};
 
@@ -17,9 +30,29 @@ pub struct BenchArgs {
     /// Tweets to replay at least (the number of synthetic cascades is chosen to reach it).
     #[arg(long, default_value_t = 1_000_000, help_heading = "Bench")]
     pub tweets: u64,
+    /// Skip the pass-through ceiling (the same number of messages through a processing loop that
+    /// does nothing, timed after the pipeline).
+    #[arg(long, help_heading = "Bench")]
+    pub no_pass_through: bool,
     /// Every option of `run` (its --cascades is replaced).
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// The ceiling of the pipeline on the same kind of broker: as many tweet-sized messages as the
+/// pipeline's tweets, produced as the generator produces them (keyed by source, in transactions
+/// of 5,000 unless `--no-transactions`), then read and written again by one processing loop that
+/// does nothing else, with the pipeline's commit interval and guarantees.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PassThroughReport {
+    /// Messages produced, re-produced and committed.
+    pub messages: u64,
+    /// From the first message produced to the last input committed by the loop.
+    pub seconds: f64,
+    /// `messages / seconds`.
+    pub messages_per_second: f64,
+    /// The pipeline's tweets/s as a share of `messages_per_second`.
+    pub pipeline_share: f64,
 }
 
 /// Benchmark figures.
@@ -44,6 +77,180 @@ pub struct BenchReport {
     pub rss_growth_after_40_percent_mib: f64,
     /// Cores available.
     pub cores: usize,
+    /// The pass-through ceiling, unless `--no-pass-through`.
+    pub pass_through: Option<PassThroughReport>,
+}
+
+/// The stage name of the pass-through loop (metrics labels, transactional id).
+const PASS_THROUGH_STAGE: &str = "pass-through";
+/// The stage name of the pass-through's producer of input.
+const PASS_THROUGH_SOURCE: &str = "pass-through-source";
+/// Sources the pass-through's input is keyed by, as the generator's default.
+const PASS_THROUGH_SOURCES: u64 = 3;
+/// Messages per transaction of the pass-through's input, as the generator.
+const PASS_THROUGH_TRANSACTION: u64 = 5_000;
+/// How far the input may run ahead of the loop on the embedded broker, as the generator's.
+const PASS_THROUGH_MAX_AHEAD: u64 = 50_000;
+
+/// A retweet as the generator writes it.
+fn tweet_payload(index: u64) -> Vec<u8> {
+    tweetoscope_messages::to_payload(&Tweet {
+        kind: TweetKind::Retweet,
+        msg: String::new(),
+        t: index as f64 * 0.37,
+        m: 1_000.0 + (index % 9_000) as f64,
+        tweet_id: CascadeId::from(format!("{}", index / 150).as_str()),
+        info: String::new(),
+    })
+}
+
+/// Runs the pass-through ceiling with `messages` messages (see [`PassThroughReport`]) on a broker
+/// of its own when the pipeline's is embedded, else on new topics of `kafka_args`' brokers.
+pub async fn pass_through(
+    kafka_args: &KafkaArgs,
+    messages: u64,
+    pipeline_tweets_per_second: f64,
+) -> anyhow::Result<PassThroughReport> {
+    let suffix = format!("{}-{}", std::process::id(), crate::kafka::now_ms());
+    let input = format!("pass-through-in-{suffix}");
+    let output = format!("pass-through-out-{suffix}");
+    let topics = [input.clone(), output.clone()];
+    let (embedded, brokers) = match &kafka_args.brokers {
+        Some(b) => (None, b.clone()),
+        None => {
+            let broker = EmbeddedBroker::start(&topics, &[], kafka_args.partitions)?;
+            let bootstrap = broker.bootstrap().to_owned();
+            (Some(broker), bootstrap)
+        }
+    };
+    let mut settings = KafkaSettings::new(kafka_args, brokers)?;
+    if embedded.is_some() {
+        settings.session_timeout_ms = 6_000;
+    } else {
+        create_topics(&settings, &topics, &[], kafka_args.partitions).await?;
+    }
+    let transactional = settings.transactions;
+    let metrics = Metrics::new();
+    let consumer = settings.consumer_in_group(
+        &format!("{}-pass-through-{suffix}", kafka_args.group_prefix),
+        PASS_THROUGH_STAGE,
+        metrics.clone(),
+    )?;
+    consumer
+        .subscribe(&[input.as_str()])
+        .context("cannot subscribe the pass-through loop")?;
+    let sink = Sink::new(
+        settings.stage_producer(PASS_THROUGH_STAGE).await?,
+        metrics.clone(),
+        PASS_THROUGH_STAGE,
+    )
+    .in_transactions(transactional);
+    let echo = {
+        let output = output.clone();
+        handler(move |message| {
+            Handled::Now(vec![Outgoing {
+                topic: output.clone(),
+                key: message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                partition: None,
+                payload: message.payload().map(<[u8]>::to_vec),
+                headers: Vec::new(),
+            }])
+        })
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut loop_settings = LoopSettings::new(PASS_THROUGH_STAGE);
+    loop_settings.commit_interval = settings.commit_interval;
+    loop_settings.transactional = transactional;
+    let running = tokio::spawn(process(
+        loop_settings,
+        consumer,
+        sink,
+        metrics.clone(),
+        shutdown,
+        echo,
+    ));
+
+    let source = Sink::new(
+        settings.stage_producer(PASS_THROUGH_SOURCE).await?,
+        metrics.clone(),
+        PASS_THROUGH_SOURCE,
+    )
+    .in_transactions(transactional);
+    let consumed = || Metrics::count(&metrics.consumed, &[PASS_THROUGH_STAGE, &input]);
+    let committed = || Metrics::count(&metrics.inputs_committed, &[PASS_THROUGH_STAGE, &input]);
+    let keys: Vec<String> = (0..PASS_THROUGH_SOURCES as usize)
+        .map(tweetoscope_replay::source_name)
+        .collect();
+    let started = Instant::now();
+    if transactional {
+        source.begin_transaction()?;
+    }
+    let mut deliveries = FuturesUnordered::new();
+    let mut failed = 0u64;
+    for index in 0..messages {
+        if embedded.is_some() {
+            while index > consumed() + PASS_THROUGH_MAX_AHEAD {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let record = Outgoing::keyed(
+            &input,
+            keys[(index % PASS_THROUGH_SOURCES) as usize].clone(),
+            tweet_payload(index),
+        );
+        let last = index + 1 == messages;
+        if transactional && (last || (index + 1) % PASS_THROUGH_TRANSACTION == 0) {
+            source.commit_transaction_with(record, !last).await?;
+        } else {
+            deliveries.push(source.enqueue(record).await);
+        }
+        while let Some(Some(ok)) = deliveries.next().now_or_never() {
+            failed += u64::from(!ok);
+        }
+    }
+    while let Some(ok) = deliveries.next().await {
+        failed += u64::from(!ok);
+    }
+    if failed > 0 {
+        anyhow::bail!("pass-through: {failed} input message(s) not delivered");
+    }
+    source.committed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while committed() < messages {
+        if running.is_finished() || Instant::now() > deadline {
+            let _ = stop.send(true);
+            let ended = running.await.context("the pass-through loop panicked")?;
+            ended?;
+            anyhow::bail!(
+                "pass-through: {} of {messages} inputs committed, then {}",
+                committed(),
+                if Instant::now() > deadline {
+                    "nothing for 600 s"
+                } else {
+                    "the loop ended"
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    running.await.context("the pass-through loop panicked")??;
+    drop(embedded);
+    // Every input was written again exactly once, or the figure is not a ceiling of this loop.
+    let outputs = Metrics::count(&metrics.committed, &[PASS_THROUGH_STAGE, &output]);
+    if outputs != messages {
+        anyhow::bail!("pass-through: {outputs} outputs committed for {messages} inputs");
+    }
+    let messages_per_second = messages as f64 / seconds;
+    Ok(PassThroughReport {
+        messages,
+        seconds,
+        messages_per_second,
+        pipeline_share: pipeline_tweets_per_second / messages_per_second,
+    })
 }
 
 /// Mean realised size of the synthetic cascades calibrated on the NEWS index (measured on seeds
@@ -129,7 +336,15 @@ pub async fn bench(
     let rss_by_progress_mib = rss_at_shares(&samples, total, &[0.2, 0.4, 0.6, 0.8, 1.0]);
     let fits = metrics.fit_seconds.get_sample_count();
     let latencies = metrics.latencies.snapshot();
+    // The pipeline's peak, before the pass-through's own broker and clients.
+    let peak_rss = peak_rss_mib();
+    let pass_through = if args.no_pass_through {
+        None
+    } else {
+        Some(pass_through(kafka_args, summary.tweets, summary.tweets_per_second).await?)
+    };
     Ok(BenchReport {
+        pass_through,
         fits_per_second: fits as f64 / summary.seconds,
         mean_fit_micros: if fits == 0 {
             f64::NAN
@@ -138,7 +353,7 @@ pub async fn bench(
         },
         latency_p50_ms: 1e3 * tweetoscope_stats::quantile(&latencies, 0.5),
         latency_p99_ms: 1e3 * tweetoscope_stats::quantile(&latencies, 0.99),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: peak_rss,
         rss_growth_after_40_percent_mib: rss_by_progress_mib[4] - rss_by_progress_mib[1],
         rss_by_progress_mib,
         cores: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -156,7 +371,7 @@ impl BenchReport {
              window close → predict  p50 {:.1} ms, p99 {:.1} ms ({} predictions)\n\
              peak memory (RSS)       {:>10.1} MiB\n\
              memory at 20..100 %     {} MiB (growth after 40 %: {:+.1} MiB)\n\
-             complete                {}\n",
+             complete                {}\n{}",
             if self.run.embedded {
                 "the embedded broker"
             } else {
@@ -183,7 +398,17 @@ impl BenchReport {
                 .collect::<Vec<_>>()
                 .join(" / "),
             self.rss_growth_after_40_percent_mib,
-            self.run.complete
+            self.run.complete,
+            self.pass_through
+                .as_ref()
+                .map_or(String::new(), |p| format!(
+                "pass-through ceiling   {:>10.0} messages/s ({} messages, {:.1} s): the pipeline \
+                 runs at {:.0} % of it\n",
+                p.messages_per_second,
+                p.messages,
+                p.seconds,
+                100.0 * p.pipeline_share
+            ))
         )
     }
 }
@@ -202,6 +427,38 @@ mod tests {
             rss_at_shares(&samples, 200, &[1.0])[0].is_nan(),
             "never reached"
         );
+    }
+
+    fn kafka_args(extra: &[&str]) -> KafkaArgs {
+        let argv = ["tweetoscope", "bench", "--metrics-addr", "off"];
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv.iter().chain(extra))
+            .expect("options");
+        match cli.command {
+            crate::cli::Command::Bench(c) => c.kafka,
+            _ => unreachable!("a bench command"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pass_through_writes_every_message_again_once_with_and_without_transactions() {
+        for extra in [&[][..], &["--no-transactions"][..]] {
+            let report = pass_through(&kafka_args(extra), 12_000, 1_000.0)
+                .await
+                .unwrap_or_else(|e| panic!("pass-through {extra:?}: {e:#}"));
+            assert_eq!(report.messages, 12_000, "{extra:?}");
+            assert!(report.seconds > 0.0, "{extra:?}");
+            let rate = 12_000.0 / report.seconds;
+            assert!((report.messages_per_second - rate).abs() < 1e-6 * rate);
+            assert!((report.pipeline_share - 1_000.0 / rate).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn a_tweet_of_the_pass_through_is_a_retweet_the_collector_reads() {
+        let payload = tweet_payload(301);
+        let tweet: Tweet = serde_json::from_slice(&payload).expect("a tweet");
+        assert_eq!(tweet.kind, TweetKind::Retweet);
+        assert_eq!(tweet.tweet_id, CascadeId::from("2"));
     }
 
     #[test]
