@@ -41,7 +41,8 @@ pub struct BenchArgs {
 
 /// The ceiling of the pipeline on the same kind of broker: as many tweet-sized messages as the
 /// pipeline's tweets, produced as the generator produces them (keyed by source, in transactions
-/// of 5,000 unless `--no-transactions`), then read and written again by one processing loop that
+/// of [`EVENTS_PER_TRANSACTION`](crate::stages::generator::EVENTS_PER_TRANSACTION) unless
+/// `--no-transactions`), then read and written again by one processing loop that
 /// does nothing else, with the pipeline's commit interval and guarantees.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PassThroughReport {
@@ -87,8 +88,6 @@ const PASS_THROUGH_STAGE: &str = "pass-through";
 const PASS_THROUGH_SOURCE: &str = "pass-through-source";
 /// Sources the pass-through's input is keyed by, as the generator's default.
 const PASS_THROUGH_SOURCES: u64 = 3;
-/// Messages per transaction of the pass-through's input, as the generator.
-const PASS_THROUGH_TRANSACTION: u64 = 5_000;
 /// How far the input may run ahead of the loop on the embedded broker, as the generator's.
 const PASS_THROUGH_MAX_AHEAD: u64 = 50_000;
 
@@ -201,7 +200,9 @@ pub async fn pass_through(
             tweet_payload(index),
         );
         let last = index + 1 == messages;
-        if transactional && (last || (index + 1) % PASS_THROUGH_TRANSACTION == 0) {
+        if transactional
+            && (last || (index + 1) % crate::stages::generator::EVENTS_PER_TRANSACTION == 0)
+        {
             source.commit_transaction_with(record, !last).await?;
         } else {
             deliveries.push(source.enqueue(record).await);
