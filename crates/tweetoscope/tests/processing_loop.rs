@@ -337,14 +337,29 @@ async fn a_frozen_broker_stalls_the_loop_only_for_bounded_waits_and_loses_nothin
 
     // After the thaw the output is committed once, with its input's offset.
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut hidden_since = None;
+    let mut aborted_hanging = false;
     loop {
         let (outputs, offset) = names.committed_state().await;
         if outputs == BTreeSet::from([0]) && offset == Some(1) {
             break;
         }
+        // Kafka 4.4 was seen (1 freeze in 3) completing the abort of the first producer's
+        // transaction at its coordinator without writing the abort marker to the output
+        // partition: the transaction hangs there, and read_committed readers stop before it, so
+        // the committed retry of the output stays hidden. The runbook's remedy (section
+        // TweetoscopeTransactionHanging) is applied once, loudly; the output must then show
+        // exactly once.
+        if offset == Some(1) && outputs.is_empty() && !aborted_hanging {
+            let since = *hidden_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(20) {
+                aborted_hanging = abort_hanging_transactions(&names.brokers, &names.output);
+            }
+        }
         assert!(
             Instant::now() < deadline,
-            "after the thaw: committed outputs {outputs:?}, committed offset {offset:?}"
+            "after the thaw: committed outputs {outputs:?}, committed offset {offset:?} \
+             (hanging transaction aborted: {aborted_hanging})"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -352,4 +367,41 @@ async fn a_frozen_broker_stalls_the_loop_only_for_bounded_waits_and_loses_nothin
     assert_eq!(records.len(), 1, "the output is committed exactly once");
 
     stop_loop(stop, running).await;
+}
+
+/// Aborts the transactions left open on partition 0 of `topic` by producers whose coordinator no
+/// longer has them ongoing (Kafka's `describe-producers`, then `abort`, through
+/// scripts/kafka.sh), printing what it found; true if it aborted one.
+fn abort_hanging_transactions(brokers: &str, topic: &str) -> bool {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
+    let run = |args: &[&str]| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .args(["transactions", "--bootstrap-server", brokers])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let producers = run(&["describe-producers", "--topic", topic, "--partition", "0"]);
+    eprintln!("HANGING TRANSACTION? producers of {topic}/0:\n{producers}");
+    let open: Vec<String> = producers
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(5).map(str::to_owned))
+        .filter(|start| start.parse::<i64>().is_ok())
+        .collect();
+    for start in &open {
+        let out = run(&[
+            "abort",
+            "--topic",
+            topic,
+            "--partition",
+            "0",
+            "--start-offset",
+            start,
+        ]);
+        eprintln!("aborted the transaction open on {topic}/0 from offset {start}: {out}");
+    }
+    !open.is_empty()
 }
