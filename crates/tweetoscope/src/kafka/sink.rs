@@ -335,7 +335,9 @@ const STUCK_CALL_GRACE: Duration = Duration::from_secs(15);
 
 /// A transactional call of a producer that did not return, even well past its own timeout. Its
 /// clients cannot be trusted any more: the processing loop ends with this error, so that its
-/// supervisor rebuilds the stage with new clients (whose transactional id fences the old ones).
+/// supervisor rebuilds the stage with new clients. Their transactional id is a new one: the old
+/// producer's open transaction is aborted by its coordinator after the transaction timeout, and
+/// offsets it still sends carry a consumer-group generation that the group has left behind.
 #[derive(Debug)]
 pub struct StuckTransactionalCall {
     /// The call, e.g. `send_offsets_to_transaction`.
