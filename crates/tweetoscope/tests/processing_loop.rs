@@ -373,7 +373,7 @@ async fn a_frozen_broker_stalls_the_loop_only_for_bounded_waits_and_loses_nothin
 /// longer has them ongoing (Kafka's `describe-producers`, then `abort`, through
 /// scripts/kafka.sh), printing what it found; true if it aborted one.
 fn abort_hanging_transactions(brokers: &str, topic: &str) -> bool {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
+    let script = common::real_kafka::kafka_script();
     let run = |args: &[&str]| {
         std::process::Command::new("bash")
             .arg(&script)

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use common::real_kafka::{
-    group_state, http_get, metric_sum, partition_counts, read_committed, FrozenBroker,
+    group_state, http_get, kafka_script, metric_sum, partition_counts, read_committed, FrozenBroker,
 };
 use tweetoscope::cli::{Cli, Command as Cmd};
 use tweetoscope::config::{CascadeArgs, GeneratorArgs};
@@ -345,11 +345,6 @@ impl Drop for Pipeline {
             s.terminate(Duration::from_secs(10));
         }
     }
-}
-
-/// The project's script that starts, stops and bounces the test broker and runs Kafka's tools.
-fn kafka_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh")
 }
 
 /// Prints the transactions the broker holds open on a partition for longer than the transaction

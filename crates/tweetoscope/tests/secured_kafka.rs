@@ -278,27 +278,26 @@ fn scratch(label: &str) -> PathBuf {
 #[test]
 #[ignore = "needs a real Kafka with a SASL_SSL listener: run scripts/tiers/kafka.sh"]
 fn run_completes_over_sasl_ssl_with_scram_sha_512_and_the_password_from_a_file() {
-    let s = secured();
-    let mut args = vec!["run".to_owned()];
-    args.extend(names_args(&s.bootstrap, "scram"));
-    args.extend(security_flags("SCRAM-SHA-512", &s.password_file, &s.ca));
-    args.extend(SMALL_RUN.iter().map(|a| a.to_string()));
-    args.extend(["--cascades".to_owned(), "30".to_owned()]);
-    let outcome = tweetoscope(&args, &[], Duration::from_secs(240));
-    assert_complete_run(&outcome, &s.bootstrap, "SCRAM-SHA-512");
+    run_completes_with_flags("SCRAM-SHA-512", "scram", 30);
 }
 
 #[test]
 #[ignore = "needs a real Kafka with a SASL_SSL listener: run scripts/tiers/kafka.sh"]
 fn run_completes_over_sasl_ssl_with_scram_sha_256() {
+    run_completes_with_flags("SCRAM-SHA-256", "scram256", 10);
+}
+
+/// `run` over the SASL_SSL listener with `mechanism`, the security options given as flags (the
+/// password from its file), on topics named after `label`, completes with `cascades` cascades.
+fn run_completes_with_flags(mechanism: &str, label: &str, cascades: usize) {
     let s = secured();
     let mut args = vec!["run".to_owned()];
-    args.extend(names_args(&s.bootstrap, "scram256"));
-    args.extend(security_flags("SCRAM-SHA-256", &s.password_file, &s.ca));
+    args.extend(names_args(&s.bootstrap, label));
+    args.extend(security_flags(mechanism, &s.password_file, &s.ca));
     args.extend(SMALL_RUN.iter().map(|a| a.to_string()));
-    args.extend(["--cascades".to_owned(), "10".to_owned()]);
+    args.extend(["--cascades".to_owned(), cascades.to_string()]);
     let outcome = tweetoscope(&args, &[], Duration::from_secs(240));
-    assert_complete_run(&outcome, &s.bootstrap, "SCRAM-SHA-256");
+    assert_complete_run(&outcome, &s.bootstrap, mechanism);
 }
 
 #[test]

@@ -122,6 +122,11 @@ pub(crate) mod real_kafka {
             .expect("a Kafka client")
     }
 
+    /// The project's script that starts, stops and bounces the test broker and runs Kafka's tools.
+    pub(crate) fn kafka_script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh")
+    }
+
     /// Sends `signal` (e.g. "STOP", "CONT") to the broker under test, found by the pid file in
     /// the state directory of scripts/kafka.sh (the pid changes when the broker is bounced).
     pub(crate) fn signal_broker(signal: &str) {
