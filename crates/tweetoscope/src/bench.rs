@@ -124,7 +124,7 @@ pub async fn pass_through(
     };
     let mut settings = KafkaSettings::new(kafka_args, brokers)?;
     if embedded.is_some() {
-        settings.session_timeout_ms = 6_000;
+        settings.tune_for_embedded_broker();
     } else {
         create_topics(&settings, &topics, &[], kafka_args.partitions).await?;
     }
@@ -239,6 +239,9 @@ pub async fn pass_through(
     let seconds = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
     running.await.context("the pass-through loop panicked")??;
+    // The clients go before their broker: a client left connected would log its lost
+    // connection as errors at the end of a successful run.
+    drop(source);
     drop(embedded);
     // Every input was written again exactly once, or the figure is not a ceiling of this loop.
     let outputs = Metrics::count(&metrics.committed, &[PASS_THROUGH_STAGE, &output]);

@@ -133,8 +133,7 @@ pub async fn run_pipeline(
     };
     let mut kafka = KafkaSettings::new(kafka_args, brokers.clone())?;
     if embedded.is_some() {
-        // The embedded broker's group joins are slow; a short session keeps rebalances quick.
-        kafka.session_timeout_ms = 6_000;
+        kafka.tune_for_embedded_broker();
     }
     tracing::info!(brokers = %brokers, embedded = embedded.is_some(), "pipeline starting");
     let (stop, shutdown) = watch::channel(false);

@@ -115,6 +115,7 @@ async fn new_run(label: &str, commit_interval: Duration) -> (Names, KafkaSetting
         commit_interval,
         replication: 1,
         client_options: Vec::new(),
+        fetch_wait_max_ms: None,
     };
     create_topics(
         &settings,

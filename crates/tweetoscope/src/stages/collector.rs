@@ -497,6 +497,7 @@ mod tests {
             commit_interval: std::time::Duration::from_millis(100),
             replication: 1,
             client_options: Vec::new(),
+            fetch_wait_max_ms: None,
         };
         let outcomes = tokio::task::block_in_place(|| restart(Some(kafka)));
         assert_eq!(outcomes, [Outcome::Duplicate, Outcome::Duplicate]);
