@@ -355,12 +355,12 @@ fn grow_tree(
     let mut rng = SplitMix64::new(tree_seed(params.seed, index));
     let n = data.n_samples();
     let m = params.bootstrap_size(n);
-    let mut samples: Vec<usize> = (0..m).map(|_| rng.gen_range(0..n)).collect();
+    let samples: Vec<usize> = (0..m).map(|_| rng.gen_range(0..n)).collect();
     let mut in_bag = vec![false; n];
     for &i in &samples {
         in_bag[i] = true;
     }
-    let tree = build_tree(data, &mut samples, &cfg, &mut rng);
+    let tree = build_tree(data, &samples, &cfg, &mut rng);
     (tree, in_bag)
 }
 
