@@ -238,6 +238,30 @@ impl InternalEvent for ModelTrained {
     }
 }
 
+/// A training the learner skipped: by its turn, a newer training of the same window (on the same
+/// samples and more) was already waiting.
+#[derive(Debug)]
+pub struct TrainingSuperseded {
+    /// Its window.
+    pub window: u64,
+    /// The version it would have published.
+    pub version: u64,
+}
+
+impl InternalEvent for TrainingSuperseded {
+    fn emit(self, metrics: &Metrics) {
+        metrics
+            .trainings_superseded
+            .with_label_values(&[&self.window.to_string()])
+            .inc();
+        tracing::debug!(
+            window = self.window,
+            version = self.version,
+            "training superseded by a newer one"
+        );
+    }
+}
+
 /// A model the predictor now predicts with.
 #[derive(Debug)]
 pub struct ModelInUse {

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub training_samples: IntGaugeVec,
     /// Training runs of the learner, by window.
     pub trainings: IntCounterVec,
+    /// Trainings the learner skipped because a newer one of the same window was waiting.
+    pub trainings_superseded: IntCounterVec,
     /// Trainings that published no model, by reason.
     pub training_failures: IntCounterVec,
     /// Alerts posted to Alertmanager.
@@ -310,6 +312,12 @@ impl Metrics {
                 &r,
                 "tweetoscope_learner_trainings_total",
                 "Training runs",
+                &["window"],
+            ),
+            trainings_superseded: counter_vec(
+                &r,
+                "tweetoscope_learner_trainings_superseded_total",
+                "Trainings skipped because a newer training of the same window was waiting",
                 &["window"],
             ),
             training_failures: counter_vec(

@@ -15,10 +15,40 @@ use tweetoscope_predict::{
 
 use super::StageEnv;
 use crate::config::LearnerArgs;
-use crate::events::{InternalEvent as _, ModelTrained, TrainingFailed, TrainingFailure};
+use crate::events::{
+    InternalEvent as _, ModelTrained, TrainingFailed, TrainingFailure, TrainingSuperseded,
+};
 use crate::kafka::{Handled, Handler, Outgoing};
 
 const STAGE: &str = "learner";
+
+/// Which training of each window was asked for last. Trainings run one at a time, in order; one
+/// whose turn comes while a newer one of its window waits is skipped, since the newer one trains
+/// on the same samples and more: when training cannot keep up with the samples, the learner
+/// publishes the newest model as soon as it can instead of every intermediate one (the inputs of
+/// a skipped training are committed without output, as those of a sample that trains nothing).
+#[derive(Debug, Clone, Default)]
+struct Supersession {
+    /// (next ticket, the newest ticket of each window).
+    state: Arc<std::sync::Mutex<(u64, HashMap<u64, u64>)>>,
+}
+
+impl Supersession {
+    /// Records a training asked for `window`; returns its ticket.
+    fn ask(&self, window: u64) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = state.0;
+        state.0 += 1;
+        state.1.insert(window, ticket);
+        ticket
+    }
+
+    /// Whether `ticket` is still the newest training asked for `window`.
+    fn is_newest(&self, window: u64, ticket: u64) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1.get(&window) == Some(&ticket)
+    }
+}
 
 /// The learner wired to Kafka.
 #[derive(Debug)]
@@ -29,6 +59,8 @@ pub struct LearnerHandler {
     window_partition: HashMap<u64, i32>,
     params: Arc<ForestParams>,
     training: Arc<Semaphore>,
+    /// The newest training asked for, by window (see [`Supersession`]).
+    newest: Supersession,
     metrics: Arc<crate::metrics::Metrics>,
     topics: crate::config::TopicArgs,
     kafka: crate::kafka::KafkaSettings,
@@ -55,10 +87,20 @@ impl Handler for LearnerHandler {
         let metrics = self.metrics.clone();
         let topic = self.topics.models_topic.clone();
         let training = self.training.clone();
+        let newest = self.newest.clone();
+        let ticket = newest.ask(job.window);
         Handled::Later(Box::pin(async move {
             let Ok(_turn) = training.acquire_owned().await else {
                 return Vec::new();
             };
+            if !newest.is_newest(job.window, ticket) {
+                TrainingSuperseded {
+                    window: job.window,
+                    version: job.version,
+                }
+                .emit(&metrics);
+                return Vec::new();
+            }
             let trained = tokio::task::spawn_blocking(move || (train(&job, &params), job)).await;
             match trained {
                 Ok((Ok(model), job)) => {
@@ -186,10 +228,35 @@ pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
         params,
         // One training at a time, in the order they were asked for: versions go out in order.
         training: Arc::new(Semaphore::new(1)),
+        newest: Supersession::default(),
         metrics: env.metrics.clone(),
         topics: env.topics.clone(),
         kafka: env.kafka.clone(),
     };
     let input = env.input(STAGE, &env.topics.samples_topic);
     env.consume(input, |_| Ok(handler)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Supersession;
+
+    #[test]
+    fn a_training_is_superseded_only_by_a_newer_one_of_its_own_window() {
+        let newest = Supersession::default();
+        let first_600 = newest.ask(600);
+        let only_1200 = newest.ask(1200);
+        assert!(newest.is_newest(600, first_600), "nothing newer yet");
+        let second_600 = newest.ask(600);
+        assert!(!newest.is_newest(600, first_600));
+        assert!(newest.is_newest(600, second_600));
+        assert!(
+            newest.is_newest(1200, only_1200),
+            "another window's training"
+        );
+        assert!(
+            !newest.is_newest(21600, first_600),
+            "a window never asked for"
+        );
+    }
 }

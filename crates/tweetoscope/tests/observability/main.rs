@@ -1332,6 +1332,7 @@ fn exported_series_names() -> BTreeSet<String> {
     touch(&m.model_version);
     touch(&m.training_samples);
     touch(&m.trainings);
+    touch(&m.trainings_superseded);
     touch(&m.logs_shown);
     // The stall gauge is set at rendering, from the loops running then.
     let _running_loop = m.liveness.register("x");
@@ -1557,6 +1558,7 @@ fn exported_series_cover_the_documented_families() {
         "tweetoscope_model_version",
         "tweetoscope_learner_training_samples",
         "tweetoscope_learner_trainings_total",
+        "tweetoscope_learner_trainings_superseded_total",
         "tweetoscope_dashboard_alerts_sent_total",
         "tweetoscope_dashboard_alert_failures_total",
         "tweetoscope_dashboard_alerts_handled_total",
