@@ -2,7 +2,9 @@
 //! observed, more than the most any training cascade of the same window grew. Near n* = 1 the
 //! Hawkes remaining size G1/(1 − n*) explodes (at the default cap n* = 0.99 it is 100·G1), and a
 //! large G1 (accounts with millions of followers) does the same; the forest corrects what it has
-//! seen, not what lies beyond its training data.
+//! seen, not what lies beyond its training data. Without a model's bound, the predictor uses the
+//! largest growth among the cascades of the window whose truth it has joined
+//! ([`crate::ModelStore::observe_growth`]).
 
 /// The largest of the growths `n_tot / n_obs` (finite ones); `None` without any.
 pub fn growth_cap(growths: impl IntoIterator<Item = f64>) -> Option<f64> {

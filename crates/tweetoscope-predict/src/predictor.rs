@@ -14,6 +14,9 @@ use tweetoscope_messages::{
 #[derive(Debug, Default)]
 pub struct ModelStore {
     models: HashMap<u64, Installed>,
+    /// By window, the largest growth `n_tot / n_obs` of the cascades whose truth this predictor
+    /// has joined: the growth bound of predictions without a model's (see [`crate::guard`]).
+    observed_growth: HashMap<u64, f64>,
 }
 
 /// An installed model.
@@ -83,16 +86,27 @@ impl ModelStore {
         Ok(())
     }
 
+    /// Records the growth of a cascade whose final size is known (a sample with its sizes):
+    /// until a model with its own bound exists for `window`, predictions there are held at the
+    /// largest growth recorded (before the first truth, nothing holds them).
+    pub fn observe_growth(&mut self, window: u64, growth: f64) {
+        if growth.is_finite() && growth >= 1.0 {
+            let largest = self.observed_growth.entry(window).or_insert(growth);
+            *largest = largest.max(growth);
+        }
+    }
+
     /// The correction ω for these features, the version used (1 and 0 without a model) and
     /// ω's [`tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE`] interval, when the model
     /// holds its out-of-bag residuals and learns ln ω; with a growth forest, also its
     /// log-growth for a cascade of `n_obs` tweets (see [`Correction::growth`]).
     pub fn omega(&self, window: u64, features: [f64; 3], n_obs: f64) -> Correction {
+        let observed_growth = self.observed_growth.get(&window).copied();
         let none = Correction {
             omega: 1.0,
             model_version: 0,
             interval: None,
-            max_growth: None,
+            max_growth: observed_growth,
             growth: None,
         };
         let Some(Installed {
@@ -125,7 +139,7 @@ impl ModelStore {
                 omega: w,
                 model_version: *version,
                 interval: interval.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
-                max_growth: *max_growth,
+                max_growth: max_growth.or(observed_growth),
                 growth,
             },
             _ => none,
@@ -142,7 +156,8 @@ pub struct Correction {
     pub model_version: u64,
     /// Interval of ω (see [`ModelStore::omega`]).
     pub interval: Option<(f64, f64)>,
-    /// The model's bound on the growth `n_tot / n_obs` (see [`crate::guard`]).
+    /// The bound on the growth `n_tot / n_obs` (see [`crate::guard`]): the model's, else the
+    /// largest growth this store has observed ([`ModelStore::observe_growth`]).
     pub max_growth: Option<f64>,
     /// The growth forest's `ln(n_tot / n_obs)` and its interval (same coverage), when the
     /// model has one: the served size is then [`crate::blend_sizes`] of both forests.
@@ -692,10 +707,33 @@ mod tests {
         assert_eq!(alert.n_tot, 240, "{alert:?}");
         assert!(alert.n_high.unwrap() <= 240.0 && alert.n_low.unwrap() <= 240.0);
         assert!(p.n_hawkes > 400_000.0, "the Hawkes estimate alone explodes");
-        // An older model without the bound (or no model) serves the raw estimate, as before.
+        // An older model without the bound (or no model) serves the raw estimate until a truth
+        // is known, then the largest growth of the truths of its window.
         let mut old = ModelStore::default();
         old.install(&model(None)).unwrap();
         assert!(predict(600, &at_cap, &old).unwrap().0.n_tot > 400_000);
+        let mut none = ModelStore::default();
+        assert!(predict(600, &at_cap, &none).unwrap().0.n_tot > 400_000);
+        for store in [&mut old, &mut none] {
+            store.observe_growth(1200, 2.0);
+            assert!(
+                predict(600, &at_cap, store).unwrap().0.n_tot > 400_000,
+                "another window's truth"
+            );
+            store.observe_growth(600, 7.0);
+            store.observe_growth(600, 3.0);
+            store.observe_growth(600, f64::NAN);
+            assert_eq!(
+                predict(600, &at_cap, store).unwrap().0.n_tot,
+                140,
+                "20 × the largest, 7"
+            );
+        }
+        // A model's own bound wins over the observed one.
+        let mut both = ModelStore::default();
+        both.observe_growth(600, 30.0);
+        both.install(&model(Some(12.0))).unwrap();
+        assert_eq!(predict(600, &at_cap, &both).unwrap().0.n_tot, 240);
         // A model message without the field still parses.
         let mut json = serde_json::to_value(model(Some(12.0))).unwrap();
         json.as_object_mut().unwrap().remove("max_growth");

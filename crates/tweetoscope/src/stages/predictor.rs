@@ -140,6 +140,12 @@ impl Handler for PredictorHandler {
         }
         self.metrics.join_pending.set(self.join.pending() as i64);
         if let Some(Joined { stat, sample }) = step.joined {
+            if let Some(growth) = sample.growth() {
+                self.store
+                    .write()
+                    .expect("model store lock")
+                    .observe_growth(window, growth);
+            }
             self.metrics
                 .are
                 .with_label_values(&[&window.to_string()])
