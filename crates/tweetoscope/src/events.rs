@@ -224,6 +224,8 @@ impl InternalEvent for ModelTrained {
     fn emit(self, metrics: &Metrics) {
         let window = self.window.to_string();
         metrics.trainings.with_label_values(&[&window]).inc();
+        // The window's superseded series starts at zero, so increase() sees its first step.
+        metrics.trainings_superseded.with_label_values(&[&window]);
         metrics
             .model_version
             .with_label_values(&["learner", &window])
