@@ -249,6 +249,8 @@ struct Split {
 struct Presorted {
     /// Samples of the bootstrap (positions).
     m: usize,
+    /// Features.
+    p: usize,
     /// Feature values, column-major: `xs[f * m + pos]`.
     xs: Vec<f64>,
     /// Targets by position.
@@ -291,7 +293,13 @@ impl Presorted {
                 );
             }
         }
-        Presorted { m, xs, ys, order }
+        Presorted {
+            m,
+            p,
+            xs,
+            ys,
+            order,
+        }
     }
 
     /// Positions of a node's samples in increasing order of `feature`.
@@ -316,13 +324,12 @@ impl Presorted {
         right: &mut Vec<u32>,
     ) -> usize {
         let mut n_left = 0;
-        for &pos in &self.order[split.feature * self.m + start..split.feature * self.m + end] {
-            let left = self.xs[split.feature * self.m + pos as usize] <= split.threshold;
+        for &pos in self.sorted(split.feature, start, end) {
+            let left = self.x(pos, split.feature) <= split.threshold;
             goes_left[pos as usize] = left;
             n_left += usize::from(left);
         }
-        let p = self.order.len().checked_div(self.m).unwrap_or(0);
-        for f in 0..p {
+        for f in 0..self.p {
             let range = &mut self.order[f * self.m + start..f * self.m + end];
             right.clear();
             let mut k = 0;
