@@ -27,26 +27,29 @@ const STAGE: &str = "learner";
 /// on the same samples and more: when training cannot keep up with the samples, the learner
 /// publishes the newest model as soon as it can instead of every intermediate one (the inputs of
 /// a skipped training are committed without output, as those of a sample that trains nothing).
+/// A training is known by its model version, which grows with every training of its window.
 #[derive(Debug, Clone, Default)]
 struct Supersession {
-    /// (next ticket, the newest ticket of each window).
-    state: Arc<std::sync::Mutex<(u64, HashMap<u64, u64>)>>,
+    /// The newest version asked for, by window.
+    newest: Arc<std::sync::Mutex<HashMap<u64, u64>>>,
 }
 
 impl Supersession {
-    /// Records a training asked for `window`; returns its ticket.
-    fn ask(&self, window: u64) -> u64 {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let ticket = state.0;
-        state.0 += 1;
-        state.1.insert(window, ticket);
-        ticket
+    /// Records the training of `version` asked for `window`.
+    fn ask(&self, window: u64, version: u64) {
+        self.newest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(window, version);
     }
 
-    /// Whether `ticket` is still the newest training asked for `window`.
-    fn is_newest(&self, window: u64, ticket: u64) -> bool {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.1.get(&window) == Some(&ticket)
+    /// Whether `version` is still the newest training asked for `window`.
+    fn is_newest(&self, window: u64, version: u64) -> bool {
+        self.newest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&window)
+            == Some(&version)
     }
 }
 
@@ -88,12 +91,12 @@ impl Handler for LearnerHandler {
         let topic = self.topics.models_topic.clone();
         let training = self.training.clone();
         let newest = self.newest.clone();
-        let ticket = newest.ask(job.window);
+        newest.ask(job.window, job.version);
         Handled::Later(Box::pin(async move {
             let Ok(_turn) = training.acquire_owned().await else {
                 return Vec::new();
             };
-            if !newest.is_newest(job.window, ticket) {
+            if !newest.is_newest(job.window, job.version) {
                 TrainingSuperseded {
                     window: job.window,
                     version: job.version,
@@ -244,19 +247,13 @@ mod tests {
     #[test]
     fn a_training_is_superseded_only_by_a_newer_one_of_its_own_window() {
         let newest = Supersession::default();
-        let first_600 = newest.ask(600);
-        let only_1200 = newest.ask(1200);
-        assert!(newest.is_newest(600, first_600), "nothing newer yet");
-        let second_600 = newest.ask(600);
-        assert!(!newest.is_newest(600, first_600));
-        assert!(newest.is_newest(600, second_600));
-        assert!(
-            newest.is_newest(1200, only_1200),
-            "another window's training"
-        );
-        assert!(
-            !newest.is_newest(21600, first_600),
-            "a window never asked for"
-        );
+        newest.ask(600, 1);
+        newest.ask(1200, 1);
+        assert!(newest.is_newest(600, 1), "nothing newer yet");
+        newest.ask(600, 2);
+        assert!(!newest.is_newest(600, 1));
+        assert!(newest.is_newest(600, 2));
+        assert!(newest.is_newest(1200, 1), "another window's training");
+        assert!(!newest.is_newest(21600, 1), "a window never asked for");
     }
 }
