@@ -316,12 +316,19 @@ async fn run_loop<H: Handler>(
                     // Everything handled so far is committed together: wait for its outputs.
                     beat.beat("waiting for the outputs in flight");
                     let failure = if work.drain().await {
-                        commit(consumer, &producer, transactional, &handler, &work.next_offsets, false, beat).err()
+                        commit(consumer, &producer, transactional, &handler, &work.next_offsets, generation, false, beat).err()
                     } else {
                         Some(anyhow!("an output was not delivered"))
                     };
                     work.dirty = false;
                     if let Some(e) = failure {
+                        if e.downcast_ref::<RebalancedBeforeCommit>().is_some() {
+                            // Not a failure: the next owner of each partition redoes the work.
+                            tracing::info!(stage, "{e}");
+                            generation = consumer.context().generation();
+                            restart(consumer, &sink, transactional, false, &mut handler, &mut work, beat)?;
+                            continue;
+                        }
                         if e.downcast_ref::<StuckTransactionalCall>().is_some() {
                             // Aborting would wait on the same stuck client: rebuild them instead.
                             return Err(e.context("commit stuck: the stage's Kafka clients are rebuilt"));
@@ -435,6 +442,7 @@ async fn run_loop<H: Handler>(
             transactional,
             &handler,
             &work.next_offsets,
+            generation,
             true,
             beat,
         ),
@@ -517,16 +525,42 @@ fn restart<H: Handler>(
     Ok(())
 }
 
+/// A rebalance was served (by a poll of the consumer that returned no message) after the work
+/// to commit was done: its partitions may already belong to another process, which read their
+/// committed offsets when they were assigned to it, so committing would make both do the work.
+#[derive(Debug)]
+struct RebalancedBeforeCommit;
+
+impl std::fmt::Display for RebalancedBeforeCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "partitions rebalanced since the work to commit was done: it is not committed but redone by each partition's owner",
+        )
+    }
+}
+
+impl std::error::Error for RebalancedBeforeCommit {}
+
 /// Commits the handled prefix of every partition: with the outputs in a transaction, or alone.
+/// Commits nothing ([`RebalancedBeforeCommit`]) if the consumer has seen a rebalance since
+/// `generation`, the one in which the work was done.
+#[allow(clippy::too_many_arguments)]
 fn commit<H: Handler>(
     consumer: &StreamConsumer<StageContext>,
     producer: &FutureProducer,
     transactional: bool,
     handler: &H,
     offsets: &HashMap<(String, i32), i64>,
+    generation: u64,
     last: bool,
     beat: &LoopBeat,
 ) -> anyhow::Result<()> {
+    // A revocation is served before the group can move to a new generation (eager assignors), and
+    // only inside a poll of this consumer, which nothing does while this runs: checked here, the
+    // partitions are still this process's when their offsets are committed.
+    if consumer.context().generation() != generation {
+        return Err(RebalancedBeforeCommit.into());
+    }
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), processed) in offsets {
         let (offset, metadata) = handler.checkpoint(topic, *partition, *processed);
