@@ -113,4 +113,12 @@ pub enum HawkesError {
         /// Value received.
         value: f64,
     },
+    /// The expected future rate of a time-dependent process grows without bound.
+    #[error("the expected retweet rate diverges {at} s after the original tweet (p0 = {p0})")]
+    Diverges {
+        /// Seconds after the original tweet.
+        at: f64,
+        /// The base infectious rate that makes it diverge.
+        p0: f64,
+    },
 }

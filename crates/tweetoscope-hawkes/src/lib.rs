@@ -40,6 +40,7 @@ mod predict;
 mod prior;
 pub mod simulate;
 mod special;
+pub mod tideh;
 
 pub use error::HawkesError;
 pub use fit::{fit, fit_cascade, Bounds, FitConfig, HawkesFit, BETA_MAX, BETA_MIN, P_MIN};

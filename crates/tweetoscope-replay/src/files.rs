@@ -174,15 +174,15 @@ pub mod tideh {
             ));
         };
         let head_bad = bad(head_no);
-        let retweets = match head.split_whitespace().collect::<Vec<_>>()[..] {
+        let (retweets, day_phase) = match head.split_whitespace().collect::<Vec<_>>()[..] {
             [count, start] => {
                 let count = count.parse::<usize>().map_err(|_| {
                     head_bad(format!(
                         "retweet count {count:?} is not a whole number >= 0"
                     ))
                 })?;
-                non_negative(start, "start time", &head_bad)?;
-                count
+                let start = non_negative(start, "start time", &head_bad)?;
+                (count, start.fract())
             }
             ref fields => {
                 return Err(head_bad(format!(
@@ -217,6 +217,7 @@ pub mod tideh {
         Ok(CascadeEvents {
             events: relative_to_first(events),
             origin: format!("tideh {name}"),
+            day_phase: Some(day_phase),
         })
     }
 
@@ -286,6 +287,7 @@ pub mod csv {
         Ok(CascadeEvents {
             events: relative_to_first(events),
             origin: format!("csv {name}"),
+            day_phase: None,
         })
     }
 
@@ -368,6 +370,16 @@ mod tests {
         let c = tideh::parse("2 0.25\n0 90 \n12 433\n\n30.5 7\n", "RT9.txt").unwrap();
         assert_eq!(c.events, vec![(0.0, 90.0), (12.0, 433.0), (30.5, 7.0)]);
         assert_eq!(c.origin, "tideh RT9.txt");
+        // The start time's fraction of a day is the time of day of the tweet.
+        assert_eq!(c.day_phase, Some(0.25));
+        let later = tideh::parse(
+            "0 3.75
+0 90
+",
+            "RT1.txt",
+        )
+        .unwrap();
+        assert_eq!(later.day_phase, Some(0.75));
     }
 
     #[test]

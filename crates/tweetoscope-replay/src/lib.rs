@@ -27,6 +27,9 @@ pub struct CascadeEvents {
     pub events: Vec<(f64, f64)>,
     /// Free text describing where the cascade comes from (goes into the tweets' `info`).
     pub origin: String,
+    /// The time of day of the original tweet, as a fraction of a day, when the data set gives it
+    /// (TiDeH files do): the phase of the daily rhythm of retweeting.
+    pub day_phase: Option<f64>,
 }
 
 /// Settings of a multi-source replay.

@@ -119,6 +119,7 @@ impl NewsDataset {
         CascadeEvents {
             events,
             origin: format!("news cascade {}", i + 1),
+            day_phase: None,
         }
     }
 

@@ -134,6 +134,7 @@ impl Iterator for SyntheticCascades {
                 c.p, c.beta, c.n_star
             ),
             events: c.events,
+            day_phase: None,
         })
     }
 }

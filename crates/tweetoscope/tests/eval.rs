@@ -323,6 +323,12 @@ fn real_tideh_cascades_are_evaluated_with_cross_validation() {
             assert!(f.median_are.sd.is_finite(), "{}", m.method);
             assert!((0.0..=1.0).contains(&m.within_25));
         }
+        // TiDeH files give the time of day of each tweet: the TiDeH model is evaluated too.
+        assert!(
+            w.methods.iter().any(|m| m.method == "tideh"),
+            "window {}: no tideh row",
+            w.window
+        );
         // The Hawkes prediction alone underestimates multi-day cascades badly; both baselines
         // do better (measured 0.79 / 0.61 against 0.43 / 0.41 for the median ratio).
         let hawkes = method(w, "hawkes").median_are;

@@ -185,12 +185,13 @@ impl EvalArgs {
 }
 
 /// The prediction methods, in report order.
-pub const METHODS: [Method; 5] = [
+pub const METHODS: [Method; 6] = [
     Method::Hawkes,
     Method::HawkesForest,
     Method::HawkesForestExtended,
     Method::MedianRatio,
     Method::LogLinear,
+    Method::Tideh,
 ];
 
 /// A way of predicting the final size from a partial cascade.
@@ -207,6 +208,9 @@ pub enum Method {
     MedianRatio,
     /// ln final size regressed on ln observed size over the training pairs.
     LogLinear,
+    /// The time-dependent Hawkes process of TiDeH (daily rhythm and ageing, the paper's shared
+    /// settings, `p₀` fitted per cascade), on data sets that give the time of day of each tweet.
+    Tideh,
 }
 
 impl Method {
@@ -218,6 +222,7 @@ impl Method {
             Method::HawkesForestExtended => "hawkes+rf-extended",
             Method::MedianRatio => "median-ratio",
             Method::LogLinear => "log-linear",
+            Method::Tideh => "tideh",
         }
     }
 
@@ -359,6 +364,8 @@ struct Pair {
     series: CascadeSeries,
     n_tot: u64,
     fit: Option<KernelFit>,
+    /// The TiDeH prediction, when the data set gives the time of day of the tweet.
+    tideh: Option<f64>,
 }
 
 impl Pair {
@@ -503,6 +510,40 @@ fn describe(generator: &GeneratorArgs, estimator: &EstimatorArgs) -> String {
     format!("{what}, {kernel} kernel{marks}")
 }
 
+/// The time of day of each cascade's original tweet, in data set order, where the data set
+/// gives it (TiDeH files).
+fn day_phases(generator: &GeneratorArgs) -> anyhow::Result<Vec<Option<f64>>> {
+    Ok(match (generator.data, generator.data_dir.as_deref()) {
+        (DataSource::Tideh, Some(dir)) => tweetoscope_replay::files::tideh::read_dir(dir)?
+            .into_iter()
+            .map(|c| c.day_phase)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// The TiDeH prediction of a partial series whose original tweet was posted at time of day
+/// `phase`, with follower counts raised to `mark_exponent`.
+fn tideh_prediction(
+    s: &CascadeSeries,
+    phase: f64,
+    mark_exponent: f64,
+    params: &tweetoscope_hawkes::tideh::TidehParams,
+) -> Option<f64> {
+    let t0 = s.tweets.first()?.0;
+    let times: Vec<f64> = s.tweets.iter().map(|e| e.0 - t0).collect();
+    let marks: Vec<f64> = s
+        .tweets
+        .iter()
+        .map(|e| e.1.max(1.0).powf(mark_exponent))
+        .collect();
+    // The window's end, strictly after its last tweet.
+    let t_obs = (s.t_obs as f64).max(times[times.len() - 1] + 1e-6);
+    let fit = tweetoscope_hawkes::tideh::fit(&times, &marks, t_obs, phase, params).ok()?;
+    fit.predicted_size(&times, &marks, t_obs, phase, params)
+        .ok()
+}
+
 /// Replays, collects and fits one data set.
 fn prepare(
     generator: &GeneratorArgs,
@@ -529,21 +570,29 @@ fn prepare(
         tweetoscope_hawkes::fit_kernel(kernel, &times, &marks, s.t_obs as f64, &config).ok()
     });
     let fitted = fits.iter().filter(|f| f.is_some()).count();
+    // The replay numbers cascades in data set order from its first id.
+    let index_of = |s: &CascadeSeries| {
+        s.cid.0.parse::<u64>().map_or(usize::MAX, |id| {
+            usize::try_from(id.saturating_sub(first_id)).unwrap_or(usize::MAX)
+        })
+    };
+    let phases = day_phases(generator)?;
+    let tideh_params = tweetoscope_hawkes::tideh::TidehParams::default();
+    let tideh = parallel_map(&series, |s| {
+        let phase = phases.get(index_of(s)).copied().flatten()?;
+        tideh_prediction(s, phase, estimator.mark_exponent, &tideh_params)
+    });
     let pairs = series
         .into_iter()
         .zip(fits)
-        .map(|(s, fit)| {
-            // The replay numbers cascades in data set order from its first id.
-            let index = s.cid.0.parse::<u64>().map_or(usize::MAX, |id| {
-                usize::try_from(id.saturating_sub(first_id)).unwrap_or(usize::MAX)
-            });
-            Pair {
-                cid: s.cid.0.clone(),
-                index,
-                n_tot: sizes.get(&(s.cid.0.clone(), s.t_obs)).copied().unwrap_or(0),
-                series: s,
-                fit,
-            }
+        .zip(tideh)
+        .map(|((s, fit), tideh)| Pair {
+            cid: s.cid.0.clone(),
+            index: index_of(&s),
+            n_tot: sizes.get(&(s.cid.0.clone(), s.t_obs)).copied().unwrap_or(0),
+            series: s,
+            fit,
+            tideh,
         })
         .collect();
     let truth = match generator.data {
@@ -769,6 +818,7 @@ fn predict_window(
                     .map(|p| line.map_or(f64::NAN, |l| l.predict(p.n_obs())))
                     .collect()
             }
+            Method::Tideh => test.iter().map(|p| p.tideh.unwrap_or(f64::NAN)).collect(),
         };
         predictions.push(predicted.into_iter().zip(truth.iter().copied()).collect());
         intervals.push(bounds);
@@ -1012,6 +1062,13 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             methods: METHODS
                 .iter()
                 .enumerate()
+                // TiDeH only where the data set gives the time of day of the tweets.
+                .filter(|&(i, &m)| {
+                    m != Method::Tideh
+                        || outcomes
+                            .iter()
+                            .any(|o| o.predictions[i].iter().any(|(p, _)| p.is_finite()))
+                })
                 .map(|(i, &m)| method_report(m, i, &outcomes))
                 .collect(),
             recovery: recovery(&main_ok, &main.truth),

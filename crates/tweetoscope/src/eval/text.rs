@@ -70,16 +70,20 @@ impl EvalReport {
             for m in &w.methods {
                 let [a, b, c, d, e] = m.quantiles;
                 let name = format!("{}{}", m.method, if m.served { " *" } else { "" });
-                let spread = m
-                    .folds
-                    .as_ref()
-                    .map_or_else(String::new, |f| format!(" {:>8.3}", f.median_are.sd));
+                let spread = m.folds.as_ref().map_or_else(String::new, |f| {
+                    format!(" {:>8}", error_figure(f.median_are.sd))
+                });
                 let _ = writeln!(
                     out,
-                    "{name:<21} {:>10.3}{spread} {:>9.3} {a:>7.3} {b:>7.3} {c:>7.3} {d:>7.3} {e:>7.3} \
+                    "{name:<21} {:>10}{spread} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} \
                      {:>6} {:>6} {:>7} {:>7}",
-                    m.median_are,
-                    m.mean_are,
+                    error_figure(m.median_are),
+                    error_figure(m.mean_are),
+                    error_figure(a),
+                    error_figure(b),
+                    error_figure(c),
+                    error_figure(d),
+                    error_figure(e),
                     percent(m.within_10),
                     percent(m.within_25),
                     percent(m.alerts.precision),
@@ -116,5 +120,15 @@ impl EvalReport {
              precision and recall of \"predicted >= alert size\"."
         );
         out
+    }
+}
+
+/// An error figure with three decimals, or in scientific notation when it is too large to fit a
+/// column (a method whose predictions explode).
+fn error_figure(v: f64) -> String {
+    if v.abs() < 1e4 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.1e}")
     }
 }
