@@ -164,9 +164,45 @@ impl FailedCommits {
     }
 }
 
+/// The topics a loop reads, each resolved once: its name, shared by the records of the loop's
+/// bookkeeping, and its `consumed` counter (no label lookup per message).
+struct InputTopics {
+    stage: &'static str,
+    metrics: Arc<Metrics>,
+    by_name: HashMap<String, InputTopic>,
+}
+
+/// One topic of [`InputTopics`].
+struct InputTopic {
+    name: Arc<str>,
+    consumed: prometheus::IntCounter,
+}
+
+impl InputTopics {
+    fn new(stage: &'static str, metrics: &Arc<Metrics>) -> Self {
+        Self {
+            stage,
+            metrics: metrics.clone(),
+            by_name: HashMap::new(),
+        }
+    }
+
+    /// The topic called `name`, resolved on its first message.
+    fn get(&mut self, name: &str) -> &InputTopic {
+        if !self.by_name.contains_key(name) {
+            let topic = InputTopic {
+                name: name.into(),
+                consumed: self.metrics.consumed.with_label_values(&[self.stage, name]),
+            };
+            self.by_name.insert(name.to_owned(), topic);
+        }
+        &self.by_name[name]
+    }
+}
+
 /// A handled message: where it was read, and whether every output it caused reached Kafka.
 struct Done {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
     delivered: bool,
@@ -178,13 +214,13 @@ struct Uncommitted {
     /// Handled messages whose outputs are not all delivered yet, in reading order.
     in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>,
     /// Per partition, the offset after the last message whose outputs are all delivered.
-    next_offsets: HashMap<(String, i32), i64>,
+    next_offsets: HashMap<(Arc<str>, i32), i64>,
     /// Partitions whose handler state was resumed.
-    known: std::collections::HashSet<(String, i32)>,
+    known: std::collections::HashSet<(Arc<str>, i32)>,
     /// Whether a message finished since the last commit.
     dirty: bool,
     /// Messages finished since the last commit, per topic.
-    finished: HashMap<String, u64>,
+    finished: HashMap<Arc<str>, u64>,
 }
 
 impl Uncommitted {
@@ -267,6 +303,7 @@ async fn run_loop<H: Handler>(
     let mut failed_commits = FailedCommits::default();
     let mut commit_tick = tokio::time::interval(settings.commit_interval);
     let processing = metrics.processing_seconds.with_label_values(&[stage]);
+    let mut input_topics = InputTopics::new(stage, &metrics);
     // Labelled counters exist from the start, so rate() and increase() see their first step.
     if let Ok(subscription) = consumer.subscription() {
         for e in subscription.elements() {
@@ -359,7 +396,8 @@ async fn run_loop<H: Handler>(
                     restart(consumer, &sink, transactional, false, &mut handler, &mut work, beat)?;
                 }
                 let started = Instant::now();
-                let topic = message.topic().to_owned();
+                let input = input_topics.get(message.topic());
+                let topic = input.name.clone();
                 let key = (topic.clone(), message.partition());
                 if !work.known.contains(&key) {
                     beat.beat("reading a committed offset");
@@ -370,7 +408,7 @@ async fn run_loop<H: Handler>(
                     })?;
                     work.known.insert(key);
                 }
-                metrics.consumed.with_label_values(&[stage, &topic]).inc();
+                input.consumed.inc();
                 let position = (topic.clone(), message.partition(), message.offset());
                 let too_big = message.payload().map_or(0, <[u8]>::len) > MAX_PAYLOAD_BYTES;
                 let handled = if too_big {
@@ -550,7 +588,7 @@ fn commit<H: Handler>(
     producer: &FutureProducer,
     transactional: bool,
     handler: &H,
-    offsets: &HashMap<(String, i32), i64>,
+    offsets: &HashMap<(Arc<str>, i32), i64>,
     generation: u64,
     last: bool,
     beat: &LoopBeat,
@@ -706,7 +744,7 @@ mod tests {
 
     fn committable(work: &Uncommitted, partition: i32) -> Option<i64> {
         work.next_offsets
-            .get(&("tweets".to_owned(), partition))
+            .get(&(Arc::from("tweets"), partition))
             .copied()
     }
 
