@@ -705,6 +705,43 @@ mod tests {
         }
     }
 
+    /// The commit of work done before a rebalance the consumer has served since is refused
+    /// before anything is sent: no broker is needed to see it (nothing listens at the address).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn work_done_before_a_rebalance_served_since_is_not_committed() {
+        let metrics = Metrics::new();
+        let consumer: StreamConsumer<StageContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("group.id", "rebalanced-before-commit")
+            .create_with_context(StageContext::new("tester", metrics.clone()))
+            .expect("consumer");
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .expect("producer");
+        let beat = metrics.liveness.register("tester");
+        let offsets = HashMap::from([((Arc::from("tweets"), 0), 5)]);
+        let handler = |_: &BorrowedMessage<'_>| Handled::Now(Vec::new());
+        let seen = consumer.context().generation();
+        for transactional in [false, true] {
+            let err = commit(
+                &consumer,
+                &producer,
+                transactional,
+                &handler,
+                &offsets,
+                seen + 1,
+                false,
+                &beat,
+            )
+            .expect_err("a rebalance was served since the work was done");
+            assert!(
+                err.downcast_ref::<RebalancedBeforeCommit>().is_some(),
+                "{err:#}"
+            );
+        }
+    }
+
     #[test]
     fn loop_settings_defaults() {
         let s = LoopSettings::new("collector");
