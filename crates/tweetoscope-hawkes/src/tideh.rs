@@ -10,7 +10,7 @@
 //! size stays finite whatever `p₀` is. Times are seconds since the original tweet; `t_start` is
 //! the time of day of the original tweet as a fraction of a day. No I/O.
 
-use crate::HawkesError;
+use crate::{Cascade, HawkesError};
 
 /// Seconds in a day.
 pub const DAY: f64 = 86_400.0;
@@ -129,43 +129,10 @@ pub struct TidehFit {
     pub n_obs: usize,
 }
 
-/// Checks the crate's conventions: as many marks as times, at least one event, finite sorted
-/// times from 0, a finite horizon strictly after the last event, a finite time of day.
+/// Checks the crate's conventions (those of [`Cascade::new`], times relative to the original
+/// tweet) and a finite time of day.
 fn check(times: &[f64], marks: &[f64], t_obs: f64, t_start: f64) -> Result<(), HawkesError> {
-    if times.len() != marks.len() {
-        return Err(HawkesError::LengthMismatch {
-            times: times.len(),
-            marks: marks.len(),
-        });
-    }
-    if times.is_empty() {
-        return Err(HawkesError::TooFewEvents { n: 0, needed: 1 });
-    }
-    for (index, &t) in times.iter().enumerate() {
-        if !t.is_finite() {
-            return Err(HawkesError::NonFiniteTime { index });
-        }
-        if index > 0 && t < times[index - 1] {
-            return Err(HawkesError::UnsortedTimes {
-                index,
-                previous: times[index - 1],
-                time: t,
-            });
-        }
-    }
-    if let Some(index) = marks.iter().position(|m| !m.is_finite()) {
-        return Err(HawkesError::NonFiniteMark { index });
-    }
-    if !t_obs.is_finite() {
-        return Err(HawkesError::NonFiniteHorizon { horizon: t_obs });
-    }
-    let last = times[times.len() - 1];
-    if t_obs <= last {
-        return Err(HawkesError::HorizonNotAfterLastEvent {
-            horizon: t_obs,
-            last,
-        });
-    }
+    Cascade::new(times, marks, t_obs)?;
     if !t_start.is_finite() {
         return Err(HawkesError::InvalidArgument {
             name: "t_start",
@@ -252,19 +219,18 @@ impl TidehFit {
         let mut expected = Vec::with_capacity(future.len());
         // Far from the observed events, each cell's worth of them excites as one event of their
         // total mark at their mark-weighted mean time (the kernel hardly bends over a cell there).
-        let mut bins: Vec<(f64, f64)> = Vec::new();
-        for (a, b) in cells(0.0, t_obs, step) {
-            let (mass, moment) = times
-                .iter()
-                .zip(marks)
-                .filter(|(&t, _)| t >= a && t < b)
-                .fold((0.0, 0.0), |(w, wt), (&t, &m)| {
-                    (w + m.max(1.0), wt + m.max(1.0) * t)
-                });
-            if mass > 0.0 {
-                bins.push((moment / mass, mass));
-            }
+        let mut sums = vec![(0.0, 0.0); (t_obs / step).ceil() as usize];
+        for (&t, &m) in times.iter().zip(marks) {
+            let cell = ((t / step) as usize).min(sums.len() - 1);
+            let (mass, moment) = &mut sums[cell];
+            *mass += m.max(1.0);
+            *moment += m.max(1.0) * t;
         }
+        let bins: Vec<(f64, f64)> = sums
+            .into_iter()
+            .filter(|&(mass, _)| mass > 0.0)
+            .map(|(mass, moment)| (moment / mass, mass))
+            .collect();
         let near = t_obs + NEAR_CELLS * step;
         let mut total = 0.0;
         for (k, &(a, b)) in future.iter().enumerate() {
