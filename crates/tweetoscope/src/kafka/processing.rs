@@ -360,10 +360,9 @@ async fn run_loop<H: Handler>(
                     work.dirty = false;
                     if let Some(e) = failure {
                         if e.downcast_ref::<RebalancedBeforeCommit>().is_some() {
-                            // Not a failure: the next owner of each partition redoes the work.
+                            // Not a failure: the top of the loop sees the new generation and
+                            // abandons the work, which the owner of each partition redoes.
                             tracing::info!(stage, "{e}");
-                            generation = consumer.context().generation();
-                            restart(consumer, &sink, transactional, false, &mut handler, &mut work, beat)?;
                             continue;
                         }
                         if e.downcast_ref::<StuckTransactionalCall>().is_some() {
