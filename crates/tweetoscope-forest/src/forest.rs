@@ -271,6 +271,17 @@ pub fn fit_rows<R: AsRef<[f64]>>(
     targets: &[f64],
     params: &ForestParams,
 ) -> Result<RandomForest, ForestError> {
+    fit_rows_out_of_bag(rows, targets, params).map(|(forest, _)| forest)
+}
+
+/// Fits a forest like [`fit_rows`] and also returns each row's out-of-bag prediction: the mean
+/// of the trees whose bootstrap left the row out (`None` if every tree saw it). These stand for
+/// predictions on unseen rows, e.g. to compare the forest with another model on the same rows.
+pub fn fit_rows_out_of_bag<R: AsRef<[f64]>>(
+    rows: &[R],
+    targets: &[f64],
+    params: &ForestParams,
+) -> Result<(RandomForest, Vec<Option<f64>>), ForestError> {
     params.validate()?;
     if rows.len() != targets.len() {
         return Err(ForestError::SampleCountMismatch {
@@ -304,7 +315,7 @@ pub(crate) fn fit_columns(
     y: Vec<f64>,
     p: usize,
     params: &ForestParams,
-) -> Result<RandomForest, ForestError> {
+) -> Result<(RandomForest, Vec<Option<f64>>), ForestError> {
     let n = y.len();
     params.validate()?;
     if n == 0 {
@@ -371,7 +382,7 @@ pub(crate) fn fit_data(
     params: &ForestParams,
     cfg: TreeConfig,
     workers: usize,
-) -> Result<RandomForest, ForestError> {
+) -> Result<(RandomForest, Vec<Option<f64>>), ForestError> {
     let n_trees = params.n_trees;
     let grown: Vec<(Tree, Vec<bool>)> = if workers <= 1 {
         (0..n_trees)
@@ -420,12 +431,14 @@ pub(crate) fn fit_data(
     }
     let (mut se, mut k) = (0.0, 0usize);
     let mut oob_residuals = Vec::new();
-    for (&r, &c) in residuals.iter().zip(&counts) {
+    let mut oob_predictions = vec![None; n];
+    for (i, (&r, &c)) in residuals.iter().zip(&counts).enumerate() {
         if c > 0 {
             let e = r / c as f64;
             se += e * e;
             k += 1;
             oob_residuals.push(-e);
+            oob_predictions[i] = Some(data.y(i) + e);
         }
     }
     let oob_mse = Some(se / k.max(1) as f64).filter(|m| k > 0 && m.is_finite());
@@ -445,13 +458,16 @@ pub(crate) fn fit_data(
         tree.validate(data.n_features())
             .map_err(|e| ForestError::InvalidModel(format!("training overflowed: {e}")))?;
     }
-    Ok(RandomForest {
-        params: params.clone(),
-        n_features: data.n_features(),
-        oob_mse,
-        oob_residual_quantiles,
-        trees,
-    })
+    Ok((
+        RandomForest {
+            params: params.clone(),
+            n_features: data.n_features(),
+            oob_mse,
+            oob_residual_quantiles,
+            trees,
+        },
+        oob_predictions,
+    ))
 }
 
 #[cfg(test)]
@@ -486,6 +502,20 @@ mod tests {
         let thirteen = fit_data(&data, &params, cfg, 13).unwrap();
         assert_eq!(one, four);
         assert_eq!(one, thirteen);
-        assert!(one.out_of_bag_mse().is_some());
+        assert!(one.0.out_of_bag_mse().is_some());
+        // Out-of-bag predictions: every row left out by some of the 13 trees, and their squared
+        // errors are the forest's out-of-bag error.
+        let oob: Vec<f64> = one
+            .1
+            .iter()
+            .map(|p| p.expect("left out by a tree"))
+            .collect();
+        let mse = oob
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p - data.y(i)).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        assert!((mse - one.0.out_of_bag_mse().unwrap()).abs() < 1e-9 * mse.max(1.0));
     }
 }

@@ -37,5 +37,7 @@ mod rng;
 mod tree;
 
 pub use error::ForestError;
-pub use forest::{fit_rows, RandomForest, MODEL_FORMAT_VERSION, RESIDUAL_LEVELS};
+pub use forest::{
+    fit_rows, fit_rows_out_of_bag, RandomForest, MODEL_FORMAT_VERSION, RESIDUAL_LEVELS,
+};
 pub use params::ForestParams;

@@ -32,7 +32,7 @@ where
         for column in x.columns() {
             cols.extend(column.iter().copied());
         }
-        fit_columns(cols, y.to_vec(), x.ncols(), self)
+        fit_columns(cols, y.to_vec(), x.ncols(), self).map(|(forest, _)| forest)
     }
 }
 

@@ -9,8 +9,13 @@
 //!   final to observed size, and the log-linear regression of final size on observed size
 //!   (Szabo & Huberman 2010).
 //! - Popularity alerts are scored by precision and recall at a size threshold.
+//! - [`MedianRegression`]: a linear model of the conditional median (least absolute deviations).
+
+mod median_regression;
 
 use serde::Serialize;
+
+pub use median_regression::{conformal_bounds, cross_fitted_residuals, MedianRegression};
 
 /// The `q` quantile (`q` clamped to [0, 1]) of values sorted in increasing order; NaN when empty.
 pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
