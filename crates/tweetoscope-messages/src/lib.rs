@@ -340,6 +340,40 @@ pub struct CascadeParameters {
     /// Expected number of direct children still to come from the observed tweets.
     #[serde(rename = "G1")]
     pub g1: f64,
+    /// How the window's tweets are spread (extra field; absent from older estimators, whose
+    /// parameters are then predicted without the growth model).
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<SeriesShape>,
+}
+
+/// What a partial cascade's series says beyond its size, for the growth model: how recent and
+/// how far-reaching its tweets are. Sent as two extra JSON fields, `late_share` and
+/// `sqrt_followers`, on `parameters` and `samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SeriesShape {
+    /// Share of the window's tweets posted in its second half (`t − t₁ ≥ T_obs / 2`), in [0, 1].
+    pub late_share: f64,
+    /// Mean square root of the follower counts of the window's tweets (each count at least 1).
+    pub sqrt_followers: f64,
+}
+
+impl SeriesShape {
+    /// Checks the ranges: a share in [0, 1] and a mean of square roots of counts ≥ 1.
+    fn check(&self) -> Result<(), Malformed> {
+        if !(0.0..=1.0).contains(&self.late_share) {
+            return Err(Malformed::new(format!(
+                "`late_share` must lie in [0, 1], found {}",
+                self.late_share
+            )));
+        }
+        if !(self.sqrt_followers.is_finite() && self.sqrt_followers >= 1.0) {
+            return Err(Malformed::new(format!(
+                "`sqrt_followers` must be a finite number >= 1, found {}",
+                self.sqrt_followers
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The time kernel of a fit.
@@ -412,6 +446,9 @@ impl CascadeProperty {
                 non_negative("n_star", p.n_star)?;
                 non_negative("G1", p.g1)?;
                 finite("n_supp", p.n_supp)?;
+                if let Some(shape) = &p.shape {
+                    shape.check()?;
+                }
                 &mut p.t_obs
             }
         };
@@ -463,6 +500,10 @@ pub struct Sample {
     /// The cascade's final size (extra field; absent in older samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_tot: Option<u64>,
+    /// The shape of the series the parameters came from (extra fields; absent in older samples,
+    /// which the growth model does not learn from).
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<SeriesShape>,
 }
 
 impl Sample {
@@ -476,7 +517,13 @@ impl Sample {
             w,
             n_obs: None,
             n_tot: None,
+            shape: None,
         }
+    }
+
+    /// The sample with the shape of its series.
+    pub fn with_shape(self, shape: Option<SeriesShape>) -> Self {
+        Self { shape, ..self }
     }
 
     /// The sample with the observed and final sizes of its cascade.
@@ -503,6 +550,9 @@ impl Sample {
             finite(&format!("X[{i}]"), *v)?;
         }
         finite("W", s.w)?;
+        if let Some(shape) = &s.shape {
+            shape.check()?;
+        }
         let from_key = key
             .and_then(|k| std::str::from_utf8(k).ok())
             .and_then(|k| k.trim().parse::<u64>().ok());
@@ -532,20 +582,34 @@ pub enum ModelTag {
 /// features is refused by the predictor.
 pub const SERVED_FEATURES: [&str; 3] = ["beta", "n_star", "G1"];
 
-/// The features, in order, of a model's growth forest (see [`GrowthModel`]): the
-/// [`SERVED_FEATURES`], then `ln n_obs` and `ln(1 + n_supp/n_obs)` (the growth the Hawkes fit
-/// alone predicts, `n_supp = G1/(1 − n*)`). A growth forest listing other features is refused.
-pub const GROWTH_FEATURES: [&str; 5] = ["beta", "n_star", "G1", "ln_n_obs", "ln_hawkes_growth"];
+/// The features, in order, of a model's growth model (see [`GrowthModel`]): `ln n_obs`, the log
+/// of the [`SeriesShape::late_share`] (at least half a tweet's worth, `0.5 / n_obs`) and the log
+/// of the [`SeriesShape::sqrt_followers`]. A growth model listing other features (such as the
+/// growth forests of earlier versions) is refused.
+pub const GROWTH_FEATURES: [&str; 3] = ["ln_n_obs", "ln_late_share", "ln_sqrt_followers"];
 
-/// The second forest of a model: it learns the log-growth `ln(n_tot / n_obs)` of a cascade after
-/// the window from [`GROWTH_FEATURES`]. The served size is the geometric mean of the Hawkes size
-/// corrected by ω and `n_obs` times this growth.
+/// The growth model of a model message: a median regression of the log-growth
+/// `ln(n_tot / n_obs)` of a cascade after the window on [`GROWTH_FEATURES`], and how the
+/// predictor serves it, as chosen by the learner on its training samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrowthModel {
     /// Names of the features, in order.
     pub features: Vec<String>,
-    /// The serialized forest.
-    pub forest: serde_json::Value,
+    /// Constant term of the log-growth.
+    #[serde(default)]
+    pub intercept: f64,
+    /// One coefficient per feature.
+    #[serde(default)]
+    pub coefficients: Vec<f64>,
+    /// `true`: the served size is the geometric mean of the ω-corrected Hawkes size and
+    /// `n_obs · e^growth`; `false`: `n_obs · e^growth` alone.
+    #[serde(default)]
+    pub blend: bool,
+    /// The 10 % and 90 % quantiles of `ln(n_tot / served size)` over the training samples, each
+    /// predicted by models that did not learn from it: the served 80 % interval is the size
+    /// times their exponentials (absent: no interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error_bounds: Option<(f64, f64)>,
 }
 
 /// A trained random forest for one window, on the compacted `models` topic keyed by `T_obs`.
@@ -572,7 +636,8 @@ pub struct ModelMessage {
     /// prediction stays at most `n_obs` times this (absent in older models: no such bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_growth: Option<f64>,
-    /// The growth forest (extra field; absent in older models, which serve the ω forest alone).
+    /// The growth model (extra field; absent in older models and when no sample carried its
+    /// sizes and shape: the ω forest is then served alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth: Option<GrowthModel>,
 }

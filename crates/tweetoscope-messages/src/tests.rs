@@ -124,6 +124,56 @@ fn properties_take_the_window_from_field_or_key() {
 }
 
 #[test]
+fn the_series_shape_is_an_optional_pair_of_extra_fields() {
+    // Without the fields (the classic format, older estimators): no shape.
+    let classic = br#"{"type":"parameters","cid":"c","n_obs":32,"n_supp":1,"params":[0.01,0.001],"n_star":0.4,"G1":12,"T_obs":600}"#;
+    let (_, p) = CascadeProperty::parse(None, classic).unwrap();
+    let CascadeProperty::Parameters(p) = p else {
+        panic!()
+    };
+    assert_eq!(p.shape, None);
+    // Written flat beside the other fields, and only when known.
+    let json = serde_json::to_value(&p).unwrap();
+    assert!(json.get("late_share").is_none(), "{json}");
+    let shape = SeriesShape {
+        late_share: 0.25,
+        sqrt_followers: 12.5,
+    };
+    let shaped = CascadeParameters {
+        shape: Some(shape),
+        ..p
+    };
+    let json = serde_json::to_value(&shaped).unwrap();
+    assert_eq!(
+        (json["late_share"].as_f64(), json["sqrt_followers"].as_f64()),
+        (Some(0.25), Some(12.5))
+    );
+    let payload = serde_json::to_vec(&CascadeProperty::Parameters(shaped.clone())).unwrap();
+    let (_, back) = CascadeProperty::parse(None, &payload).unwrap();
+    assert_eq!(back, CascadeProperty::Parameters(shaped));
+    // Out of range: refused with the field's name.
+    let bad_share = br#"{"type":"parameters","cid":"c","n_obs":32,"n_supp":1,"params":[0.01,0.001],"n_star":0.4,"G1":12,"T_obs":600,"late_share":1.5,"sqrt_followers":3}"#;
+    assert!(CascadeProperty::parse(None, bad_share)
+        .unwrap_err()
+        .reason
+        .contains("late_share"));
+    let bad_reach = br#"{"type":"sample","cid":"c","T_obs":600,"X":[1,0.5,2],"W":1,"late_share":0.5,"sqrt_followers":0.5}"#;
+    assert!(Sample::parse(None, bad_reach)
+        .unwrap_err()
+        .reason
+        .contains("sqrt_followers"));
+    // Samples: the classic sample has none; one with sizes and shape round-trips.
+    let classic = Sample::parse(
+        None,
+        br#"{"type":"sample","cid":"c","T_obs":600,"X":[1,0.5,2],"W":1}"#,
+    )
+    .unwrap();
+    assert_eq!(classic.shape, None);
+    let full = classic.with_sizes(10, 40).with_shape(Some(shape));
+    assert_eq!(Sample::parse(None, &to_payload(&full)).unwrap(), full);
+}
+
+#[test]
 fn samples_stats_alerts_logs() {
     let s = Sample::new("c".into(), 600, [0.001, 0.5, 10.0], 1.2);
     let back = Sample::parse(Some(b"600"), &to_payload(&s)).unwrap();

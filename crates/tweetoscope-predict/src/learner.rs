@@ -4,7 +4,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use tweetoscope_forest::{ForestParams, RandomForest};
-use tweetoscope_messages::{GrowthModel, ModelMessage, ModelTag, ModelTarget, Sample};
+use tweetoscope_messages::{
+    GrowthModel, ModelMessage, ModelTag, ModelTarget, Sample, SeriesShape,
+    PREDICTION_INTERVAL_COVERAGE,
+};
 
 /// Largest model blob sent (Kafka's default message limit is 1 MB).
 pub const MAX_MODEL_BYTES: usize = 900_000;
@@ -24,7 +27,7 @@ pub fn omega_from_target(y: f64) -> f64 {
 }
 
 /// ω for one row of a forest that learns ln ω, with ω's
-/// [`PREDICTION_INTERVAL_COVERAGE`](tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE) interval
+/// [`PREDICTION_INTERVAL_COVERAGE`] interval
 /// when the forest holds its out-of-bag residuals; one forest prediction for both.
 pub fn omega_with_interval(
     forest: &RandomForest,
@@ -37,36 +40,44 @@ pub fn omega_with_interval(
     Ok((omega_from_target(y), interval))
 }
 
-/// The [`GROWTH_FEATURES`](tweetoscope_messages::GROWTH_FEATURES) of a cascade: its served
-/// features `[time scale, n*, G1]`, `ln n_obs` and `ln(1 + n_supp/n_obs)` with
-/// `n_supp = G1/(1 − n*)`, the log-growth the Hawkes fit alone predicts.
-pub fn growth_features(x: [f64; 3], n_obs: f64) -> [f64; 5] {
-    let [scale, n_star, g1] = x;
+/// The [`GROWTH_FEATURES`](tweetoscope_messages::GROWTH_FEATURES) of a cascade of `n_obs`
+/// tweets whose series has this shape: `ln n_obs`, `ln late_share` (at least `0.5 / n_obs`, so a
+/// window whose tweets all came early stays finite) and `ln sqrt_followers`.
+pub fn growth_features(n_obs: f64, shape: &SeriesShape) -> [f64; 3] {
+    let n = n_obs.max(1.0);
     [
-        scale,
-        n_star,
-        g1,
-        n_obs.ln(),
-        (g1 / (1.0 - n_star) / n_obs).ln_1p(),
+        n.ln(),
+        shape.late_share.max(0.5 / n).ln(),
+        shape.sqrt_followers.max(1.0).ln(),
     ]
 }
 
-/// The served size from the two forests: the geometric mean of the Hawkes size corrected by ω
-/// and `n_obs` times the growth forest's `exp(ln growth)`. The first tracks the model (best when
-/// the Hawkes process describes the data, as on synthetic cascades), the second the observed
-/// count (best on real tweets, where the Hawkes remainder is often far off); averaging their
-/// logs is the one-parameter-free compromise `eval` measured.
+/// The blended served size: the geometric mean of the Hawkes size corrected by ω and `n_obs`
+/// times the growth model's `exp(ln growth)`. The first tracks the model (best when the Hawkes
+/// process describes the data, as on synthetic cascades), the second the observed count and
+/// shape (best on real tweets, where the Hawkes remainder is often far off). The learner serves
+/// it when it predicts its training samples better than the growth model alone.
 pub fn blend_sizes(hawkes_size: f64, n_obs: f64, ln_growth: f64) -> f64 {
     ((hawkes_size.ln() + n_obs.ln() + ln_growth) / 2.0).exp()
 }
 
-/// One sample as a window keeps it: features, ω, and growth with `n_obs` when known.
-type Row = ([f64; 3], f64, Option<(f64, u64)>);
+/// One sample as a window keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    /// Features `[β, n*, G1]`.
+    x: [f64; 3],
+    /// ω.
+    w: f64,
+    /// `(n_obs, n_tot)`, when the sample carries them.
+    sizes: Option<(u64, u64)>,
+    /// The series' shape, when the sample carries it.
+    shape: Option<SeriesShape>,
+}
 
 /// Training data of one observation window.
 #[derive(Debug, Default)]
 pub struct WindowSamples {
-    /// Features, ω, growth (`n_tot / n_obs`) and `n_obs` (when the sample carries them).
+    /// The newest samples, oldest first.
     rows: VecDeque<Row>,
     /// Samples of this window ever received: the model version is `total / retrain_every`.
     total: u64,
@@ -94,8 +105,21 @@ pub struct TrainingJob {
     pub targets: Vec<f64>,
     /// The growths `n_tot / n_obs` of the samples that carry them.
     pub growths: Vec<f64>,
-    /// The [`growth_features`] of the samples that carry their sizes, for the growth forest.
-    pub growth_rows: Vec<[f64; 5]>,
+    /// The samples that carry their sizes and shape, for the growth model.
+    pub growth_rows: Vec<GrowthRow>,
+}
+
+/// A training sample of the growth model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrowthRow {
+    /// Position of the sample in [`TrainingJob::rows`].
+    pub index: usize,
+    /// Tweets observed in the window.
+    pub n_obs: u64,
+    /// Final size.
+    pub n_tot: u64,
+    /// Its [`growth_features`].
+    pub x: [f64; 3],
 }
 
 impl Trainer {
@@ -114,9 +138,12 @@ impl Trainer {
         if samples.rows.len() == capacity {
             samples.rows.pop_front();
         }
-        samples
-            .rows
-            .push_back((sample.x, sample.w, sample.growth().zip(sample.n_obs)));
+        samples.rows.push_back(Row {
+            x: sample.x,
+            w: sample.w,
+            sizes: sample.n_obs.zip(sample.n_tot),
+            shape: sample.shape,
+        });
         samples
     }
 
@@ -132,13 +159,29 @@ impl Trainer {
         Some(TrainingJob {
             window,
             version: w.total / every,
-            rows: w.rows.iter().map(|r| r.0).collect(),
-            targets: w.rows.iter().map(|r| r.1).collect(),
-            growths: w.rows.iter().filter_map(|r| r.2.map(|g| g.0)).collect(),
+            rows: w.rows.iter().map(|r| r.x).collect(),
+            targets: w.rows.iter().map(|r| r.w).collect(),
+            growths: w
+                .rows
+                .iter()
+                .filter_map(|r| r.sizes)
+                .filter(|(n_obs, _)| *n_obs > 0)
+                .map(|(n_obs, n_tot)| n_tot as f64 / n_obs as f64)
+                .collect(),
             growth_rows: w
                 .rows
                 .iter()
-                .filter_map(|r| r.2.map(|(_, n_obs)| growth_features(r.0, n_obs as f64)))
+                .enumerate()
+                .filter_map(|(index, r)| {
+                    let (n_obs, n_tot) =
+                        r.sizes.filter(|(n_obs, n_tot)| *n_obs > 0 && *n_tot > 0)?;
+                    Some(GrowthRow {
+                        index,
+                        n_obs,
+                        n_tot,
+                        x: growth_features(n_obs as f64, &r.shape?),
+                    })
+                })
                 .collect(),
         })
     }
@@ -211,47 +254,27 @@ pub fn forest_params(n_trees: usize, seed: u64) -> ForestParams {
     }
 }
 
-/// Settings of the growth forest: those of the ω forest, at most 4 levels deep (16 leaves), so
-/// that both forests fit in one message: the default ω forest (100 trees, 8 levels, 5,000
-/// samples) alone takes about 850 kB of the [`MAX_MODEL_BYTES`], a 6-level growth forest
-/// another 116 kB, a 4-level one about 30 kB.
-pub fn growth_forest_params(params: &ForestParams) -> ForestParams {
-    ForestParams {
-        max_depth: params.max_depth.min(4),
-        ..params.clone()
-    }
-}
+/// Folds of the growth model's cross-fitting (fewer with fewer than 20 samples).
+const GROWTH_FOLDS: usize = 10;
 
-/// Fits the forests of a job and wraps them in a model message.
+/// Growth samples needed for a growth model: two per fold of the smallest cross-fitting.
+const MIN_GROWTH_ROWS: usize = 8;
+
+/// Fits the forest and the growth model of a job and wraps them in a model message.
+///
+/// The ω forest learns ln ω on every sample. The growth model, a median regression of
+/// `ln(n_tot / n_obs)` on [`growth_features`], learns from the samples that carry their sizes
+/// and shape (at least 8). Each of those samples is then predicted by models
+/// that did not learn from it (the forest's out-of-bag prediction, the regression fitted
+/// without its fold) in the two ways the predictor can serve: the growth model alone, and
+/// [`blend_sizes`] of it with the ω-corrected Hawkes size. The way with the smaller median
+/// absolute log error is served, with the split-conformal bounds of its log errors
+/// ([`tweetoscope_stats::conformal_bounds`]) as those of an 80 % interval.
 pub fn train(job: &TrainingJob, params: &ForestParams) -> Result<ModelMessage, String> {
     let targets: Vec<f64> = job.targets.iter().map(|&w| target_from_omega(w)).collect();
-    let forest =
-        tweetoscope_forest::fit_rows(&job.rows, &targets, params).map_err(|e| e.to_string())?;
-    // The growth forest learns ln(n_tot / n_obs) on the samples that carry their sizes.
-    let (growth_rows, growth_targets): (Vec<[f64; 5]>, Vec<f64>) = job
-        .growth_rows
-        .iter()
-        .zip(&job.growths)
-        .map(|(x, g)| (*x, g.ln()))
-        .filter(|(x, y)| y.is_finite() && x.iter().all(|v| v.is_finite()))
-        .unzip();
-    let growth = if growth_rows.is_empty() {
-        None
-    } else {
-        let forest = tweetoscope_forest::fit_rows(
-            &growth_rows,
-            &growth_targets,
-            &growth_forest_params(params),
-        )
+    let (forest, out_of_bag) = tweetoscope_forest::fit_rows_out_of_bag(&job.rows, &targets, params)
         .map_err(|e| e.to_string())?;
-        Some(GrowthModel {
-            features: tweetoscope_messages::GROWTH_FEATURES
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect(),
-            forest: serde_json::to_value(&forest).map_err(|e| e.to_string())?,
-        })
-    };
+    let growth = growth_model(job, &out_of_bag);
     Ok(ModelMessage {
         kind: ModelTag::Model,
         t_obs: job.window,
@@ -265,6 +288,66 @@ pub fn train(job: &TrainingJob, params: &ForestParams) -> Result<ModelMessage, S
         forest: serde_json::to_value(&forest).map_err(|e| e.to_string())?,
         max_growth: crate::growth_cap(job.growths.iter().copied()),
         growth,
+    })
+}
+
+/// The growth model of a job (see [`train`]), given the ω forest's out-of-bag predictions of
+/// ln ω for [`TrainingJob::rows`]; `None` with too few growth samples.
+fn growth_model(job: &TrainingJob, out_of_bag: &[Option<f64>]) -> Option<GrowthModel> {
+    let rows: Vec<&GrowthRow> = job
+        .growth_rows
+        .iter()
+        .filter(|r| r.x.iter().all(|v| v.is_finite()))
+        .collect();
+    if rows.len() < MIN_GROWTH_ROWS {
+        return None;
+    }
+    let x: Vec<Vec<f64>> = rows.iter().map(|r| r.x.to_vec()).collect();
+    let y: Vec<f64> = rows
+        .iter()
+        .map(|r| (r.n_tot as f64 / r.n_obs as f64).ln())
+        .collect();
+    let line = tweetoscope_stats::MedianRegression::fit(&x, &y)?;
+    let folds = GROWTH_FOLDS.min(rows.len() / 2);
+    let held_out = tweetoscope_stats::cross_fitted_residuals(&x, &y, folds)?;
+    // Log errors ln(n_tot / served) of each way of serving, on samples none of its models saw.
+    let mut alone = Vec::with_capacity(rows.len());
+    let mut blended = Vec::with_capacity(rows.len());
+    for ((r, y), residual) in rows.iter().zip(&y).zip(&held_out) {
+        let ln_growth = y - residual;
+        let (n_obs, n_tot) = (r.n_obs as f64, r.n_tot as f64);
+        alone.push(*residual);
+        let [_, n_star, g1] = job.rows[r.index];
+        let hawkes = out_of_bag[r.index].and_then(|ln_omega| {
+            tweetoscope_hawkes::predict_final_size(
+                r.n_obs as usize,
+                g1,
+                n_star,
+                omega_from_target(ln_omega),
+            )
+            .ok()
+        });
+        if let Some(hawkes) = hawkes {
+            blended.push((n_tot / blend_sizes(hawkes, n_obs, ln_growth)).ln());
+        }
+    }
+    let typical = |errors: &[f64]| {
+        tweetoscope_stats::median(&errors.iter().map(|e| e.abs()).collect::<Vec<_>>())
+    };
+    // Blending is judged on the samples that have an out-of-bag ω (all but a few).
+    let blend = blended.len() * 2 > alone.len()
+        && blended.iter().all(|e| e.is_finite())
+        && typical(&blended) < typical(&alone);
+    let errors = if blend { &blended } else { &alone };
+    Some(GrowthModel {
+        features: tweetoscope_messages::GROWTH_FEATURES
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect(),
+        intercept: line.intercept,
+        coefficients: line.coefficients,
+        blend,
+        log_error_bounds: tweetoscope_stats::conformal_bounds(errors, PREDICTION_INTERVAL_COVERAGE),
     })
 }
 
@@ -316,23 +399,84 @@ mod tests {
     }
 
     #[test]
-    fn samples_with_sizes_give_aligned_growth_rows() {
-        let mut t = Trainer::new(2, 10);
+    fn samples_with_sizes_and_shape_give_aligned_growth_rows() {
+        let mut t = Trainer::new(3, 10);
+        let shape = SeriesShape {
+            late_share: 0.25,
+            sqrt_followers: 3.0,
+        };
         let old = Sample::new("a".into(), 600, [0.01, 0.5, 10.0], 1.0);
-        let new = Sample::new("b".into(), 600, [0.01, 0.5, 10.0], 1.0).with_sizes(20, 50);
+        let sized = Sample::new("b".into(), 600, [0.02, 0.5, 10.0], 1.0).with_sizes(20, 50);
+        let shaped = Sample::new("c".into(), 600, [0.03, 0.5, 10.0], 1.0)
+            .with_sizes(20, 50)
+            .with_shape(Some(shape));
         assert!(t.add(&old).is_none());
-        let job = t.add(&new).expect("due");
-        assert_eq!(job.rows.len(), 2);
-        assert_eq!(job.growths, vec![2.5]);
-        // ln 20 and ln(1 + (10 / 0.5) / 20) = ln 2.
-        let x = job.growth_rows[0];
-        assert_eq!(job.growth_rows.len(), 1);
-        assert_eq!(&x[..3], &[0.01, 0.5, 10.0]);
-        assert!((x[3] - 20f64.ln()).abs() < 1e-12 && (x[4] - 2f64.ln()).abs() < 1e-12);
-        // The growth forest learns ln 2.5 from it.
-        let model = train(&job, &forest_params(5, 1)).unwrap();
-        let forest: RandomForest = serde_json::from_value(model.growth.unwrap().forest).unwrap();
-        assert!((forest.predict_one(&x) - 2.5f64.ln()).abs() < 1e-9);
+        assert!(t.add(&sized).is_none());
+        let job = t.add(&shaped).expect("due");
+        assert_eq!(job.rows.len(), 3);
+        assert_eq!(job.growths, vec![2.5, 2.5], "every sample with its sizes");
+        // Only the sample with its shape is a growth row, pointing at its own features.
+        assert_eq!(
+            job.growth_rows,
+            vec![GrowthRow {
+                index: 2,
+                n_obs: 20,
+                n_tot: 50,
+                x: [20f64.ln(), 0.25f64.ln(), 3f64.ln()]
+            }]
+        );
+        // Too few growth rows for a growth model.
+        assert_eq!(train(&job, &forest_params(5, 1)).unwrap().growth, None);
+    }
+
+    /// The shape of the `i`-th sample of [`job_with_truth`]: the same for `2k` and `2k + 1`.
+    fn shape_of(i: usize) -> SeriesShape {
+        SeriesShape {
+            late_share: 0.1 + 0.8 * ((i / 2 * 7) % 10) as f64 / 10.0,
+            sqrt_followers: 1.0 + (i / 2 % 9) as f64,
+        }
+    }
+
+    /// A job of `n` samples of 20 observed tweets whose final size is `truth(i)`, with ω exact
+    /// and G1 = `g1(n_tot)` (n* = 0.5).
+    fn job_with_truth(n: usize, truth: impl Fn(usize) -> u64, g1: fn(u64) -> f64) -> TrainingJob {
+        let mut t = Trainer::new(n as u64, n);
+        let mut job = None;
+        for i in 0..n {
+            let n_tot = truth(i);
+            let g1 = g1(n_tot);
+            // ω that makes the Hawkes size exact: 20 + ω · G1 / 0.5 = n_tot.
+            let w = (n_tot as f64 - 20.0) * 0.5 / g1;
+            let sample = Sample::new(format!("c{i}").as_str().into(), 600, [0.01, 0.5, g1], w)
+                .with_sizes(20, n_tot)
+                .with_shape(Some(shape_of(i)));
+            job = t.add(&sample);
+        }
+        job.expect("due after n samples")
+    }
+
+    #[test]
+    fn the_growth_model_is_served_alone_when_it_explains_the_growth_and_blended_when_not() {
+        // The final size follows the series' shape (growth 1 + 4 · late share, which the line
+        // in ln late share fits roughly) and the Hawkes features say nothing (G1 is always 10):
+        // the growth model alone is served, with a narrow interval around it.
+        let by_shape = job_with_truth(
+            80,
+            |i| (20.0 * (1.0 + 4.0 * shape_of(i).late_share)) as u64,
+            |_| 10.0,
+        );
+        let model = train(&by_shape, &forest_params(20, 1)).unwrap();
+        let growth = model.growth.expect("80 growth rows");
+        assert!(!growth.blend, "{growth:?}");
+        let (lo, hi) = growth.log_error_bounds.expect("bounds");
+        assert!(lo <= 0.0 && hi >= 0.0 && hi - lo < 0.5, "{growth:?}");
+        // Cascades of the same shape end at 30 or 90 tweets, which only G1 tells apart: the
+        // blend with the ω-corrected Hawkes size is served.
+        let by_hawkes = job_with_truth(80, |i| if i % 2 == 0 { 30 } else { 90 }, |n| n as f64);
+        let model = train(&by_hawkes, &forest_params(20, 1)).unwrap();
+        let growth = model.growth.expect("80 growth rows");
+        assert!(growth.blend, "{growth:?}");
+        assert_eq!(model.max_growth, Some(4.5));
     }
 
     #[test]
@@ -360,12 +504,25 @@ mod tests {
             growths: vec![1.5, 4.0, 2.0],
             growth_rows: Vec::new(),
         };
-        // Without sizes (older samples) there is no growth forest.
+        // Without sizes (older samples) there is no growth model.
         assert_eq!(train(&job, &forest_params(5, 1)).unwrap().growth, None);
-        // With them, both forests together still fit in one message.
+        // With them, the forest and the growth model still fit in one message.
         let growths: Vec<f64> = (0..5000).map(|i| 1.0 + (i % 13) as f64).collect();
         let job = TrainingJob {
-            growth_rows: job.rows.iter().map(|r| growth_features(*r, 20.0)).collect(),
+            growth_rows: (0..5000)
+                .map(|i| GrowthRow {
+                    index: i,
+                    n_obs: 20,
+                    n_tot: 20 * (1 + (i % 13) as u64),
+                    x: growth_features(
+                        20.0,
+                        &SeriesShape {
+                            late_share: (i % 10) as f64 / 10.0,
+                            sqrt_followers: 1.0 + (i % 7) as f64,
+                        },
+                    ),
+                })
+                .collect(),
             growths,
             ..job
         };
@@ -377,7 +534,7 @@ mod tests {
             Some(13.0),
             "the largest growth trained on"
         );
-        let growth = model.growth.as_ref().expect("a growth forest");
+        let growth = model.growth.as_ref().expect("a growth model");
         assert_eq!(growth.features, tweetoscope_messages::GROWTH_FEATURES);
         let parsed = ModelMessage::parse(&to_payload(&model)).unwrap();
         let forest: tweetoscope_forest::RandomForest =

@@ -14,14 +14,14 @@ pub mod guard;
 pub mod learner;
 pub mod predictor;
 
-pub use estimator::{check_series, fit_marks, parameters_message};
+pub use estimator::{check_series, fit_marks, parameters_message, series_shape};
 pub use guard::{cap_growth, growth_cap};
 pub use learner::{
-    blend_sizes, forest_params, growth_features, growth_forest_params, learner_metadata,
-    omega_from_target, omega_with_interval, parse_learner_metadata, target_from_omega, train,
-    Trainer, TrainingJob, WindowSamples, MAX_MODEL_BYTES, OMEGA_FLOOR,
+    blend_sizes, forest_params, growth_features, learner_metadata, omega_from_target,
+    omega_with_interval, parse_learner_metadata, target_from_omega, train, GrowthRow, Trainer,
+    TrainingJob, WindowSamples, MAX_MODEL_BYTES, OMEGA_FLOOR,
 };
 pub use predictor::{
-    parse_state_key, predict, state_key, Correction, Half, Join, JoinStep, Joined, ModelStore,
-    Prediction,
+    parse_state_key, predict, state_key, Correction, Growth, Half, Join, JoinStep, Joined,
+    ModelStore, Prediction,
 };

@@ -6,9 +6,10 @@ use std::collections::{HashMap, VecDeque};
 
 use tweetoscope_forest::RandomForest;
 use tweetoscope_messages::{
-    Alert, AlertTag, CascadeId, CascadeParameters, Malformed, ModelMessage, ModelTarget, Sample,
-    Stat, StatTag, GROWTH_FEATURES, SERVED_FEATURES,
+    Alert, AlertTag, CascadeId, CascadeParameters, GrowthModel, Malformed, ModelMessage,
+    ModelTarget, Sample, SeriesShape, Stat, StatTag, GROWTH_FEATURES, SERVED_FEATURES,
 };
+use tweetoscope_stats::MedianRegression;
 
 /// The newest model of each window.
 #[derive(Debug, Default)]
@@ -26,13 +27,58 @@ struct Installed {
     target: ModelTarget,
     forest: RandomForest,
     max_growth: Option<f64>,
-    /// The growth forest, over [`GROWTH_FEATURES`] (absent in older models).
-    growth: Option<RandomForest>,
+    /// The growth model, over [`GROWTH_FEATURES`] (absent in older models).
+    growth: Option<InstalledGrowth>,
+}
+
+/// An installed growth model.
+#[derive(Debug)]
+struct InstalledGrowth {
+    line: MedianRegression,
+    blend: bool,
+    log_error_bounds: Option<(f64, f64)>,
+}
+
+impl InstalledGrowth {
+    /// Checks a model message's growth model.
+    fn new(window: u64, version: u64, g: &GrowthModel) -> Result<Self, String> {
+        if g.features != GROWTH_FEATURES {
+            return Err(format!(
+                "model of window {window} version {version}: its growth model uses features \
+                 {:?}, but this predictor computes {:?}: retrain it with a learner of the same \
+                 version",
+                g.features, GROWTH_FEATURES
+            ));
+        }
+        if g.coefficients.len() != GROWTH_FEATURES.len()
+            || !g.intercept.is_finite()
+            || g.coefficients.iter().any(|c| !c.is_finite())
+        {
+            return Err(format!(
+                "model of window {window} version {version}: its growth model needs {} finite \
+                 coefficients and a finite intercept, found {:?} and {}",
+                GROWTH_FEATURES.len(),
+                g.coefficients,
+                g.intercept
+            ));
+        }
+        Ok(Self {
+            line: MedianRegression {
+                intercept: g.intercept,
+                coefficients: g.coefficients.clone(),
+            },
+            blend: g.blend,
+            log_error_bounds: g
+                .log_error_bounds
+                .filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && lo <= hi),
+        })
+    }
 }
 
 impl ModelStore {
     /// Installs a model; refuses one whose feature list is not [`SERVED_FEATURES`], whose growth
-    /// forest's is not [`GROWTH_FEATURES`], or whose blobs are not forests over them.
+    /// model's is not [`GROWTH_FEATURES`], whose forest is not one over them, or whose growth
+    /// model lacks its coefficients.
     pub fn install(&mut self, message: &ModelMessage) -> Result<(), String> {
         if message.features != SERVED_FEATURES {
             return Err(format!(
@@ -49,29 +95,11 @@ impl ModelStore {
                 forest.n_features()
             ));
         }
-        let growth = match &message.growth {
-            None => None,
-            Some(g) => {
-                if g.features != GROWTH_FEATURES {
-                    return Err(format!(
-                        "model of window {} version {}: its growth forest uses features {:?}, \
-                         but this predictor computes {:?}: retrain it with a learner of the \
-                         same version",
-                        message.t_obs, message.version, g.features, GROWTH_FEATURES
-                    ));
-                }
-                let forest: RandomForest =
-                    serde_json::from_value(g.forest.clone()).map_err(|e| e.to_string())?;
-                if forest.n_features() != GROWTH_FEATURES.len() {
-                    return Err(format!(
-                        "growth forest has {} features, expected {}",
-                        forest.n_features(),
-                        GROWTH_FEATURES.len()
-                    ));
-                }
-                Some(forest)
-            }
-        };
+        let growth = message
+            .growth
+            .as_ref()
+            .map(|g| InstalledGrowth::new(message.t_obs, message.version, g))
+            .transpose()?;
         let max_growth = message.max_growth.filter(|g| g.is_finite() && *g >= 1.0);
         self.models.insert(
             message.t_obs,
@@ -98,9 +126,16 @@ impl ModelStore {
 
     /// The correction ω for these features, the version used (1 and 0 without a model) and
     /// ω's [`tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE`] interval, when the model
-    /// holds its out-of-bag residuals and learns ln ω; with a growth forest, also its
-    /// log-growth for a cascade of `n_obs` tweets (see [`Correction::growth`]).
-    pub fn omega(&self, window: u64, features: [f64; 3], n_obs: f64) -> Correction {
+    /// holds its out-of-bag residuals and learns ln ω; with a growth model and the series'
+    /// shape, also the growth model's answer for a cascade of `n_obs` tweets (see
+    /// [`Correction::growth`]).
+    pub fn omega(
+        &self,
+        window: u64,
+        features: [f64; 3],
+        n_obs: f64,
+        shape: Option<&SeriesShape>,
+    ) -> Correction {
         let observed_growth = self.observed_growth.get(&window).copied();
         let none = Correction {
             omega: 1.0,
@@ -119,14 +154,14 @@ impl ModelStore {
         else {
             return none;
         };
-        let growth = growth.as_ref().and_then(|g| {
-            let x = crate::learner::growth_features(features, n_obs);
-            let y = g.try_predict_one(&x).ok().filter(|y| y.is_finite())?;
-            let bounds = g
-                .residual_bounds(tweetoscope_messages::PREDICTION_INTERVAL_COVERAGE)
-                .map(|(lo, hi)| (y + lo, y + hi))
-                .filter(|(lo, hi)| lo.is_finite() && hi.is_finite());
-            Some((y, bounds))
+        let growth = growth.as_ref().zip(shape).and_then(|(g, shape)| {
+            let x = crate::learner::growth_features(n_obs, shape);
+            let ln_growth = g.line.predict(&x);
+            ln_growth.is_finite().then_some(Growth {
+                ln_growth,
+                blend: g.blend,
+                log_error_bounds: g.log_error_bounds,
+            })
         });
         let corrected = match target {
             ModelTarget::Omega => forest
@@ -159,9 +194,34 @@ pub struct Correction {
     /// The bound on the growth `n_tot / n_obs` (see [`crate::guard`]): the model's, else the
     /// largest growth this store has observed ([`ModelStore::observe_growth`]).
     pub max_growth: Option<f64>,
-    /// The growth forest's `ln(n_tot / n_obs)` and its interval (same coverage), when the
-    /// model has one: the served size is then [`crate::blend_sizes`] of both forests.
-    pub growth: Option<(f64, Option<(f64, f64)>)>,
+    /// The growth model's answer, when the model has one and the parameters carry their
+    /// series' shape: it then decides the served size and its interval.
+    pub growth: Option<Growth>,
+}
+
+/// The growth model's answer for one cascade.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Growth {
+    /// Predicted `ln(n_tot / n_obs)`.
+    pub ln_growth: f64,
+    /// Whether the served size is [`crate::blend_sizes`] of the ω-corrected Hawkes size and
+    /// `n_obs · e^ln_growth`, rather than the latter alone.
+    pub blend: bool,
+    /// Bounds of `ln(n_tot / served size)` for the served interval (see
+    /// [`GrowthModel::log_error_bounds`]).
+    pub log_error_bounds: Option<(f64, f64)>,
+}
+
+impl Growth {
+    /// The served size for a cascade of `n_obs` tweets whose ω-corrected Hawkes size is
+    /// `hawkes`.
+    pub fn size(&self, hawkes: f64, n_obs: f64) -> f64 {
+        if self.blend {
+            crate::blend_sizes(hawkes, n_obs, self.ln_growth)
+        } else {
+            n_obs * self.ln_growth.exp()
+        }
+    }
 }
 
 /// What the predictor keeps of the parameters half.
@@ -175,6 +235,21 @@ pub struct Prediction {
     /// Prediction interval of the final size (absent in entries written before intervals).
     #[serde(default)]
     interval: Option<(f64, f64)>,
+    /// The series' shape, passed on to the sample (absent in older entries).
+    #[serde(default)]
+    shape: Option<SeriesShape>,
+}
+
+impl Prediction {
+    /// The served size (unrounded).
+    pub fn size(&self) -> f64 {
+        self.n_pred
+    }
+
+    /// The served interval of the size, if any.
+    pub fn interval(&self) -> Option<(f64, f64)> {
+        self.interval
+    }
 }
 
 /// One half of a join, as kept in memory and in the changelog.
@@ -288,8 +363,9 @@ impl Join {
             };
             let [beta, n_star, g1] = p.features;
             let w = tweetoscope_hawkes::random_forest_target(p.n_obs as usize, n_tot, g1, n_star);
-            let sample =
-                Sample::new(cid.clone(), window, [beta, n_star, g1], w).with_sizes(p.n_obs, n_tot);
+            let sample = Sample::new(cid.clone(), window, [beta, n_star, g1], w)
+                .with_sizes(p.n_obs, n_tot)
+                .with_shape(p.shape);
             Joined { stat, sample }
         });
         JoinStep {
@@ -336,29 +412,33 @@ pub fn predict(
     let n_hawkes = tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, 1.0)
         .map_err(|e| Malformed::new(e.to_string()))?;
     let n_obs = p.n_obs as f64;
-    let correction = models.omega(window, features, n_obs);
-    // The served size (blended with the growth forest's when the model has one), held at the
-    // model's growth bound (the guard rail of `crate::guard`).
-    let size = |omega: f64, ln_growth: Option<f64>| {
+    let correction = models.omega(window, features, n_obs, p.shape.as_ref());
+    let hawkes = |omega: f64| {
         tweetoscope_hawkes::predict_final_size(p.n_obs as usize, p.g1, p.n_star, omega)
-            .map(|n| match ln_growth {
-                Some(g) => crate::blend_sizes(n, n_obs, g),
-                None => n,
-            })
-            .map(|n| crate::cap_growth(n, n_obs, correction.max_growth))
             .map_err(|e| Malformed::new(e.to_string()))
     };
-    let n_pred = size(correction.omega, correction.growth.map(|g| g.0))?;
-    let model_version = correction.model_version;
-    // The size grows with ω and with the growth, so their intervals map to the size's (lower
-    // bound with lower bound); with a growth forest, both must have one.
-    let interval = match (correction.interval, correction.growth) {
-        (Some((lo, hi)), None) => Some((size(lo, None)?, size(hi, None)?)),
-        (Some((lo, hi)), Some((_, Some((g_lo, g_hi))))) => {
-            Some((size(lo, Some(g_lo))?, size(hi, Some(g_hi))?))
+    // Every served size is held at the model's growth bound (the guard rail of `crate::guard`).
+    let held = |n: f64| crate::cap_growth(n, n_obs, correction.max_growth);
+    let (n_pred, interval) = match correction.growth {
+        // With a growth model, the learner chose how to serve and measured the interval.
+        Some(growth) => {
+            let n = growth.size(hawkes(correction.omega)?, n_obs);
+            let interval = growth
+                .log_error_bounds
+                .map(|(lo, hi)| (held(n * lo.exp()), held(n * hi.exp())));
+            (held(n), interval)
         }
-        _ => None,
+        // Without, the ω forest alone; the size grows with ω, so ω's interval maps to the
+        // size's.
+        None => {
+            let interval = match correction.interval {
+                Some((lo, hi)) => Some((held(hawkes(lo)?), held(hawkes(hi)?))),
+                None => None,
+            };
+            (held(hawkes(correction.omega)?), interval)
+        }
     };
+    let model_version = correction.model_version;
     let alert = Alert {
         kind: AlertTag::Alert,
         cid: p.cid.clone(),
@@ -379,6 +459,7 @@ pub fn predict(
             n_hawkes,
             model_version,
             interval,
+            shape: p.shape,
         },
     ))
 }
@@ -399,6 +480,10 @@ mod tests {
             kernel: Default::default(),
             n_star: 0.5,
             g1: 10.0,
+            shape: Some(SeriesShape {
+                late_share: 0.5,
+                sqrt_followers: 4.0,
+            }),
         }
     }
 
@@ -532,63 +617,94 @@ mod tests {
     }
 
     #[test]
-    fn a_growth_forest_is_blended_in_and_checked() {
+    fn a_growth_model_serves_alone_or_blended_and_is_checked() {
         let rows: Vec<[f64; 3]> = (0..50).map(|i| [0.001 * i as f64, 0.5, 10.0]).collect();
         let forest =
             tweetoscope_forest::fit_rows(&rows, &[2f64.ln(); 50], &Default::default()).unwrap();
         let base = model(&forest, 4, ModelTarget::LnOmega, None);
-        // An older model, serialized without the extra field, still parses: no growth forest.
+        // An older model, serialized without the extra field, still parses: no growth model.
         let mut old = serde_json::to_value(&base).unwrap();
         assert!(old.get("growth").is_none(), "absent, not null");
         old.as_object_mut().unwrap().remove("growth");
         let parsed = ModelMessage::parse(old.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.growth, None);
-        // The growth forest says ln(n_tot / n_obs) = ln 5 for every cascade.
-        let growth_rows: Vec<[f64; 5]> = rows
-            .iter()
-            .map(|r| crate::growth_features(*r, 20.0))
-            .collect();
-        let growth_forest =
-            tweetoscope_forest::fit_rows(&growth_rows, &[5f64.ln(); 50], &Default::default())
-                .unwrap();
-        let with_growth = ModelMessage {
-            growth: Some(tweetoscope_messages::GrowthModel {
-                features: GROWTH_FEATURES.iter().map(|f| (*f).to_owned()).collect(),
-                forest: serde_json::from_str(&growth_forest.to_json()).unwrap(),
-            }),
+        // ln(n_tot / n_obs) = ln 5 + 0·ln n + 1·ln late_share + 0.5·ln sqrt_followers: for the
+        // test parameters (late share 0.5, √followers 4) ln 5, a growth of 5.
+        let growth = |blend| tweetoscope_messages::GrowthModel {
+            features: GROWTH_FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+            intercept: 5f64.ln(),
+            coefficients: vec![0.0, 1.0, 0.5],
+            blend,
+            log_error_bounds: Some((-0.5, 0.25)),
+        };
+        let alone = ModelMessage {
+            growth: Some(growth(false)),
             ..base.clone()
         };
-        let parsed = ModelMessage::parse(&tweetoscope_messages::to_payload(&with_growth)).unwrap();
-        assert_eq!(parsed, with_growth, "the extra field round-trips");
+        let parsed = ModelMessage::parse(&tweetoscope_messages::to_payload(&alone)).unwrap();
+        assert_eq!(parsed, alone, "the extra field round-trips");
         let mut store = ModelStore::default();
         store.install(&parsed).unwrap();
         let (alert, p) = predict(600, &params("a"), &store).unwrap();
-        // ω = 2 gives 20 + 2 · 20 = 60; the growth forest 20 · 5 = 100; served √6000 ≈ 77.5.
-        assert_eq!(alert.n_tot, 77, "{alert:?}");
-        assert!((p.n_pred - 6000f64.sqrt()).abs() < 1e-6);
-        let (lo, hi) = (alert.n_low.unwrap(), alert.n_high.unwrap());
-        assert!(lo <= p.n_pred && p.n_pred <= hi, "{lo} {hi}");
-        // A growth forest over other features is refused, naming both lists.
-        let wrong = ModelMessage {
-            growth: Some(tweetoscope_messages::GrowthModel {
-                features: vec!["beta".into(), "n_star".into(), "G1".into(), "n_obs".into()],
-                forest: serde_json::from_str(&growth_forest.to_json()).unwrap(),
-            }),
+        // The growth model alone: 20 · 5 = 100, interval 100·e^−0.5 … 100·e^0.25.
+        assert_eq!(alert.n_tot, 100, "{alert:?}");
+        assert!((alert.n_low.unwrap() - 100.0 * (-0.5f64).exp()).abs() < 1e-9);
+        assert!((alert.n_high.unwrap() - 100.0 * 0.25f64.exp()).abs() < 1e-9);
+        // The shape travels on to the sample the join makes.
+        let mut join = Join::new(10);
+        join.add(&"a".into(), 600, 0, Half::Predicted(p));
+        let size = Half::Size(120);
+        let sample = join.add(&"a".into(), 600, 0, size).joined.unwrap().sample;
+        assert_eq!(sample.shape, params("a").shape);
+        // Blended: ω = 2 gives 20 + 2 · 20 = 60 and the growth model 100: served √6000 ≈ 77.5.
+        let blended = ModelMessage {
+            growth: Some(growth(true)),
             ..base.clone()
         };
-        let err = ModelStore::default().install(&wrong).unwrap_err();
+        let mut store = ModelStore::default();
+        store.install(&blended).unwrap();
+        let (alert, p) = predict(600, &params("a"), &store).unwrap();
+        assert_eq!(alert.n_tot, 77, "{alert:?}");
+        assert!((p.n_pred - 6000f64.sqrt()).abs() < 1e-6);
+        // Parameters without their shape (an older estimator) get the ω forest alone: 60.
+        let shapeless = CascadeParameters {
+            shape: None,
+            ..params("a")
+        };
+        assert_eq!(predict(600, &shapeless, &store).unwrap().0.n_tot, 60);
+        // A growth model over other features, such as an earlier version's growth forest, is
+        // refused, naming both lists; so is one without its coefficients.
+        let mut earlier = serde_json::to_value(&base).unwrap();
+        earlier["growth"] = serde_json::json!({
+            "features": ["beta", "n_star", "G1", "ln_n_obs", "ln_hawkes_growth"],
+            "forest": {}
+        });
+        let earlier = ModelMessage::parse(earlier.to_string().as_bytes()).unwrap();
+        let err = ModelStore::default().install(&earlier).unwrap_err();
         assert!(
-            err.contains("growth") && err.contains("ln_hawkes_growth"),
+            err.contains("growth")
+                && err.contains("ln_hawkes_growth")
+                && err.contains("ln_late_share"),
             "{err}"
         );
-        // The growth cap still holds the blended size.
+        let mut no_coefficients = growth(false);
+        no_coefficients.coefficients.clear();
+        let err = ModelStore::default()
+            .install(&ModelMessage {
+                growth: Some(no_coefficients),
+                ..base.clone()
+            })
+            .unwrap_err();
+        assert!(err.contains("coefficients"), "{err}");
+        // The growth cap holds the served size and its bounds.
         let capped = ModelMessage {
             max_growth: Some(3.0),
-            ..with_growth
+            ..alone
         };
         let mut store = ModelStore::default();
         store.install(&capped).unwrap();
-        assert_eq!(predict(600, &params("a"), &store).unwrap().0.n_tot, 60);
+        let alert = predict(600, &params("a"), &store).unwrap().0;
+        assert_eq!((alert.n_tot, alert.n_high), (60, Some(60.0)));
     }
 
     #[test]

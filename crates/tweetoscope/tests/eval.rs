@@ -59,9 +59,9 @@ fn synthetic_evaluation_recovers_parameters_and_the_forest_helps() {
             .map(|m| m.method.as_str())
             .collect();
         assert_eq!(served, ["hawkes+rf"], "the pipeline serves Hawkes + RF");
-        // The forest's 80 % interval (out-of-bag residual quantiles) holds the truth for about
-        // 80 % of the test cascades (measured 80 % and 75 %), within 10 points; Hawkes alone
-        // has no interval.
+        // The served 80 % interval (split-conformal bounds of held-out log errors) holds the
+        // truth for about 80 % of the test cascades (measured 78 % and 77 %), within 10 points;
+        // Hawkes alone has no interval.
         let interval = forest
             .interval
             .as_ref()
@@ -74,7 +74,7 @@ fn synthetic_evaluation_recovers_parameters_and_the_forest_helps() {
         );
         assert!(interval.median_relative_width > 0.0);
         // The lower bound is at most the prediction: alerting on it raises a subset of the
-        // alerts, measured more precise (89 % and 100 % against 85 % and 90 %).
+        // alerts, measured at least as precise (100 % and 100 % against 82 % and 100 %).
         let lower = interval.lower_bound_alerts;
         assert!(lower.alerts <= forest.alerts.alerts && lower.alerts > 0);
         assert!(lower.true_alerts <= forest.alerts.true_alerts);
@@ -335,6 +335,27 @@ fn real_tideh_cascades_are_evaluated_with_cross_validation() {
         assert!(
             method(w, "median-ratio").median_are < hawkes,
             "window {}",
+            w.window
+        );
+        // The served prediction (the growth model, alone here) beats both baselines by a wide
+        // margin: measured 0.226 / 0.221 against 0.314 / 0.295 for the log-linear baseline,
+        // the better one; the growth forest served before gave 0.411 / 0.365. Its 80 % interval
+        // holds the truth for 76 % / 80 % of the real cascades, within 10 points.
+        let served = method(w, "hawkes+rf");
+        let best_baseline = method(w, "log-linear")
+            .median_are
+            .min(method(w, "median-ratio").median_are);
+        assert!(
+            served.median_are < 0.85 * best_baseline,
+            "window {}: served {} against the better baseline {}",
+            w.window,
+            served.median_are,
+            best_baseline
+        );
+        let coverage = served.interval.as_ref().expect("served interval").coverage;
+        assert!(
+            (coverage - 0.8).abs() <= 0.1,
+            "window {}: 80 % interval held {coverage}",
             w.window
         );
     }

@@ -199,8 +199,9 @@ pub const METHODS: [Method; 6] = [
 pub enum Method {
     /// The Hawkes prediction alone (ω = 1).
     Hawkes,
-    /// Hawkes corrected by a forest on the pipeline's features (β or θ, n*, G1): what the
-    /// pipeline serves.
+    /// What the pipeline serves: the growth model alone, or blended with the Hawkes size
+    /// corrected by a forest on the pipeline's features (β or θ, n*, G1), as the learner
+    /// chooses (see [`tweetoscope_predict::train`]).
     HawkesForest,
     /// Hawkes corrected by a forest on [`extended_features`].
     HawkesForestExtended,
@@ -671,38 +672,54 @@ fn forest_omegas(
         .collect())
 }
 
-/// The growth forest's `ln(n_tot / n_obs)` and its interval for the test pairs, trained as the
-/// learner trains it (on [`tweetoscope_predict::growth_features`]); `None` without usable
-/// training data or for a test pair whose features are not finite.
-type Growth = Option<(f64, Option<(f64, f64)>)>;
+/// A served size and its [`INTERVAL_LEVEL`] interval, if any.
+type SizeWithInterval = (f64, Option<(f64, f64)>);
 
-fn growth_forest(
+/// What the pipeline serves for the test pairs: a model trained by the learner's own
+/// [`tweetoscope_predict::train`] on the training pairs' samples, installed in a model store and
+/// applied by the predictor's [`tweetoscope_predict::predict`] to each test pair's parameters
+/// message. Sizes and intervals, aligned with `test`; without training samples, the Hawkes
+/// prediction alone.
+fn served_predictions(
+    window: u64,
     train: &[&Pair],
     test: &[&Pair],
     params: &tweetoscope_forest::ForestParams,
-) -> anyhow::Result<Vec<Growth>> {
-    let features = |p: &Pair| {
-        let [a, b, c] = base_features(p.fit())[..] else {
-            unreachable!("three base features")
-        };
-        tweetoscope_predict::growth_features([a, b, c], p.n_obs())
-    };
-    let (rows, targets): (Vec<[f64; 5]>, Vec<f64>) = train
+) -> anyhow::Result<Vec<SizeWithInterval>> {
+    let samples: Vec<tweetoscope_messages::Sample> = train
         .iter()
-        .map(|p| (features(p), (p.n_tot as f64 / p.n_obs()).ln()))
-        .filter(|(x, y)| y.is_finite() && x.iter().all(|v| v.is_finite()))
-        .unzip();
-    if rows.is_empty() {
-        return Ok(vec![None; test.len()]);
+        .filter_map(|p| {
+            let fit = p.fit();
+            let w =
+                tweetoscope_hawkes::random_forest_target(fit.n_obs, p.n_tot, fit.g1, fit.n_star);
+            let x = [time_feature(fit), fit.n_star, fit.g1];
+            (w.is_finite() && x.iter().all(|v| v.is_finite())).then(|| {
+                tweetoscope_messages::Sample::new(p.cid.as_str().into(), window, x, w)
+                    .with_sizes(p.n_obs() as u64, p.n_tot)
+                    .with_shape(Some(tweetoscope_predict::series_shape(&p.series)))
+            })
+        })
+        .collect();
+    let mut store = tweetoscope_predict::ModelStore::default();
+    if !samples.is_empty() {
+        let mut trainer = tweetoscope_predict::Trainer::new(samples.len() as u64, samples.len());
+        let job = samples
+            .iter()
+            .filter_map(|s| trainer.add(s))
+            .last()
+            .expect("a job after every sample");
+        let model = tweetoscope_predict::train(&job, params).map_err(anyhow::Error::msg)?;
+        store.install(&model).map_err(anyhow::Error::msg)?;
     }
-    let params = tweetoscope_predict::growth_forest_params(params);
-    let forest = tweetoscope_forest::fit_rows(&rows, &targets, &params)?;
-    let bounds = forest.residual_bounds(INTERVAL_LEVEL);
+    // A prediction the predictor refuses (n* ≥ 1) counts as an infinite error, as in `hawkes`.
     Ok(test
         .iter()
         .map(|p| {
-            let y = forest.try_predict_one(&features(p)).ok()?;
-            Some((y, bounds.map(|(lo, hi)| (y + lo, y + hi))))
+            let parameters = tweetoscope_predict::parameters_message(&p.series, p.fit());
+            tweetoscope_predict::predict(window, &parameters, &store)
+                .map_or((f64::INFINITY, None), |(_, prediction)| {
+                    (prediction.size(), prediction.interval())
+                })
         })
         .collect())
 }
@@ -770,7 +787,6 @@ fn predict_window(
             .collect();
         (point, bounds)
     };
-    let base = |p: &Pair| base_features(p.fit());
     let extended = |p: &Pair| extended_features(p.fit(), &p.series);
     let mut predictions = Vec::new();
     let mut intervals = Vec::new();
@@ -779,29 +795,9 @@ fn predict_window(
         let predicted: Vec<f64> = match method {
             Method::Hawkes => hawkes(&vec![1.0; test.len()]),
             Method::HawkesForest => {
-                // What the predictor serves: the ω forest's size and the growth forest's,
-                // blended (see tweetoscope_predict::blend_sizes), then held at the growth cap.
-                let omegas = forest_omegas(&train, &test, &base, params)?;
-                let growths = growth_forest(&train, &test, params)?;
-                let blend = |p: &Pair, omega: f64, g: Option<f64>| {
-                    let n = size(p, omega);
-                    let n = g.map_or(n, |g| tweetoscope_predict::blend_sizes(n, p.n_obs(), g));
-                    capped(p, n)
-                };
-                let mut point = Vec::new();
-                let mut b = Vec::new();
-                for ((p, o), g) in test.iter().zip(&omegas).zip(&growths) {
-                    point.push(blend(p, o.0, g.map(|g| g.0)));
-                    b.push(match (o.1, g) {
-                        (Some((lo, hi)), None) => Some((blend(p, lo, None), blend(p, hi, None))),
-                        (Some((lo, hi)), Some((_, Some((g_lo, g_hi))))) => {
-                            Some((blend(p, lo, Some(*g_lo)), blend(p, hi, Some(*g_hi))))
-                        }
-                        _ => None,
-                    });
-                }
-                bounds = b.into_iter().collect();
-                point
+                let served = served_predictions(window, &train, &test, params)?;
+                bounds = served.iter().map(|s| s.1).collect();
+                served.into_iter().map(|s| s.0).collect()
             }
             Method::HawkesForestExtended => {
                 let (point, b) = sizes_of(&forest_omegas(&train, &test, &extended, params)?);
