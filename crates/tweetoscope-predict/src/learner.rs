@@ -70,6 +70,8 @@ struct Row {
     w: f64,
     /// `(n_obs, n_tot)`, when the sample carries them.
     sizes: Option<(u64, u64)>,
+    /// [`Sample::growth`].
+    growth: Option<f64>,
     /// The series' shape, when the sample carries it.
     shape: Option<SeriesShape>,
 }
@@ -142,6 +144,7 @@ impl Trainer {
             x: sample.x,
             w: sample.w,
             sizes: sample.n_obs.zip(sample.n_tot),
+            growth: sample.growth(),
             shape: sample.shape,
         });
         samples
@@ -161,13 +164,7 @@ impl Trainer {
             version: w.total / every,
             rows: w.rows.iter().map(|r| r.x).collect(),
             targets: w.rows.iter().map(|r| r.w).collect(),
-            growths: w
-                .rows
-                .iter()
-                .filter_map(|r| r.sizes)
-                .filter(|(n_obs, _)| *n_obs > 0)
-                .map(|(n_obs, n_tot)| n_tot as f64 / n_obs as f64)
-                .collect(),
+            growths: w.rows.iter().filter_map(|r| r.growth).collect(),
             growth_rows: w
                 .rows
                 .iter()
