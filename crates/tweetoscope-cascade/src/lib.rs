@@ -27,8 +27,8 @@ pub struct CollectorConfig {
     pub terminated: f64,
     /// A cascade's quiet limit also grows with its age: it is over after
     /// `max(terminated, terminated_age_ratio × age)` seconds without a retweet, where age is the
-    /// time from its original tweet to its last retweet. 0 (the default) gives the fixed
-    /// `terminated` rule.
+    /// time from its original tweet to its last retweet. 1 by default ("as long again as it has
+    /// lived"); 0 gives the fixed `terminated` rule of the classic course.
     pub terminated_age_ratio: f64,
     /// Minimum number of tweets in a window's series for anything to be emitted for that window.
     pub min_cascade_size: usize,
@@ -41,7 +41,7 @@ impl Default for CollectorConfig {
         Self {
             windows: vec![600, 1200],
             terminated: 1800.0,
-            terminated_age_ratio: 0.0,
+            terminated_age_ratio: 1.0,
             min_cascade_size: 10,
             remembered_finished: 100_000,
         }

@@ -314,9 +314,10 @@ pub struct CascadeArgs {
     #[arg(long, env = "TWEETOSCOPE_TERMINATED", default_value_t = 1800.0)]
     pub terminated: f64,
     /// A cascade is over after max(--terminated, this × its age) seconds without retweet, its age
-    /// being the time from its original tweet to its last retweet: a cascade that has lived for a
-    /// day is not ended by a night's lull (1 for real multi-day cascades). 0: --terminated alone.
-    #[arg(long, env = "TWEETOSCOPE_TERMINATED_AGE_RATIO", default_value_t = 0.0)]
+    /// being the time from its original tweet to its last retweet: with 1 (the default) a cascade
+    /// that has lived for a day is not ended by a night's lull. 0: --terminated alone (the
+    /// classic course rule, which ends real multi-day cascades at their first half-hour lull).
+    #[arg(long, env = "TWEETOSCOPE_TERMINATED_AGE_RATIO", default_value_t = 1.0)]
     pub terminated_age_ratio: f64,
     /// Minimum number of tweets in a window for the cascade to be processed at that window.
     #[arg(long, env = "TWEETOSCOPE_MIN_CASCADE_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
