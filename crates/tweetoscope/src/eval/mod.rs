@@ -328,6 +328,10 @@ pub struct WindowReport {
     pub alert_size: f64,
     /// One entry per method, in [`METHODS`] order.
     pub methods: Vec<MethodReport>,
+    /// In how many splits (folds, or the one split) the served model blended the growth model
+    /// with the ω-corrected Hawkes size rather than serving it alone, and in how many it had a
+    /// growth model at all (see [`tweetoscope_predict::train`]).
+    pub served_blended: (usize, usize),
     /// Parameter recovery over all pairs of the training data set (synthetic data only).
     pub recovery: Option<RecoveryReport>,
 }
@@ -632,6 +636,9 @@ struct SplitOutcome {
     intervals: Vec<Option<Vec<(f64, f64)>>>,
     alert_size: f64,
     train_pairs: usize,
+    /// How the served model serves: `Some(true)` blended with the Hawkes size, `Some(false)`
+    /// the growth model alone, `None` without a growth model.
+    served_blend: Option<bool>,
 }
 
 fn usable(p: &Pair, window: u64) -> bool {
@@ -685,7 +692,7 @@ fn served_predictions(
     train: &[&Pair],
     test: &[&Pair],
     params: &tweetoscope_forest::ForestParams,
-) -> anyhow::Result<Vec<SizeWithInterval>> {
+) -> anyhow::Result<(Vec<SizeWithInterval>, Option<bool>)> {
     let samples: Vec<tweetoscope_messages::Sample> = train
         .iter()
         .filter_map(|p| {
@@ -701,6 +708,7 @@ fn served_predictions(
         })
         .collect();
     let mut store = tweetoscope_predict::ModelStore::default();
+    let mut blend = None;
     if !samples.is_empty() {
         let mut trainer = tweetoscope_predict::Trainer::new(samples.len() as u64, samples.len());
         let job = samples
@@ -710,9 +718,10 @@ fn served_predictions(
             .expect("a job after every sample");
         let model = tweetoscope_predict::train(&job, params).map_err(anyhow::Error::msg)?;
         store.install(&model).map_err(anyhow::Error::msg)?;
+        blend = model.growth.as_ref().map(|g| g.blend);
     }
     // A prediction the predictor refuses (n* ≥ 1) counts as an infinite error, as in `hawkes`.
-    Ok(test
+    let served = test
         .iter()
         .map(|p| {
             let parameters = tweetoscope_predict::parameters_message(&p.series, p.fit());
@@ -721,7 +730,8 @@ fn served_predictions(
                     (prediction.size(), prediction.interval())
                 })
         })
-        .collect())
+        .collect();
+    Ok((served, blend))
 }
 
 /// Every method's predictions on one window of one split.
@@ -790,12 +800,14 @@ fn predict_window(
     let extended = |p: &Pair| extended_features(p.fit(), &p.series);
     let mut predictions = Vec::new();
     let mut intervals = Vec::new();
+    let mut served_blend = None;
     for method in METHODS {
         let mut bounds = None;
         let predicted: Vec<f64> = match method {
             Method::Hawkes => hawkes(&vec![1.0; test.len()]),
             Method::HawkesForest => {
-                let served = served_predictions(window, &train, &test, params)?;
+                let (served, blend) = served_predictions(window, &train, &test, params)?;
+                served_blend = blend;
                 bounds = served.iter().map(|s| s.1).collect();
                 served.into_iter().map(|s| s.0).collect()
             }
@@ -824,6 +836,7 @@ fn predict_window(
         intervals,
         alert_size,
         train_pairs: train.len(),
+        served_blend,
     })
 }
 
@@ -1054,6 +1067,13 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             },
             alert_size: tweetoscope_stats::mean(
                 &outcomes.iter().map(|o| o.alert_size).collect::<Vec<_>>(),
+            ),
+            served_blended: (
+                outcomes
+                    .iter()
+                    .filter(|o| o.served_blend == Some(true))
+                    .count(),
+                outcomes.iter().filter(|o| o.served_blend.is_some()).count(),
             ),
             methods: METHODS
                 .iter()

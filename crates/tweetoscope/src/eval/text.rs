@@ -106,6 +106,20 @@ impl EvalReport {
                     );
                 }
             }
+            let (blended, with_growth) = w.served_blended;
+            if with_growth > 0 {
+                let splits = if self.folds.is_some() {
+                    "folds"
+                } else {
+                    "splits"
+                };
+                let _ = writeln!(
+                    out,
+                    "served: the growth model alone in {} of {with_growth} {splits}, blended with \
+                     the forest-corrected Hawkes size in {blended}",
+                    with_growth - blended
+                );
+            }
             if let Some(r) = &w.recovery {
                 let _ = writeln!(
                     out,
