@@ -218,6 +218,9 @@ pub struct ModelTrained {
     pub samples: usize,
     /// Size of its message.
     pub bytes: usize,
+    /// Whether its growth model is served blended with the forest-corrected Hawkes size (`None`:
+    /// no growth model, the ω forest alone).
+    pub growth_blended: Option<bool>,
 }
 
 impl InternalEvent for ModelTrained {
@@ -230,11 +233,23 @@ impl InternalEvent for ModelTrained {
             .model_version
             .with_label_values(&["learner", &window])
             .set(self.version as i64);
+        if let Some(blended) = self.growth_blended {
+            metrics
+                .growth_blended
+                .with_label_values(&[&window])
+                .set(i64::from(blended));
+        }
+        let served = match self.growth_blended {
+            Some(true) => "growth model blended with the forest-corrected Hawkes size",
+            Some(false) => "growth model alone",
+            None => "forest-corrected Hawkes size alone",
+        };
         tracing::info!(
             window = self.window,
             version = self.version,
             samples = self.samples,
             bytes = self.bytes,
+            served,
             "model trained"
         );
     }

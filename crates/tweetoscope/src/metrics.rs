@@ -64,6 +64,9 @@ pub struct Metrics {
     pub model_version: IntGaugeVec,
     /// Samples in the learner's training window, by window.
     pub training_samples: IntGaugeVec,
+    /// How the newest model of each window serves its growth model: 1 blended with the
+    /// forest-corrected Hawkes size, 0 alone (no series without a growth model).
+    pub growth_blended: IntGaugeVec,
     /// Training runs of the learner, by window.
     pub trainings: IntCounterVec,
     /// Trainings the learner skipped because a newer one of the same window was waiting.
@@ -306,6 +309,13 @@ impl Metrics {
                 &r,
                 "tweetoscope_learner_training_samples",
                 "Samples in the learner's training window",
+                &["window"],
+            ),
+            growth_blended: gauge_vec(
+                &r,
+                "tweetoscope_learner_growth_blended",
+                "1 when the newest model blends its growth model with the forest-corrected Hawkes \
+                 size, 0 when it serves the growth model alone",
                 &["window"],
             ),
             trainings: counter_vec(

@@ -122,6 +122,7 @@ impl Handler for LearnerHandler {
                         version: job.version,
                         samples: job.rows.len(),
                         bytes: payload.len(),
+                        growth_blended: model.growth.as_ref().map(|g| g.blend),
                     }
                     .emit(&metrics);
                     vec![Outgoing::keyed(&topic, window, payload)]

@@ -1557,6 +1557,7 @@ fn exported_series_cover_the_documented_families() {
         "tweetoscope_predictor_join_pending",
         "tweetoscope_model_version",
         "tweetoscope_learner_training_samples",
+        "tweetoscope_learner_growth_blended",
         "tweetoscope_learner_trainings_total",
         "tweetoscope_learner_trainings_superseded_total",
         "tweetoscope_dashboard_alerts_sent_total",
