@@ -1331,6 +1331,7 @@ fn exported_series_names() -> BTreeSet<String> {
     touch(&m.predictions);
     touch(&m.model_version);
     touch(&m.training_samples);
+    touch(&m.growth_blended);
     touch(&m.trainings);
     touch(&m.trainings_superseded);
     touch(&m.logs_shown);
