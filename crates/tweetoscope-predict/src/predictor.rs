@@ -250,6 +250,16 @@ impl Prediction {
     pub fn interval(&self) -> Option<(f64, f64)> {
         self.interval
     }
+
+    /// The training sample of this prediction once its cascade's final size `n_tot` is known:
+    /// the features, the ω that would have been exact, the sizes and the series' shape.
+    pub fn sample(&self, cid: &CascadeId, window: u64, n_tot: u64) -> Sample {
+        let [_, n_star, g1] = self.features;
+        let w = tweetoscope_hawkes::random_forest_target(self.n_obs as usize, n_tot, g1, n_star);
+        Sample::new(cid.clone(), window, self.features, w)
+            .with_sizes(self.n_obs, n_tot)
+            .with_shape(self.shape)
+    }
 }
 
 /// One half of a join, as kept in memory and in the changelog.
@@ -361,11 +371,7 @@ impl Join {
                 n_low: p.interval.map(|i| i.0),
                 n_high: p.interval.map(|i| i.1),
             };
-            let [beta, n_star, g1] = p.features;
-            let w = tweetoscope_hawkes::random_forest_target(p.n_obs as usize, n_tot, g1, n_star);
-            let sample = Sample::new(cid.clone(), window, [beta, n_star, g1], w)
-                .with_sizes(p.n_obs, n_tot)
-                .with_shape(p.shape);
+            let sample = p.sample(cid, window, n_tot);
             Joined { stat, sample }
         });
         JoinStep {

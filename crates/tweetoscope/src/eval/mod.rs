@@ -693,18 +693,17 @@ fn served_predictions(
     test: &[&Pair],
     params: &tweetoscope_forest::ForestParams,
 ) -> anyhow::Result<(Vec<SizeWithInterval>, Option<bool>)> {
+    // The training samples as the predictor makes them: a prediction from the parameters
+    // message, joined with the final size.
+    let no_model = tweetoscope_predict::ModelStore::default();
     let samples: Vec<tweetoscope_messages::Sample> = train
         .iter()
         .filter_map(|p| {
-            let fit = p.fit();
-            let w =
-                tweetoscope_hawkes::random_forest_target(fit.n_obs, p.n_tot, fit.g1, fit.n_star);
-            let x = [time_feature(fit), fit.n_star, fit.g1];
-            (w.is_finite() && x.iter().all(|v| v.is_finite())).then(|| {
-                tweetoscope_messages::Sample::new(p.cid.as_str().into(), window, x, w)
-                    .with_sizes(p.n_obs() as u64, p.n_tot)
-                    .with_shape(Some(tweetoscope_predict::series_shape(&p.series)))
-            })
+            let parameters = tweetoscope_predict::parameters_message(&p.series, p.fit());
+            let (_, prediction) =
+                tweetoscope_predict::predict(window, &parameters, &no_model).ok()?;
+            let sample = prediction.sample(&parameters.cid, window, p.n_tot);
+            (sample.w.is_finite() && sample.x.iter().all(|v| v.is_finite())).then_some(sample)
         })
         .collect();
     let mut store = tweetoscope_predict::ModelStore::default();
