@@ -46,35 +46,37 @@ impl MedianRegression {
         let used: Vec<usize> = (0..k)
             .filter(|&j| scale[j] > 1e-12 * (1.0 + centre[j].abs()))
             .collect();
-        let design: Vec<Vec<f64>> = rows
-            .iter()
-            .map(|r| {
-                std::iter::once(1.0)
-                    .chain(used.iter().map(|&j| (r[j] - centre[j]) / scale[j]))
-                    .collect()
-            })
-            .collect();
+        let design = Design {
+            width: used.len() + 1,
+            values: rows
+                .iter()
+                .flat_map(|r| {
+                    std::iter::once(1.0).chain(used.iter().map(|&j| (r[j] - centre[j]) / scale[j]))
+                })
+                .collect(),
+        };
         let spread = crate::quantile(targets, 0.75) - crate::quantile(targets, 0.25);
         let delta = 1e-6 * spread.max(1e-6);
-        let mut weights = vec![1.0; n];
-        let mut beta = weighted_least_squares(&design, targets, &weights)?;
-        let mut best = (absolute_loss(&design, targets, &beta), beta.clone());
-        for _ in 0..MAX_ITERATIONS {
-            for (w, (z, y)) in weights.iter_mut().zip(design.iter().zip(targets)) {
-                *w = 1.0 / (y - dot(z, &beta)).abs().max(delta);
+        // Unit residuals, hence unit weights: least squares first.
+        let mut residuals = vec![1.0_f64; n];
+        let mut weights = vec![0.0; n];
+        let mut best: Option<(f64, Vec<f64>)> = None;
+        for _ in 0..=MAX_ITERATIONS {
+            for (w, r) in weights.iter_mut().zip(&residuals) {
+                *w = 1.0 / r.abs().max(delta);
             }
-            beta = weighted_least_squares(&design, targets, &weights)?;
-            let loss = absolute_loss(&design, targets, &beta);
-            let gain = best.0 - loss;
-            if loss < best.0 {
-                best = (loss, beta.clone());
+            let beta = design.weighted_least_squares(targets, &weights)?;
+            let loss = design.residuals(targets, &beta, &mut residuals);
+            let gain = best.as_ref().map_or(f64::INFINITY, |(b, _)| b - loss);
+            if gain > 0.0 {
+                best = Some((loss, beta));
             }
             if gain.abs() <= 1e-12 * (1.0 + loss) {
                 break;
             }
         }
         // Back to the original features.
-        let beta = best.1;
+        let (_, beta) = best?;
         let mut coefficients = vec![0.0; k];
         let mut intercept = beta[0];
         for (slot, &j) in used.iter().enumerate() {
@@ -96,10 +98,74 @@ impl MedianRegression {
     }
 }
 
+/// A design matrix stored row after row: a constant 1, then the standardised features.
+struct Design {
+    width: usize,
+    values: Vec<f64>,
+}
+
+impl Design {
+    fn rows(&self) -> std::slice::ChunksExact<'_, f64> {
+        self.values.chunks_exact(self.width)
+    }
+
+    /// Writes `y − zβ` of every row into `residuals` and returns `Σ |y − zβ|`.
+    fn residuals(&self, targets: &[f64], beta: &[f64], residuals: &mut [f64]) -> f64 {
+        let mut loss = 0.0;
+        for ((z, y), r) in self.rows().zip(targets).zip(residuals) {
+            *r = y - dot(z, beta);
+            loss += r.abs();
+        }
+        loss
+    }
+
+    /// Solves the weighted normal equations `(Zᵀ W Z) β = Zᵀ W y` (one triangle accumulated,
+    /// the other mirrored) by Gaussian elimination with partial pivoting (a tiny ridge keeps
+    /// collinear features solvable); `None` if singular.
+    fn weighted_least_squares(&self, targets: &[f64], weights: &[f64]) -> Option<Vec<f64>> {
+        let p = self.width;
+        let mut a = vec![vec![0.0; p + 1]; p];
+        for ((z, y), w) in self.rows().zip(targets).zip(weights) {
+            for i in 0..p {
+                let wz = w * z[i];
+                let row = &mut a[i];
+                for j in i..p {
+                    row[j] += wz * z[j];
+                }
+                row[p] += wz * y;
+            }
+        }
+        for (i, j) in (0..p).flat_map(|i| (0..i).map(move |j| (i, j))) {
+            a[i][j] = a[j][i];
+        }
+        let total_weight: f64 = weights.iter().sum();
+        for (i, row) in a.iter_mut().enumerate().skip(1) {
+            row[i] += 1e-10 * total_weight;
+        }
+        for col in 0..p {
+            let pivot = (col..p).max_by(|&r, &s| a[r][col].abs().total_cmp(&a[s][col].abs()))?;
+            if a[pivot][col].abs() < 1e-300 {
+                return None;
+            }
+            a.swap(col, pivot);
+            let pivot_row = a[col].clone();
+            for (r, row) in a.iter_mut().enumerate() {
+                let f = row[col] / pivot_row[col];
+                if r != col && f != 0.0 {
+                    for (v, pv) in row.iter_mut().zip(&pivot_row).skip(col) {
+                        *v -= f * pv;
+                    }
+                }
+            }
+        }
+        Some((0..p).map(|i| a[i][p] / a[i][i]).collect())
+    }
+}
+
 /// Residuals `y − ŷ` of every row, each predicted by a median regression fitted without the
 /// fold it falls in (`folds` folds of rows taken in turn: row i in fold i mod `folds`): honest
-/// errors from which prediction intervals can be read. `None` if a fold's fit fails or there are
-/// fewer rows than twice the folds.
+/// errors from which prediction intervals can be read. `None` if a fold's
+/// fit fails or there are fewer rows than twice the folds.
 pub fn cross_fitted_residuals(
     rows: &[Vec<f64>],
     targets: &[f64],
@@ -148,54 +214,6 @@ pub fn conformal_bounds(errors: &[f64], coverage: f64) -> Option<(f64, f64)> {
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn absolute_loss(design: &[Vec<f64>], targets: &[f64], beta: &[f64]) -> f64 {
-    design
-        .iter()
-        .zip(targets)
-        .map(|(z, y)| (y - dot(z, beta)).abs())
-        .sum()
-}
-
-/// Solves the weighted normal equations `(Zᵀ W Z) β = Zᵀ W y` by Gaussian elimination with
-/// partial pivoting (a tiny ridge keeps collinear features solvable); `None` if singular.
-fn weighted_least_squares(
-    design: &[Vec<f64>],
-    targets: &[f64],
-    weights: &[f64],
-) -> Option<Vec<f64>> {
-    let p = design.first()?.len();
-    let mut a = vec![vec![0.0; p + 1]; p];
-    for ((z, y), w) in design.iter().zip(targets).zip(weights) {
-        for i in 0..p {
-            for j in 0..p {
-                a[i][j] += w * z[i] * z[j];
-            }
-            a[i][p] += w * z[i] * y;
-        }
-    }
-    let total_weight: f64 = weights.iter().sum();
-    for (i, row) in a.iter_mut().enumerate().skip(1) {
-        row[i] += 1e-10 * total_weight;
-    }
-    for col in 0..p {
-        let pivot = (col..p).max_by(|&r, &s| a[r][col].abs().total_cmp(&a[s][col].abs()))?;
-        if a[pivot][col].abs() < 1e-300 {
-            return None;
-        }
-        a.swap(col, pivot);
-        let pivot_row = a[col].clone();
-        for (r, row) in a.iter_mut().enumerate() {
-            let f = row[col] / pivot_row[col];
-            if r != col && f != 0.0 {
-                for (v, pv) in row.iter_mut().zip(&pivot_row).skip(col) {
-                    *v -= f * pv;
-                }
-            }
-        }
-    }
-    Some((0..p).map(|i| a[i][p] / a[i][i]).collect())
 }
 
 #[cfg(test)]
