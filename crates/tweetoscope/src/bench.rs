@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt as _;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::Message as _;
 use serde::Serialize;
@@ -139,11 +137,10 @@ pub async fn pass_through(
         .subscribe(&[input.as_str()])
         .context("cannot subscribe the pass-through loop")?;
     let sink = Sink::new(
-        settings.stage_producer(PASS_THROUGH_STAGE).await?,
-        metrics.clone(),
-        PASS_THROUGH_STAGE,
-    )
-    .in_transactions(transactional);
+        settings
+            .stage_producer(PASS_THROUGH_STAGE, &metrics)
+            .await?,
+    );
     let echo = {
         let output = output.clone();
         handler(move |message| {
@@ -172,12 +169,14 @@ pub async fn pass_through(
     ));
 
     let source = Sink::new(
-        settings.stage_producer(PASS_THROUGH_SOURCE).await?,
-        metrics.clone(),
-        PASS_THROUGH_SOURCE,
-    )
-    .in_transactions(transactional);
-    let consumed = || Metrics::count(&metrics.consumed, &[PASS_THROUGH_STAGE, &input]);
+        settings
+            .stage_producer(PASS_THROUGH_SOURCE, &metrics)
+            .await?,
+    );
+    let consumed_counter = metrics
+        .consumed
+        .with_label_values(&[PASS_THROUGH_STAGE, &input]);
+    let consumed = || consumed_counter.get();
     let committed = || Metrics::count(&metrics.inputs_committed, &[PASS_THROUGH_STAGE, &input]);
     let keys: Vec<String> = (0..PASS_THROUGH_SOURCES as usize)
         .map(tweetoscope_replay::source_name)
@@ -186,8 +185,6 @@ pub async fn pass_through(
     if transactional {
         source.begin_transaction()?;
     }
-    let mut deliveries = FuturesUnordered::new();
-    let mut failed = 0u64;
     for index in 0..messages {
         if embedded.is_some() {
             while index > consumed() + PASS_THROUGH_MAX_AHEAD {
@@ -205,19 +202,14 @@ pub async fn pass_through(
         {
             source.commit_transaction_with(record, !last).await?;
         } else {
-            deliveries.push(source.enqueue(record).await);
-        }
-        while let Some(Some(ok)) = deliveries.next().now_or_never() {
-            failed += u64::from(!ok);
+            source.enqueue(record).await;
         }
     }
-    while let Some(ok) = deliveries.next().await {
-        failed += u64::from(!ok);
-    }
+    source.settled().await;
+    let failed = source.failures_total();
     if failed > 0 {
         anyhow::bail!("pass-through: {failed} input message(s) not delivered");
     }
-    source.committed();
     let deadline = Instant::now() + Duration::from_secs(600);
     while committed() < messages {
         if running.is_finished() || Instant::now() > deadline {

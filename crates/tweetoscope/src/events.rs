@@ -53,28 +53,6 @@ impl InternalEvent for MessageMalformed<'_> {
     }
 }
 
-/// A record Kafka has.
-#[derive(Debug)]
-pub struct RecordProduced<'a> {
-    /// The stage that wrote it.
-    pub stage: &'a str,
-    /// Its topic.
-    pub topic: &'a str,
-}
-
-impl InternalEvent for RecordProduced<'_> {
-    fn emit(self, metrics: &Metrics) {
-        metrics
-            .produced
-            .with_label_values(&[self.stage, self.topic])
-            .inc();
-        // The failure series of the same labels starts at zero.
-        metrics
-            .produce_failures
-            .with_label_values(&[self.stage, self.topic]);
-    }
-}
-
 /// Records of one topic a commit made visible: their transaction committed (or, without
 /// transactions, the offsets of the inputs that caused them).
 #[derive(Debug)]
@@ -492,28 +470,9 @@ mod tests {
     }
 
     #[test]
-    fn a_produced_record_creates_its_failure_series_at_zero() {
+    fn a_record_not_produced_counts_as_a_failure_of_its_stage_and_topic() {
         let metrics = Metrics::new();
-        RecordProduced {
-            stage: "collector",
-            topic: "cascade_series",
-        }
-        .emit(&metrics);
         let labels = "{stage=\"collector\",topic=\"cascade_series\"}";
-        assert_eq!(
-            value(
-                &metrics,
-                &format!("tweetoscope_messages_produced_total{labels}")
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &metrics,
-                &format!("tweetoscope_produce_failures_total{labels}")
-            ),
-            Some(0.0)
-        );
         RecordNotProduced {
             stage: "collector",
             topic: "cascade_series",

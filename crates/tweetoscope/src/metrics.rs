@@ -148,7 +148,7 @@ impl Metrics {
         let processing_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "tweetoscope_processing_seconds",
-                "Time from receiving a message to having its outputs delivered",
+                "Time from receiving a message to having its outputs handed to the producer",
             )
             .buckets(latency_buckets.clone()),
             &["stage"],

@@ -174,10 +174,9 @@ pub fn ship_to_topic(
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let sink = Sink::new(kafka.producer()?, metrics, "logs");
+    let sink = Sink::new(kafka.producer("logs", &metrics)?);
     let LogQueue(mut rx) = queue;
     Ok(tokio::spawn(async move {
-        let mut deliveries = futures_util::stream::FuturesUnordered::new();
         loop {
             let record = tokio::select! {
                 r = rx.recv() => r,
@@ -185,21 +184,14 @@ pub fn ship_to_topic(
             };
             let Some(record) = record else { break };
             let key = record.source.clone();
-            // Not awaited here: a slow or absent broker must not hold the queue.
-            deliveries.push(
-                sink.enqueue(Outgoing::keyed(&topic, key, to_payload(&record)))
-                    .await,
-            );
-            while deliveries.len() > 10_000 {
-                futures_util::StreamExt::next(&mut deliveries).await;
+            // Deliveries are not awaited here: a slow or absent broker must not hold the queue.
+            sink.enqueue(Outgoing::keyed(&topic, key, to_payload(&record)))
+                .await;
+            while sink.in_flight() > 10_000 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
-        let flush = async {
-            while futures_util::StreamExt::next(&mut deliveries)
-                .await
-                .is_some()
-            {}
-        };
+        let flush = sink.settled();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flush).await;
     }))
 }

@@ -176,9 +176,10 @@ async fn a_transaction_commits_outputs_only_with_the_offsets_of_their_messages()
         .subscribe(&[names.input.as_str()])
         .expect("subscribe");
     let sink = Sink::new(
-        settings.stage_producer(STAGE).await.expect("producer"),
-        metrics.clone(),
-        STAGE,
+        settings
+            .stage_producer(STAGE, &metrics)
+            .await
+            .expect("producer"),
     );
     let output = names.output.clone();
     let delayed_echo = handler(move |message| {
@@ -269,7 +270,7 @@ async fn a_frozen_broker_stalls_the_loop_only_for_bounded_waits_and_loses_nothin
                 async move {
                     let consumer = settings.consumer(STAGE, metrics.clone())?;
                     consumer.subscribe(&[input.as_str()])?;
-                    let producer = settings.stage_producer(STAGE).await?;
+                    let producer = settings.stage_producer(STAGE, &metrics).await?;
                     let echo = handler(move |message| {
                         Handled::Now(vec![Outgoing::keyed(
                             &output,
@@ -285,7 +286,7 @@ async fn a_frozen_broker_stalls_the_loop_only_for_bounded_waits_and_loses_nothin
                             transactional: true,
                         },
                         consumer,
-                        Sink::new(producer, metrics.clone(), STAGE),
+                        Sink::new(producer),
                         metrics,
                         shutdown,
                         echo,

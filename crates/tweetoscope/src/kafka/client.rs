@@ -9,7 +9,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, DeliveryResult, FutureProducer, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+
+use super::delivery::{DeliveryTally, StageProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::context::StageContext;
@@ -290,8 +292,13 @@ impl KafkaSettings {
         c
     }
 
-    /// A producer tuned for throughput with per-partition order kept: idempotent, batched, lz4.
-    pub fn producer(&self) -> anyhow::Result<FutureProducer> {
+    /// A producer of `stage` tuned for throughput with per-partition order kept: idempotent,
+    /// batched, lz4; its deliveries count as committed when delivered.
+    pub fn producer(
+        &self,
+        stage: &'static str,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<StageProducer> {
         self.base()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
@@ -299,7 +306,7 @@ impl KafkaSettings {
             .set("message.timeout.ms", "300000")
             .set("queue.buffering.max.messages", "1000000")
             .set_all(&self.client_options)
-            .create()
+            .create_with_context(DeliveryTally::new(stage, metrics.clone(), false))
             .with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
     }
 
@@ -315,9 +322,13 @@ impl KafkaSettings {
 
     /// A producer for a stage's processing loop: transactional (initialised) when transactions
     /// are on, with a transactional id unique to this process.
-    pub async fn stage_producer(&self, stage: &str) -> anyhow::Result<FutureProducer> {
+    pub async fn stage_producer(
+        &self,
+        stage: &'static str,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<StageProducer> {
         if !self.transactions {
-            return self.producer();
+            return self.producer(stage, metrics);
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -327,7 +338,7 @@ impl KafkaSettings {
             self.group_prefix,
             std::process::id()
         );
-        let producer: FutureProducer = self
+        let producer: StageProducer = self
             .base()
             .set("enable.idempotence", "true")
             .set("transactional.id", &id)
@@ -338,7 +349,7 @@ impl KafkaSettings {
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
             .set_all(&self.client_options)
-            .create()
+            .create_with_context(DeliveryTally::new(stage, metrics.clone(), true))
             .with_context(|| {
                 format!(
                     "cannot create a transactional producer for {}",
@@ -517,7 +528,7 @@ impl KafkaSettings {
     }
 
     /// Partition count of `topic`.
-    pub fn partitions_of(&self, producer: &FutureProducer, topic: &str) -> anyhow::Result<i32> {
+    pub fn partitions_of(&self, producer: &StageProducer, topic: &str) -> anyhow::Result<i32> {
         let what = format!("reading the metadata of topic {topic}");
         let metadata = retry_transient(&what, TRANSIENT_RETRY_FOR, || {
             producer

@@ -9,18 +9,21 @@
 //! it replays from there, rebuilding its state with its outputs suppressed up to that mark.
 //!
 //! One module per job: [`client`] (settings, producers, consumers, partition reads), [`admin`]
-//! (topics, the embedded broker), [`context`] (the consumer context: lag, rebalances), [`sink`]
+//! (topics, the embedded broker), [`context`] (the consumer context: lag, rebalances), [`delivery`] (the producers' delivery reports,
+//! tallied), [`sink`]
 //! (records written, dead letters, headers) and [`processing`] (the exactly-once loop).
 
 pub mod admin;
 pub mod client;
 pub mod context;
+pub mod delivery;
 pub mod processing;
 pub mod sink;
 
 pub use admin::{create_topics, topic_plan, EmbeddedBroker};
 pub use client::{KafkaSettings, RawRecord};
 pub use context::StageContext;
+pub use delivery::{DeliveryTally, StageProducer};
 pub use processing::{
     close_consumer, handler, process, processed_mark, Handled, Handler, Later, LoopSettings,
     MAX_PAYLOAD_BYTES,

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tweetoscope_messages::Malformed;
 
 use super::context::StageContext;
+use super::delivery::StageProducer;
 use super::sink::{
     abort_transaction, bounded_transactional_call, commit_transaction, dead_letter, Outgoing, Sink,
     StuckTransactionalCall, TRANSACTION_CALL_TIMEOUT,
@@ -49,6 +50,10 @@ impl std::fmt::Debug for Handled {
     }
 }
 
+/// Most records handed to the producer and not yet reported before the loop stops reading until
+/// the next commit has waited for them (a bound on the producer's memory between commits).
+const MAX_RECORDS_IN_FLIGHT: u64 = 100_000;
+
 /// Largest payload a stage accepts; larger ones are dead-lettered unparsed.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 
@@ -57,7 +62,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 pub struct LoopSettings {
     /// Stage name (metrics label, logs).
     pub stage: &'static str,
-    /// Most messages in flight (handled, outputs not yet delivered).
+    /// Most messages whose outputs come later (work on other threads) at a time.
     pub max_in_flight: usize,
     /// How often offsets (and, with transactions, outputs) are committed.
     pub commit_interval: Duration,
@@ -200,20 +205,24 @@ impl InputTopics {
     }
 }
 
-/// A handled message: where it was read, and whether every output it caused reached Kafka.
+/// A message whose outputs came later (see [`Handled::Later`]): where it was read, and whether
+/// the producer accepted every output.
 struct Done {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
-    delivered: bool,
+    accepted: bool,
 }
 
-/// The work of a processing loop not committed yet.
+/// The work of a processing loop not committed yet. A message's outputs are handed to the sink
+/// as soon as they are known, and their deliveries are tallied by the producer
+/// ([`super::DeliveryTally`]); a commit waits for the work that comes later, then for every
+/// delivery.
 #[derive(Default)]
 struct Uncommitted {
-    /// Handled messages whose outputs are not all delivered yet, in reading order.
-    in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>,
-    /// Per partition, the offset after the last message whose outputs are all delivered.
+    /// Messages whose outputs are not known yet (work on another thread).
+    later: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send>>>,
+    /// Per partition, the offset after the last message whose outputs were handed to the sink.
     next_offsets: HashMap<(Arc<str>, i32), i64>,
     /// Partitions whose handler state was resumed.
     known: std::collections::HashSet<(Arc<str>, i32)>,
@@ -224,15 +233,20 @@ struct Uncommitted {
 }
 
 impl Uncommitted {
-    /// Records a finished message; false if one of its outputs was not delivered.
+    /// Records a message whose outputs were handed to the sink; false if one was refused.
     fn finish(&mut self, done: Done) -> bool {
-        if done.delivered {
+        if done.accepted {
             *self.finished.entry(done.topic.clone()).or_default() += 1;
-            self.next_offsets
-                .insert((done.topic, done.partition), done.offset + 1);
+            // Later work finishes in any order: the commit waits for all of it, so the offset
+            // after the furthest message is the one to commit.
+            let next = self
+                .next_offsets
+                .entry((done.topic, done.partition))
+                .or_insert(done.offset + 1);
+            *next = (*next).max(done.offset + 1);
             self.dirty = true;
         }
-        done.delivered
+        done.accepted
     }
 
     /// A commit succeeded: the messages finished since the last one are committed.
@@ -246,14 +260,16 @@ impl Uncommitted {
         }
     }
 
-    /// Waits for every message in flight; false as soon as one had an output not delivered.
-    async fn drain(&mut self) -> bool {
-        while let Some(done) = self.in_flight.next().await {
+    /// Waits for the work that comes later, then for every delivery; false as soon as an output
+    /// was refused, or if one was not delivered.
+    async fn drain(&mut self, sink: &Sink) -> bool {
+        while let Some(done) = self.later.next().await {
             if !self.finish(done) {
                 return false;
             }
         }
-        true
+        sink.settled().await;
+        sink.failures() == 0
     }
 }
 
@@ -330,10 +346,27 @@ async fn run_loop<H: Handler>(
                 beat,
             )?;
         }
+        if sink.failures() > 0 {
+            // A record was refused or its delivery failed: the commit would lack it.
+            tracing::warn!(
+                stage,
+                "an output was not delivered: uncommitted work is redone"
+            );
+            failed_commits.failed()?;
+            restart(
+                consumer,
+                &sink,
+                transactional,
+                true,
+                &mut handler,
+                &mut work,
+                beat,
+            )?;
+        }
         tokio::select! {
             biased;
             _ = shutdown.changed() => {}
-            Some(done) = work.in_flight.next(), if !work.in_flight.is_empty() => {
+            Some(done) = work.later.next(), if !work.later.is_empty() => {
                 if !work.finish(done) {
                     tracing::warn!(stage, "an output was not delivered: uncommitted work is redone");
                     failed_commits.failed()?;
@@ -349,10 +382,10 @@ async fn run_loop<H: Handler>(
                         ));
                     }
                 }
-                if work.dirty || !work.in_flight.is_empty() {
+                if work.dirty || !work.later.is_empty() || sink.in_flight() > 0 {
                     // Everything handled so far is committed together: wait for its outputs.
                     beat.beat("waiting for the outputs in flight");
-                    let failure = if work.drain().await {
+                    let failure = if work.drain(&sink).await {
                         commit(consumer, &producer, transactional, &handler, &work.next_offsets, generation, false, beat).err()
                     } else {
                         Some(anyhow!("an output was not delivered"))
@@ -378,7 +411,8 @@ async fn run_loop<H: Handler>(
                     }
                 }
             }
-            received = consumer.recv(), if work.in_flight.len() < settings.max_in_flight => {
+            received = consumer.recv(), if work.later.len() < settings.max_in_flight
+                && sink.in_flight() < MAX_RECORDS_IN_FLIGHT => {
                 let message = match received {
                     Ok(m) => m,
                     Err(e) => {
@@ -432,47 +466,36 @@ async fn run_loop<H: Handler>(
                     _ => None,
                 };
                 drop(message);
-                let sink = sink.clone();
-                let histogram = processing.clone();
                 let (topic, partition, offset) = position;
-                let future: Pin<Box<dyn Future<Output = Done> + Send>> = match handled {
+                match handled {
                     Handled::Now(records) => {
-                        let mut pending = Vec::with_capacity(records.len());
-                        for r in records {
-                            pending.push(sink.enqueue(r).await);
-                        }
-                        Box::pin(async move {
-                            let mut delivered = true;
-                            for p in pending {
-                                delivered &= p.await;
-                            }
-                            histogram.observe(started.elapsed().as_secs_f64());
-                            Done { topic, partition, offset, delivered }
-                        })
+                        let accepted = sink.enqueue_all(records).await;
+                        processing.observe(started.elapsed().as_secs_f64());
+                        work.finish(Done { topic, partition, offset, accepted });
                     }
-                    Handled::Later(later) => Box::pin(async move {
-                        let records = later.await;
-                        let delivered = sink.send_all(records).await;
-                        histogram.observe(started.elapsed().as_secs_f64());
-                        Done { topic, partition, offset, delivered }
-                    }),
+                    Handled::Later(later) => {
+                        let sink = sink.clone();
+                        let histogram = processing.clone();
+                        work.later.push(Box::pin(async move {
+                            let records = later.await;
+                            let accepted = sink.enqueue_all(records).await;
+                            histogram.observe(started.elapsed().as_secs_f64());
+                            Done { topic, partition, offset, accepted }
+                        }));
+                    }
                     Handled::Malformed(_) => {
                         let letter = letter.expect("built above");
-                        let pending = sink.enqueue(letter).await;
-                        Box::pin(async move {
-                            let delivered = pending.await;
-                            Done { topic, partition, offset, delivered }
-                        })
+                        let accepted = sink.enqueue(letter).await;
+                        work.finish(Done { topic, partition, offset, accepted });
                     }
-                };
-                work.in_flight.push_back(future);
+                }
             }
         }
     }
     // Finish what is in flight, then commit for good; if it cannot all be finished, commit nothing
     // more: the uncommitted work is redone by the next owner of each partition.
     beat.beat("finishing the work in flight before stopping");
-    let finished = match tokio::time::timeout(Duration::from_secs(30), work.drain()).await {
+    let finished = match tokio::time::timeout(Duration::from_secs(30), work.drain(&sink)).await {
         Ok(true) => commit(
             consumer,
             &producer,
@@ -584,7 +607,7 @@ impl std::error::Error for RebalancedBeforeCommit {}
 #[allow(clippy::too_many_arguments)]
 fn commit<H: Handler>(
     consumer: &StreamConsumer<StageContext>,
-    producer: &FutureProducer,
+    producer: &StageProducer,
     transactional: bool,
     handler: &H,
     offsets: &HashMap<(Arc<str>, i32), i64>,
@@ -657,6 +680,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::kafka::DeliveryTally;
 
     #[test]
     fn the_loop_gives_up_on_its_clients_after_too_many_failed_commits_in_a_row() {
@@ -714,9 +738,9 @@ mod tests {
             .set("group.id", "rebalanced-before-commit")
             .create_with_context(StageContext::new("tester", metrics.clone()))
             .expect("consumer");
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
+        let producer: StageProducer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:9")
-            .create()
+            .create_with_context(DeliveryTally::new("tester", metrics.clone(), false))
             .expect("producer");
         let beat = metrics.liveness.register("tester");
         let offsets = HashMap::from([((Arc::from("tweets"), 0), 5)]);
@@ -750,27 +774,39 @@ mod tests {
         assert!(!s.transactional);
     }
 
-    fn done(partition: i32, offset: i64, delivered: bool) -> Done {
+    fn done(partition: i32, offset: i64, accepted: bool) -> Done {
         Done {
             topic: "tweets".into(),
             partition,
             offset,
-            delivered,
+            accepted,
         }
     }
 
-    /// Puts a message in flight that finishes when its sender says whether it was delivered.
-    fn in_flight(work: &mut Uncommitted, partition: i32, offset: i64) -> oneshot::Sender<bool> {
+    /// A sink whose producer cannot reach a broker (nothing listens at the address): what it
+    /// enqueues stays in flight until purged.
+    fn unconnected_sink(metrics: &Arc<Metrics>) -> Sink {
+        Sink::new(
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .create_with_context(DeliveryTally::new("tester", metrics.clone(), false))
+                .expect("producer"),
+        )
+    }
+
+    /// Puts a message whose outputs come later in the work; it finishes when its sender says
+    /// whether the producer accepted them.
+    fn later(work: &mut Uncommitted, partition: i32, offset: i64) -> oneshot::Sender<bool> {
         let (tx, rx) = oneshot::channel();
-        work.in_flight.push_back(Box::pin(async move {
+        work.later.push(Box::pin(async move {
             done(partition, offset, rx.await.expect("sent"))
         }));
         tx
     }
 
-    /// Records the messages whose turn has come (those read before them all finished).
+    /// Records the later messages that have finished.
     fn finish_ready(work: &mut Uncommitted) -> bool {
-        while let Some(Some(d)) = work.in_flight.next().now_or_never() {
+        while let Some(Some(d)) = work.later.next().now_or_never() {
             if !work.finish(d) {
                 return false;
             }
@@ -785,7 +821,7 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_message_moves_its_partition_past_it() {
+    fn a_message_handed_over_moves_its_partition_past_it() {
         let mut work = Uncommitted::default();
         assert!(!work.dirty);
         assert!(work.finish(done(0, 10, true)));
@@ -799,22 +835,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn finished_messages_count_as_committed_inputs_at_the_commit_only() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn finished_messages_count_as_committed_inputs_at_the_commit_only() {
         let metrics = Metrics::new();
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .create()
-            .expect("producer");
-        let sink = Sink::new(producer, metrics.clone(), "tester");
+        let sink = unconnected_sink(&metrics);
         let inputs = || Metrics::count(&metrics.inputs_committed, &["tester", "tweets"]);
         let mut work = Uncommitted::default();
         assert!(work.finish(done(0, 10, true)));
         assert!(work.finish(done(1, 3, true)));
-        assert!(
-            !work.finish(done(1, 4, false)),
-            "not delivered: not counted"
-        );
+        assert!(!work.finish(done(1, 4, false)), "refused: not counted");
         assert_eq!(inputs(), 0, "nothing before the commit");
         work.committed("tester", &sink, &metrics);
         assert_eq!(inputs(), 2);
@@ -828,7 +857,7 @@ mod tests {
     }
 
     #[test]
-    fn an_undelivered_message_is_not_committable() {
+    fn a_message_with_a_refused_output_is_not_committable() {
         let mut work = Uncommitted::default();
         assert!(work.finish(done(0, 10, true)));
         work.dirty = false;
@@ -837,60 +866,66 @@ mod tests {
         assert!(!work.dirty);
     }
 
-    #[test]
-    fn outputs_finishing_out_of_order_commit_only_the_handled_prefix() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn later_work_finishing_out_of_order_is_all_waited_for_before_a_commit() {
+        let metrics = Metrics::new();
+        let sink = unconnected_sink(&metrics);
         let mut work = Uncommitted::default();
-        let first = in_flight(&mut work, 0, 10);
-        let second = in_flight(&mut work, 0, 11);
-        let third = in_flight(&mut work, 0, 12);
-        // The last message's outputs are delivered first: nothing before it is, so nothing moves.
+        let first = later(&mut work, 0, 10);
+        let second = later(&mut work, 0, 11);
+        let third = later(&mut work, 0, 12);
+        // The last message's outputs come first: the partition's offset moves past it, but no
+        // commit can be made while the others are in flight.
         third.send(true).expect("in flight");
         assert!(finish_ready(&mut work));
-        assert_eq!(committable(&work, 0), None);
-        assert_eq!(work.in_flight.len(), 3);
-        first.send(true).expect("in flight");
-        assert!(finish_ready(&mut work));
-        assert_eq!(
-            committable(&work, 0),
-            Some(11),
-            "12 is done but 11 is in flight"
-        );
-        second.send(true).expect("in flight");
-        assert!(finish_ready(&mut work));
         assert_eq!(committable(&work, 0), Some(13));
-        assert!(work.in_flight.is_empty());
-    }
-
-    #[test]
-    fn draining_stops_at_the_first_undelivered_message() {
-        let mut work = Uncommitted::default();
-        let senders = [
-            (in_flight(&mut work, 0, 10), true),
-            (in_flight(&mut work, 0, 11), false),
-            (in_flight(&mut work, 0, 12), true),
-        ];
-        for (tx, delivered) in senders.into_iter().rev() {
-            tx.send(delivered).expect("in flight");
-        }
-        assert!(!work.drain().now_or_never().expect("all finished"));
-        assert_eq!(committable(&work, 0), Some(11), "nothing past the failure");
-    }
-
-    #[test]
-    fn draining_waits_for_everything_in_flight() {
-        let mut work = Uncommitted::default();
-        let first = in_flight(&mut work, 0, 10);
-        let other = in_flight(&mut work, 1, 0);
-        other.send(true).expect("in flight");
         assert!(
-            work.drain().now_or_never().is_none(),
-            "offset 10 is still in flight"
+            work.drain(&sink).now_or_never().is_none(),
+            "10 and 11 are still in flight"
         );
         first.send(true).expect("in flight");
-        assert!(work.drain().now_or_never().expect("all finished"));
-        assert_eq!(
-            (committable(&work, 0), committable(&work, 1)),
-            (Some(11), Some(1))
+        second.send(true).expect("in flight");
+        assert!(work.drain(&sink).now_or_never().expect("all finished"));
+        assert_eq!(committable(&work, 0), Some(13), "never moved back");
+        assert!(work.later.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn draining_stops_at_a_refused_output() {
+        let metrics = Metrics::new();
+        let sink = unconnected_sink(&metrics);
+        let mut work = Uncommitted::default();
+        later(&mut work, 0, 10).send(false).expect("in flight");
+        assert!(!work.drain(&sink).now_or_never().expect("all finished"));
+        assert_eq!(committable(&work, 0), None, "nothing past the refusal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn draining_waits_for_every_delivery_and_fails_on_a_lost_one() {
+        let metrics = Metrics::new();
+        let sink = unconnected_sink(&metrics);
+        let mut work = Uncommitted::default();
+        assert!(sink.enqueue(Outgoing::unkeyed("out", b"x".to_vec())).await);
+        work.finish(done(0, 10, true));
+        assert_eq!(sink.in_flight(), 1);
+        assert!(
+            work.drain(&sink).now_or_never().is_none(),
+            "its output is not delivered yet"
         );
+        // Lost: purged from the producer's queue, its report says it was not delivered.
+        sink.producer()
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        let drained = tokio::time::timeout(Duration::from_secs(10), work.drain(&sink))
+            .await
+            .expect("the report comes");
+        assert!(!drained, "a lost output fails the commit");
+        assert_eq!(sink.failures(), 1);
+        assert_eq!(
+            Metrics::count(&metrics.produce_failures, &["tester", "out"]),
+            1
+        );
+        // Abandoned, the work's failures are forgotten.
+        sink.abandoned();
+        assert_eq!((sink.failures(), sink.failures_total()), (0, 1));
     }
 }

@@ -1,18 +1,15 @@
 //! What the stages write: records, the sink that produces them, dead letters and headers.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use tweetoscope_messages::{topics, Malformed};
 
-use crate::events::{InternalEvent as _, RecordNotProduced, RecordProduced, RecordsCommitted};
-use crate::metrics::Metrics;
+use super::delivery::{DeliveryTally, StageProducer};
+use crate::events::{InternalEvent as _, RecordNotProduced};
 
 /// A record a stage wants written.
 #[derive(Debug, Clone)]
@@ -125,53 +122,41 @@ impl AtCommit {
     }
 }
 
-/// Writes records, retrying while the local queue is full, and counts them: when delivered
-/// (`produced`), and when a commit makes them visible (`committed`, see [`Sink::committed`]).
+/// Writes records, retrying while the local queue is full. Deliveries are not awaited one by one:
+/// the producer's [`DeliveryTally`] counts them (`produced`; `committed` at once without
+/// transactions, else at [`Sink::committed`]) and remembers failures, and [`Sink::settled`] waits
+/// for every record in flight. Clones share the producer and its tally.
 #[derive(Clone)]
 pub struct Sink {
-    producer: FutureProducer,
-    metrics: Arc<Metrics>,
-    stage: &'static str,
-    /// Records delivered since the last commit, per topic (with transactions).
-    uncommitted: Option<Arc<Mutex<BTreeMap<String, u64>>>>,
-    /// Records the producer refused since the last commit or abort (shared by the clones): a
-    /// transaction that lacks one of its records must not commit.
-    refused: Arc<AtomicU64>,
+    producer: StageProducer,
     at_commit: AtCommit,
 }
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sink")
-            .field("stage", &self.stage)
+            .field("tally", self.tally())
             .finish_non_exhaustive()
     }
 }
 
 impl Sink {
-    /// A sink for `stage` whose records are visible once delivered (no transactions): each
-    /// delivery counts as committed.
-    pub fn new(producer: FutureProducer, metrics: Arc<Metrics>, stage: &'static str) -> Self {
-        Self {
-            producer,
-            metrics,
-            stage,
-            uncommitted: None,
-            refused: Arc::default(),
-            at_commit: AtCommit::default(),
-        }
-    }
-
-    /// The same sink writing in transactions (`transactional`): its deliveries count as committed
-    /// only at [`Sink::committed`], and are forgotten at [`Sink::abandoned`].
-    pub fn in_transactions(mut self, transactional: bool) -> Self {
-        self.uncommitted = transactional.then(Arc::default);
-        self.at_commit = if transactional {
+    /// A sink writing through `producer`, in transactions if the producer was made
+    /// transactional ([`super::KafkaSettings::stage_producer`] with transactions on).
+    pub fn new(producer: StageProducer) -> Self {
+        let at_commit = if producer.context().transactional() {
             AtCommit::deferred()
         } else {
             AtCommit::default()
         };
-        self
+        Self {
+            producer,
+            at_commit,
+        }
+    }
+
+    fn tally(&self) -> &DeliveryTally {
+        self.producer.context()
     }
 
     /// The counter increments that move with this sink's commits.
@@ -181,140 +166,122 @@ impl Sink {
 
     /// The open transaction committed: what this sink (and its clones) delivered since the last
     /// commit counts as committed, then the [`AtCommit`] increments are made (so a figure counted
-    /// at commit never runs ahead of the records committed with it).
+    /// at commit never runs ahead of the records committed with it). Call it once every record
+    /// of the transaction is [settled](Sink::settled) (a commit waits for them anyway).
     pub fn committed(&self) {
-        let Some(uncommitted) = &self.uncommitted else {
-            return;
-        };
-        self.refused.store(0, Ordering::SeqCst);
-        let delivered = std::mem::take(&mut *uncommitted.lock().unwrap_or_else(|e| e.into_inner()));
-        for (topic, count) in delivered {
-            RecordsCommitted {
-                stage: self.stage,
-                topic: &topic,
-                count,
-            }
-            .emit(&self.metrics);
-        }
+        self.tally().next_epoch(true);
         self.at_commit.apply();
     }
 
-    /// The open transaction was aborted: what was delivered since the last commit never counts.
+    /// The open transaction was aborted (or, without transactions, the uncommitted work
+    /// abandoned): what was delivered since the last commit never counts as committed, and its
+    /// failures are forgotten, as are the reports of its records that come later.
     pub fn abandoned(&self) {
-        self.refused.store(0, Ordering::SeqCst);
-        if let Some(uncommitted) = &self.uncommitted {
-            uncommitted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
-        }
+        self.tally().next_epoch(false);
         self.at_commit.forget();
     }
 
     /// The producer.
-    pub fn producer(&self) -> &FutureProducer {
+    pub fn producer(&self) -> &StageProducer {
         &self.producer
     }
 
-    /// Enqueues `record` now; the returned future resolves when Kafka has it (true) or gave up.
-    pub async fn enqueue(&self, record: Outgoing) -> impl Future<Output = bool> + Send + 'static {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-        let delivery = loop {
-            let mut r = FutureRecord::<String, Vec<u8>>::to(&record.topic).headers(headers.clone());
+    /// Records enqueued whose delivery report has not come yet.
+    pub fn in_flight(&self) -> u64 {
+        self.tally().in_flight()
+    }
+
+    /// Records refused by the producer or not delivered since the last commit or abort: a
+    /// transaction (or, without transactions, a commit of input offsets) that lacks one of its
+    /// records must not commit.
+    pub fn failures(&self) -> u64 {
+        self.tally().failures()
+    }
+
+    /// Records refused or not delivered since the producer was made.
+    pub fn failures_total(&self) -> u64 {
+        self.tally().failures_total()
+    }
+
+    /// Waits until every record enqueued so far (by this sink and its clones) has its delivery
+    /// report.
+    pub async fn settled(&self) {
+        self.tally().settled().await;
+    }
+
+    /// Hands `record` to the producer, waiting while its queue is full; false if the producer
+    /// refused it (counted and logged, and a failure of the open transaction). Its delivery is
+    /// tallied when reported.
+    pub async fn enqueue(&self, record: Outgoing) -> bool {
+        let tally = self.tally();
+        let headers = (!record.headers.is_empty()).then(|| {
+            record
+                .headers
+                .iter()
+                .fold(OwnedHeaders::new(), |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    })
+                })
+        });
+        loop {
+            let mut r = BaseRecord::<str, [u8], usize>::with_opaque_to(
+                &record.topic,
+                tally.current_epoch(),
+            );
+            if let Some(h) = &headers {
+                r = r.headers(h.clone());
+            }
             if let Some(p) = &record.payload {
-                r = r.payload(p);
+                r = r.payload(p.as_slice());
             }
             if let Some(k) = &record.key {
-                r = r.key(k);
+                r = r.key(k.as_str());
             }
             if let Some(p) = record.partition {
                 r = r.partition(p);
             }
-            match self.producer.send_result(r) {
-                Ok(delivery) => break Some(delivery),
+            // Counted before the send: its report may be tallied before `send` returns.
+            tally.enqueued();
+            match self.producer.send(r) {
+                Ok(()) => return true,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tally.withdrawn();
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => {
-                    self.refused.fetch_add(1, Ordering::SeqCst);
+                    tally.withdrawn();
+                    tally.refused();
                     RecordNotProduced {
-                        stage: self.stage,
+                        stage: tally.stage(),
                         topic: &record.topic,
                         error: Some(&e),
                         refused: true,
                     }
-                    .emit(&self.metrics);
-                    break None;
-                }
-            }
-        };
-        let metrics = self.metrics.clone();
-        let stage = self.stage;
-        let topic = record.topic;
-        let uncommitted = self.uncommitted.clone();
-        async move {
-            let Some(delivery) = delivery else {
-                return false; // told when refused
-            };
-            match delivery.await {
-                Ok(Ok(_)) => {
-                    RecordProduced {
-                        stage,
-                        topic: &topic,
-                    }
-                    .emit(&metrics);
-                    match uncommitted {
-                        Some(tally) => {
-                            *tally
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .entry(topic)
-                                .or_default() += 1;
-                        }
-                        None => RecordsCommitted {
-                            stage,
-                            topic: &topic,
-                            count: 1,
-                        }
-                        .emit(&metrics),
-                    }
-                    true
-                }
-                failed => {
-                    let error = match &failed {
-                        Ok(Err((e, _))) => Some(e),
-                        _ => None,
-                    };
-                    RecordNotProduced {
-                        stage,
-                        topic: &topic,
-                        error,
-                        refused: false,
-                    }
-                    .emit(&metrics);
-                    false
+                    .emit(tally.metrics());
+                    return false;
                 }
             }
         }
     }
 
-    /// Enqueues every record in order, then waits for all deliveries.
-    pub async fn send_all(&self, records: Vec<Outgoing>) -> bool {
-        let mut pending = Vec::with_capacity(records.len());
+    /// Hands every record to the producer in order ([`Sink::enqueue`]); false if one was
+    /// refused.
+    pub async fn enqueue_all(&self, records: Vec<Outgoing>) -> bool {
+        let mut accepted = true;
         for r in records {
-            pending.push(self.enqueue(r).await);
+            accepted &= self.enqueue(r).await;
         }
-        let mut ok = true;
-        for p in pending {
-            ok &= p.await;
-        }
-        ok
+        accepted
+    }
+
+    /// Enqueues every record in order, then waits until everything in flight is reported; true
+    /// if no record was refused or lost since the last commit or abort.
+    pub async fn send_all(&self, records: Vec<Outgoing>) -> bool {
+        self.enqueue_all(records).await;
+        self.settled().await;
+        self.failures() == 0
     }
 }
 
@@ -365,8 +332,8 @@ impl std::error::Error for StuckTransactionalCall {}
 /// left running, and the error is a [`StuckTransactionalCall`]. Blocking.
 pub(super) fn bounded_transactional_call<T: Send + 'static>(
     name: &'static str,
-    producer: &FutureProducer,
-    call: impl FnOnce(&FutureProducer) -> Result<T, KafkaError> + Send + 'static,
+    producer: &StageProducer,
+    call: impl FnOnce(&StageProducer) -> Result<T, KafkaError> + Send + 'static,
 ) -> anyhow::Result<T> {
     bounded_call(
         name,
@@ -379,9 +346,9 @@ pub(super) fn bounded_transactional_call<T: Send + 'static>(
 /// [`bounded_transactional_call`] with the wait given.
 fn bounded_call<T: Send + 'static>(
     name: &'static str,
-    producer: &FutureProducer,
+    producer: &StageProducer,
     deadline: Duration,
-    call: impl FnOnce(&FutureProducer) -> Result<T, KafkaError> + Send + 'static,
+    call: impl FnOnce(&StageProducer) -> Result<T, KafkaError> + Send + 'static,
 ) -> anyhow::Result<T> {
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     let producer = producer.clone();
@@ -407,10 +374,7 @@ fn bounded_call<T: Send + 'static>(
 
 /// Commits `producer`'s open transaction, waiting at most [`TRANSACTION_CALL_TIMEOUT`] (see
 /// [`bounded_transactional_call`]), and with `begin_next` begins the next one. Blocking.
-pub(super) fn commit_transaction(
-    producer: &FutureProducer,
-    begin_next: bool,
-) -> anyhow::Result<()> {
+pub(super) fn commit_transaction(producer: &StageProducer, begin_next: bool) -> anyhow::Result<()> {
     bounded_transactional_call("commit_transaction", producer, move |p| {
         wait_for_deliveries(p, TRANSACTION_CALL_TIMEOUT);
         p.commit_transaction(TRANSACTION_CALL_TIMEOUT)?;
@@ -427,11 +391,11 @@ const DELIVERY_POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// Waits (blocking, at most `timeout`) until `producer` has no message left in flight: every
 /// delivery report served by its polling thread. rust-rdkafka's `commit_transaction` flushes
 /// first, and its flush sleeps in a 100 ms poll of the producer's queue whenever a message is
-/// still in flight, a queue whose events the `FutureProducer`'s own polling thread takes: so
+/// still in flight, a queue whose events the producer's own polling thread takes: so
 /// every commit with messages in flight cost 100 ms, whatever their number (measured on the
 /// embedded broker: 20,000-message transactions went from about 185,000 to 1.9 M messages/s once
 /// the commit found nothing left to flush). After this wait the flush returns at once.
-fn wait_for_deliveries(producer: &FutureProducer, timeout: Duration) {
+fn wait_for_deliveries(producer: &StageProducer, timeout: Duration) {
     let started = std::time::Instant::now();
     while producer.in_flight_count() > 0 && started.elapsed() < timeout {
         std::thread::sleep(DELIVERY_POLL_INTERVAL);
@@ -440,7 +404,7 @@ fn wait_for_deliveries(producer: &FutureProducer, timeout: Duration) {
 
 /// Aborts `producer`'s open transaction, waiting at most [`TRANSACTION_CALL_TIMEOUT`] (see
 /// [`bounded_transactional_call`]), and with `begin_next` begins the next one. Blocking.
-pub(super) fn abort_transaction(producer: &FutureProducer, begin_next: bool) -> anyhow::Result<()> {
+pub(super) fn abort_transaction(producer: &StageProducer, begin_next: bool) -> anyhow::Result<()> {
     bounded_transactional_call("abort_transaction", producer, move |p| {
         p.abort_transaction(TRANSACTION_CALL_TIMEOUT)?;
         if begin_next {
@@ -458,24 +422,26 @@ impl Sink {
         Ok(())
     }
 
-    /// Enqueues `record`, commits the open transaction with it (waiting at most as long as the
-    /// processing loop's transactional calls), with `begin_next` begins the next transaction, then
-    /// waits for the record's delivery. For a producer's own progress records, such as the
-    /// generator's: what the transaction holds becomes visible together with them. Fails without
-    /// committing if the producer refused a record since the last commit or abort (it would be
-    /// missing from the transaction); the transaction is then left to be aborted.
+    /// Enqueues `record`, waits for every record in flight, commits the open transaction with
+    /// them (waiting at most as long as the processing loop's transactional calls), and with
+    /// `begin_next` begins the next transaction. For a producer's own progress records, such as
+    /// the generator's: what the transaction holds becomes visible together with them. Fails
+    /// without committing if a record was refused or not delivered since the last commit or abort
+    /// (it would be missing from the transaction); the transaction is then left to be aborted.
     pub async fn commit_transaction_with(
         &self,
         record: Outgoing,
         begin_next: bool,
     ) -> anyhow::Result<()> {
-        let delivery = self.enqueue(record).await;
+        self.enqueue(record).await;
+        self.settled().await;
         // A refused record never reached the producer, so its transaction would commit without
         // it: fail instead, leaving the transaction to be aborted and its work redone.
-        let refused = self.refused.load(Ordering::SeqCst);
-        let committed = if refused > 0 {
+        let failures = self.failures();
+        let committed = if failures > 0 {
             Err(anyhow::anyhow!(
-                "{refused} record(s) of this transaction refused by the producer: not committing it"
+                "{failures} record(s) of this transaction refused by the producer or not \
+                 delivered: not committing it"
             ))
         } else {
             tokio::task::block_in_place(|| commit_transaction(&self.producer, begin_next))
@@ -484,7 +450,6 @@ impl Sink {
             self.abandoned();
             return Err(e);
         }
-        delivery.await;
         self.committed();
         Ok(())
     }
@@ -543,6 +508,7 @@ mod tests {
     use rdkafka::message::{OwnedMessage, Timestamp};
 
     use super::*;
+    use crate::metrics::Metrics;
 
     /// A message as read from `tweets`/2 at offset 41.
     fn message(
@@ -568,10 +534,10 @@ mod tests {
         )
     }
 
-    fn unconnected_producer() -> FutureProducer {
+    fn unconnected_producer() -> StageProducer {
         rdkafka::ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
-            .create()
+            .create_with_context(DeliveryTally::new("tester", Metrics::new(), false))
             .expect("producer")
     }
 
@@ -639,8 +605,11 @@ mod tests {
             client_options: Vec::new(),
             fetch_wait_max_ms: None,
         };
-        let producer = settings.stage_producer("tester").await.expect("producer");
-        Sink::new(producer, metrics.clone(), "tester").in_transactions(true)
+        let producer = settings
+            .stage_producer("tester", metrics)
+            .await
+            .expect("producer");
+        Sink::new(producer)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,19 +676,22 @@ mod tests {
             .expect("a transaction without refusal commits");
         assert_eq!(committed(&metrics, "a"), 1);
 
-        let kept = sink.enqueue(Outgoing::keyed("a", "k", b"1".to_vec())).await;
+        assert!(sink.enqueue(Outgoing::keyed("a", "k", b"1".to_vec())).await);
         let refused = sink
             .enqueue(Outgoing::keyed("a", "k", b"2".to_vec()).on_partition(7))
             .await;
-        assert!(
-            !refused.await,
-            "no partition 7: the producer refuses the record"
-        );
+        assert!(!refused, "no partition 7: the producer refuses the record");
         assert_eq!(
             Metrics::count(&metrics.produce_failures, &["tester", "a"]),
             1
         );
-        assert!(kept.await, "the other record is delivered, uncommitted");
+        assert_eq!(sink.failures(), 1);
+        sink.settled().await;
+        assert_eq!(
+            Metrics::count(&metrics.produced, &["tester", "a"]),
+            2,
+            "the other record is delivered, uncommitted"
+        );
         let error = sink
             .commit_transaction_with(Outgoing::keyed("progress", "p", b"2".to_vec()), true)
             .await
@@ -756,10 +728,8 @@ mod tests {
         let sink = Sink::new(
             rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", broker.bootstrap())
-                .create()
+                .create_with_context(DeliveryTally::new("tester", metrics.clone(), false))
                 .expect("producer"),
-            metrics.clone(),
-            "tester",
         );
         assert!(
             sink.send_all(vec![Outgoing::unkeyed("a", b"x".to_vec())])

@@ -3,14 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt as _;
 use tweetoscope_replay::{source_name, Replay, ReplayEvent};
 
 use super::StageEnv;
 use crate::config::GeneratorArgs;
 use crate::kafka::{Outgoing, Sink};
-use crate::metrics::Metrics;
 
 const STAGE: &str = "generator";
 
@@ -22,7 +19,7 @@ const STAGE: &str = "generator";
 pub const EVENTS_PER_TRANSACTION: u64 = 20_000;
 
 /// Tweets whose delivery the generator waits for at most before it sends more.
-const MAX_DELIVERIES_IN_FLIGHT: usize = 100_000;
+const MAX_DELIVERIES_IN_FLIGHT: u64 = 100_000;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -131,12 +128,7 @@ pub async fn run_paced(
     let config = args.replay_config();
     let transactional = env.kafka.transactions;
     let id = replay_id(&args);
-    let sink = Sink::new(
-        env.kafka.stage_producer(STAGE).await?,
-        env.metrics.clone(),
-        STAGE,
-    )
-    .in_transactions(transactional);
+    let sink = Sink::new(env.kafka.stage_producer(STAGE, &env.metrics).await?);
     let resume_from = if transactional {
         let found = tokio::task::block_in_place(|| read_progress(&env, &id))?;
         if let Some(p) = found {
@@ -166,10 +158,18 @@ pub async fn run_paced(
     tracing::info!(data = ?args.data, cascades = args.cascades, sources = args.sources, speed_up = args.speed_up, seed = args.seed, replay = %id, "generator started");
     let started = Instant::now();
     let mut report = GeneratorReport::default();
-    let mut deliveries = FuturesUnordered::new();
     let mut shutdown = env.shutdown.clone();
     let names: Vec<String> = (0..args.sources as usize).map(source_name).collect();
     let topic = env.topics.tweets_topic.clone();
+    // Counters resolved once, not looked up by label for every tweet.
+    let tweets_sent: Vec<prometheus::IntCounter> = names
+        .iter()
+        .map(|name| env.metrics.generator_tweets.with_label_values(&[name]))
+        .collect();
+    let collector_consumed = env
+        .metrics
+        .consumed
+        .with_label_values(&["collector", &topic]);
     let mut index: u64 = 0;
     let mut last_commit = Instant::now();
     let mut finished = true;
@@ -197,16 +197,12 @@ pub async fn run_paced(
         match &event.record {
             tweetoscope_messages::SourceRecord::Tweet(_) => {
                 report.tweets += 1;
-                env.metrics
-                    .generator_tweets
-                    .with_label_values(&[&names[event.source]])
-                    .inc();
+                tweets_sent[event.source].inc();
             }
             tweetoscope_messages::SourceRecord::End(_) => report.sources_ended += 1,
         }
         if let Some(b) = backpressure {
-            let consumed = || Metrics::count(&env.metrics.consumed, &["collector", &topic]);
-            while index.saturating_sub(resume_from) > consumed() + b.max_ahead {
+            while index.saturating_sub(resume_from) > collector_consumed.get() + b.max_ahead {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 if *shutdown.borrow() {
                     break;
@@ -218,18 +214,9 @@ pub async fn run_paced(
             names[event.source].clone(),
             event.record.to_payload(),
         );
-        deliveries.push(sink.enqueue(record).await);
-        // Finished deliveries are collected as they come: a future kept after its delivery costs
-        // memory (at the old bound of 100,000 kept futures, about 40 MiB, measured with heaptrack).
-        while let Some(Some(ok)) = deliveries.next().now_or_never() {
-            if !ok {
-                report.failed += 1;
-            }
-        }
-        while deliveries.len() > MAX_DELIVERIES_IN_FLIGHT {
-            if deliveries.next().await == Some(false) {
-                report.failed += 1;
-            }
+        sink.enqueue(record).await;
+        while sink.in_flight() > MAX_DELIVERIES_IN_FLIGHT {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         if transactional
             && (index.is_multiple_of(EVENTS_PER_TRANSACTION)
@@ -263,13 +250,8 @@ pub async fn run_paced(
         )
         .await?;
     }
-    while let Some(ok) = deliveries.next().await {
-        if !ok {
-            report.failed += 1;
-        }
-    }
-    // Deliveries are awaited lazily, so some count only now; their transactions committed above.
-    sink.committed();
+    sink.settled().await;
+    report.failed = sink.failures_total();
     let _ = producer_thread.join();
     report.seconds = started.elapsed().as_secs_f64();
     tracing::info!(

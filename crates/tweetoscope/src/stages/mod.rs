@@ -118,13 +118,12 @@ impl StageEnv {
     {
         let stage = input.settings.stage;
         MessageMalformed::register(&self.metrics, stage, &input.topic);
-        let producer = self.kafka.stage_producer(stage).await?;
+        let producer = self.kafka.stage_producer(stage, &self.metrics).await?;
         let consumer = self
             .kafka
             .consumer_in_group(&input.group, stage, self.metrics.clone())?;
         consumer.subscribe(&[input.topic.as_str()])?;
-        let sink = Sink::new(producer, self.metrics.clone(), stage)
-            .in_transactions(input.settings.transactional);
+        let sink = Sink::new(producer);
         let clients = StageClients {
             kafka: self.kafka.clone(),
             sink,
