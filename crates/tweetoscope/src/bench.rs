@@ -78,7 +78,78 @@ pub struct BenchReport {
     pub cores: usize,
     /// The pass-through ceiling, unless `--no-pass-through`.
     pub pass_through: Option<PassThroughReport>,
+    /// Each stage's share of the work, by stage name.
+    pub stages: Vec<StageFigures>,
 }
+
+/// What one stage of the pipeline did during a bench.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StageFigures {
+    /// The stage.
+    pub stage: String,
+    /// Messages it read.
+    pub messages: u64,
+    /// Those messages over the run's duration (until the last prediction).
+    pub messages_per_second: f64,
+    /// Wall time its loop spent handling messages (from reading one to handing its outputs to
+    /// the producer, `tweetoscope_processing_seconds`), per million messages. All stages share
+    /// one process here, so CPU time per stage is not measured; for stages whose work runs on
+    /// other threads (the estimator's fits, the learner's trainings) this includes the wait for
+    /// those threads.
+    pub handling_seconds_per_million: f64,
+}
+
+/// Every stage that read a message, with its figures over `seconds`, in the pipeline's order.
+fn stage_figures(metrics: &Metrics, seconds: f64) -> Vec<StageFigures> {
+    use prometheus::core::Collector as _;
+    let mut messages: Vec<(String, u64)> = Vec::new();
+    for family in metrics.consumed.collect() {
+        for metric in family.get_metric() {
+            let Some(stage) = metric.get_label().iter().find(|l| l.name() == "stage") else {
+                continue;
+            };
+            let count = metric.get_counter().get_value() as u64;
+            match messages.iter_mut().find(|(s, _)| s == stage.value()) {
+                Some((_, total)) => *total += count,
+                None => messages.push((stage.value().to_owned(), count)),
+            }
+        }
+    }
+    let order = |stage: &str| {
+        PIPELINE_ORDER
+            .iter()
+            .position(|s| *s == stage)
+            .unwrap_or(PIPELINE_ORDER.len())
+    };
+    messages.sort_by(|a, b| order(&a.0).cmp(&order(&b.0)).then(a.0.cmp(&b.0)));
+    messages
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(stage, count)| {
+            let handling = metrics
+                .processing_seconds
+                .with_label_values(&[&stage])
+                .get_sample_sum();
+            StageFigures {
+                messages_per_second: count as f64 / seconds,
+                handling_seconds_per_million: handling * 1e6 / count as f64,
+                messages: count,
+                stage,
+            }
+        })
+        .collect()
+}
+
+/// The stages in the order a tweet meets them (the order of [`StageFigures`]).
+const PIPELINE_ORDER: [&str; 7] = [
+    "collector",
+    "estimator",
+    "predictor",
+    "learner",
+    "monitor",
+    "dashboard",
+    "logger",
+];
 
 /// The stage name of the pass-through loop (metrics labels, transactional id).
 const PASS_THROUGH_STAGE: &str = "pass-through";
@@ -339,7 +410,14 @@ pub async fn bench(
     } else {
         Some(pass_through(kafka_args, summary.tweets, summary.tweets_per_second).await?)
     };
+    let stages = stage_figures(
+        &metrics,
+        summary
+            .seconds_to_last_prediction
+            .unwrap_or(summary.seconds),
+    );
     Ok(BenchReport {
+        stages,
         pass_through,
         fits_per_second: fits as f64 / summary.seconds,
         mean_fit_micros: if fits == 0 {
@@ -358,6 +436,20 @@ pub async fn bench(
 }
 
 impl BenchReport {
+    /// The per-stage lines of the text.
+    fn stages_text(&self) -> String {
+        let mut text = String::from(
+            "per stage                 messages   messages/s   handling s per 1M messages\n",
+        );
+        for s in &self.stages {
+            text.push_str(&format!(
+                "  {:<18} {:>12} {:>12.0} {:>12.2}\n",
+                s.stage, s.messages, s.messages_per_second, s.handling_seconds_per_million
+            ));
+        }
+        text
+    }
+
     /// The figures as text.
     pub fn to_text(&self) -> String {
         format!(
@@ -367,7 +459,7 @@ impl BenchReport {
              window close → predict  p50 {:.1} ms, p99 {:.1} ms ({} predictions)\n\
              peak memory (RSS)       {:>10.1} MiB\n\
              memory at 20..100 %     {} MiB (growth after 40 %: {:+.1} MiB)\n\
-             complete                {}\n{}",
+             complete                {}\n{}{}",
             if self.run.embedded {
                 "the embedded broker"
             } else {
@@ -395,6 +487,7 @@ impl BenchReport {
                 .join(" / "),
             self.rss_growth_after_40_percent_mib,
             self.run.complete,
+            self.stages_text(),
             self.pass_through
                 .as_ref()
                 .map_or(String::new(), |p| format!(
@@ -412,6 +505,45 @@ impl BenchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_figures_sum_each_stage_over_its_topics_in_the_pipeline_order() {
+        let metrics = Metrics::new();
+        metrics
+            .consumed
+            .with_label_values(&["predictor", "cascade_properties"])
+            .inc_by(300);
+        metrics
+            .consumed
+            .with_label_values(&["predictor", "models"])
+            .inc_by(100);
+        metrics
+            .consumed
+            .with_label_values(&["collector", "tweets"])
+            .inc_by(2_000);
+        metrics.consumed.with_label_values(&["learner", "samples"]);
+        for _ in 0..4 {
+            metrics
+                .processing_seconds
+                .with_label_values(&["predictor"])
+                .observe(0.001);
+        }
+        metrics
+            .processing_seconds
+            .with_label_values(&["collector"])
+            .observe(0.01);
+        let figures = stage_figures(&metrics, 2.0);
+        let names: Vec<&str> = figures.iter().map(|f| f.stage.as_str()).collect();
+        assert_eq!(
+            names,
+            ["collector", "predictor"],
+            "a stage that read nothing is left out"
+        );
+        assert_eq!(figures[1].messages, 400);
+        assert!((figures[1].messages_per_second - 200.0).abs() < 1e-9);
+        assert!((figures[1].handling_seconds_per_million - 10.0).abs() < 1e-9);
+        assert!((figures[0].handling_seconds_per_million - 5.0).abs() < 1e-9);
+    }
 
     #[test]
     fn memory_is_read_at_the_first_sample_past_each_share_of_the_tweets() {
