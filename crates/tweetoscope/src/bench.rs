@@ -374,6 +374,8 @@ pub async fn bench(
     }
     let mut run = args.run.clone();
     run.generator.cascades = args.tweets.div_ceil(TWEETS_PER_CASCADE) as usize;
+    // A benchmark replays as fast as possible from the start.
+    run.warm_up_speed_up = 0.0;
     run.validate()?;
     // Resident memory against the collector's progress, twice a second.
     let (stop_sampling, mut stopped) = tokio::sync::watch::channel(false);

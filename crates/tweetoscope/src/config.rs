@@ -593,6 +593,17 @@ pub struct RunArgs {
         help_heading = "Run"
     )]
     pub stall_timeout: f64,
+    /// Replay at this speed-up over event time until the predictor has a model for every
+    /// window, then as fast as possible (0: as fast as possible from the start; ignored with
+    /// --speed-up). Models learn from finished cascades: a replay that outruns the learner's
+    /// first trainings is predicted almost without forests.
+    #[arg(
+        long,
+        env = "TWEETOSCOPE_WARM_UP_SPEED_UP",
+        default_value_t = 10_000.0,
+        help_heading = "Run"
+    )]
+    pub warm_up_speed_up: f64,
     /// Print the summary as JSON instead of text.
     #[arg(long, env = "TWEETOSCOPE_JSON_SUMMARY", help_heading = "Run")]
     pub json: bool,
@@ -958,6 +969,13 @@ impl RunArgs {
                 "stall-timeout",
                 self.stall_timeout,
                 "a number of seconds > 0",
+            ));
+        }
+        if !(self.warm_up_speed_up.is_finite() && self.warm_up_speed_up >= 0.0) {
+            return Err(bad(
+                "warm-up-speed-up",
+                self.warm_up_speed_up,
+                "a speed-up ≥ 0 (0: no warm-up)",
             ));
         }
         Ok(())

@@ -113,6 +113,10 @@ fn sum_counter(counter: &prometheus::IntCounterVec) -> u64 {
         .sum()
 }
 
+/// Longest paced warm-up of a `run` (see `--warm-up-speed-up`): a replay too small to train a
+/// model for every window is not paced to its end.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(5);
+
 /// Runs the whole pipeline; `log_queue` (if any) is published on the logs topic.
 pub async fn run_pipeline(
     kafka_args: &KafkaArgs,
@@ -174,11 +178,25 @@ pub async fn run_pipeline(
     let backpressure = embedded
         .is_some()
         .then_some(stages::generator::Backpressure { max_ahead: 50_000 });
+    // Paced until the predictor has a model for every window (see RunArgs::warm_up_speed_up).
+    let (warm_up_over, warm_up_until) = tokio::sync::watch::channel(false);
+    let warm_up = (args.warm_up_speed_up > 0.0 && args.generator.speed_up == 0.0).then(|| {
+        stages::generator::WarmUp {
+            speed_up: args.warm_up_speed_up,
+            until: warm_up_until,
+        }
+    });
     let generator_task = {
         let (env, generator_args) = (env.clone(), args.generator.clone());
         async move {
-            let replay =
-                || stages::generator::run_paced(env.clone(), generator_args.clone(), backpressure);
+            let replay = || {
+                stages::generator::run_paced(
+                    env.clone(),
+                    generator_args.clone(),
+                    backpressure,
+                    warm_up.clone(),
+                )
+            };
             if supervised {
                 // A restarted generator resumes after what its transactions committed.
                 stages::supervise("generator", env.shutdown.clone(), replay).await
@@ -206,6 +224,25 @@ pub async fn run_pipeline(
     };
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if !*warm_up_over.borrow() {
+            let models = args.cascade.windows.iter().all(|w| {
+                metrics
+                    .model_version
+                    .with_label_values(&["predictor", &w.to_string()])
+                    .get()
+                    > 0
+            });
+            if models || started.elapsed() > WARM_UP_LIMIT {
+                let _ = warm_up_over.send(true);
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    models,
+                    "warm-up over (the predictor has a model for every window, or {} s passed): \
+                     replaying as fast as possible",
+                    WARM_UP_LIMIT.as_secs()
+                );
+            }
+        }
         if let Some(handle) = generator.as_mut() {
             if handle.is_finished() {
                 report = Some(handle.await??);

@@ -30,7 +30,7 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn bad_values_are_refused_with_what_to_fix() {
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["run", "--alert-retry-for", "0"], "--alert-retry-for"),
         (
             &["dashboard", "--alert-retry-for", "900"],
@@ -38,6 +38,7 @@ fn bad_values_are_refused_with_what_to_fix() {
         ),
         (&["run", "--windows", "600,abc"], "--windows"),
         (&["run", "--terminated=-5"], "--terminated"),
+        (&["run", "--warm-up-speed-up=-1"], "--warm-up-speed-up"),
         (
             &["collector", "--terminated-age-ratio=-1"],
             "--terminated-age-ratio",

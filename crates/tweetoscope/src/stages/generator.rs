@@ -105,7 +105,17 @@ async fn commit_progress(
 /// committed in batches together with the replay's progress, and a restarted generator skips
 /// what was committed: the topic receives the replay exactly once.
 pub async fn run(env: StageEnv, args: GeneratorArgs) -> anyhow::Result<GeneratorReport> {
-    run_paced(env, args, None).await
+    run_paced(env, args, None, None).await
+}
+
+/// Paces a replay that would otherwise go as fast as possible at `speed_up` over event time until
+/// `until` turns true (in `run`: until the predictor has a model for every window).
+#[derive(Debug, Clone)]
+pub struct WarmUp {
+    /// Event seconds replayed per second of wall time meanwhile.
+    pub speed_up: f64,
+    /// Turns true when the warm-up is over.
+    pub until: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Keeps the generator at most `max_ahead` tweets ahead of the collector of the same process.
@@ -118,11 +128,23 @@ pub struct Backpressure {
     pub max_ahead: u64,
 }
 
-/// [`run`], optionally holding back when the collector lags.
+/// The speed-up to replay the next event at (0: as fast as possible): `--speed-up` when set,
+/// else the warm-up's until it is over.
+fn pace(speed_up: f64, warm_up: Option<&WarmUp>) -> f64 {
+    match warm_up {
+        _ if speed_up > 0.0 => speed_up,
+        Some(w) if !*w.until.borrow() => w.speed_up,
+        _ => 0.0,
+    }
+}
+
+/// [`run`], optionally holding back when the collector lags, and paced during a [`WarmUp`] when
+/// `--speed-up` does not pace it.
 pub async fn run_paced(
     env: StageEnv,
     args: GeneratorArgs,
     backpressure: Option<Backpressure>,
+    warm_up: Option<WarmUp>,
 ) -> anyhow::Result<GeneratorReport> {
     let cascades = args.cascade_events()?;
     let config = args.replay_config();
@@ -185,8 +207,9 @@ pub async fn run_paced(
             }
             continue;
         }
-        if args.speed_up > 0.0 {
-            let due = Duration::from_secs_f64(event.elapsed / args.speed_up);
+        let speed_up = pace(args.speed_up, warm_up.as_ref());
+        if speed_up > 0.0 {
+            let due = Duration::from_secs_f64(event.elapsed / speed_up);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -261,4 +284,28 @@ pub async fn run_paced(
         "replay finished"
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warm_up_paces_the_replay_until_it_is_over_and_speed_up_wins() {
+        let (over, until) = tokio::sync::watch::channel(false);
+        let warm_up = WarmUp {
+            speed_up: 10_000.0,
+            until,
+        };
+        assert_eq!(pace(0.0, None), 0.0, "as fast as possible");
+        assert_eq!(pace(0.0, Some(&warm_up)), 10_000.0);
+        assert_eq!(
+            pace(500.0, Some(&warm_up)),
+            500.0,
+            "--speed-up paces it all"
+        );
+        over.send(true).expect("receiver alive");
+        assert_eq!(pace(0.0, Some(&warm_up)), 0.0, "then as fast as possible");
+        assert_eq!(pace(500.0, Some(&warm_up)), 500.0);
+    }
 }

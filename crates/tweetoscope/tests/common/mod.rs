@@ -11,9 +11,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tweetoscope::cli::{Cli, Command};
 use tweetoscope::config::{KafkaArgs, RunArgs};
 
-/// Parses a `tweetoscope run ...` command line into its options.
+/// Parses a `tweetoscope run ...` command line into its options, replayed as fast as possible
+/// from the start (no warm-up: these tests are about what the stages do, not when models come).
 pub(crate) fn run_options(args: &[&str]) -> (KafkaArgs, RunArgs) {
-    let mut argv = vec!["tweetoscope", "run"];
+    let mut argv = vec!["tweetoscope", "run", "--warm-up-speed-up", "0"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("valid command line");
     match cli.command {
