@@ -205,30 +205,51 @@ pub enum SourceRecord {
 }
 
 impl SourceRecord {
-    /// Parses a `tweets` payload.
+    /// Parses a `tweets` payload, in one pass whatever its `type`.
     pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        /// Every field a `tweets` record may have; which are required depends on `type`.
         #[derive(Deserialize)]
-        struct Tag {
-            #[serde(rename = "type")]
-            kind: String,
+        struct AnyRecord<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            msg: String,
+            t: f64,
+            m: Option<f64>,
+            tweet_id: Option<CascadeId>,
+            #[serde(default)]
+            info: String,
         }
-        let tag: Tag = decode(payload)?;
-        match tag.kind.as_str() {
-            "tweet" | "retweet" => {
-                let tweet: Tweet = decode(payload)?;
-                non_negative("t", tweet.t)?;
-                non_negative("m", tweet.m)?;
-                Ok(SourceRecord::Tweet(tweet))
-            }
+        let missing = |field: &str| Malformed::new(format!("missing field `{field}`"));
+        let record: AnyRecord<'_> =
+            serde_json::from_slice(payload).map_err(|e| Malformed::new(e.to_string()))?;
+        let kind = match record.kind.as_ref() {
+            "tweet" => TweetKind::Tweet,
+            "retweet" => TweetKind::Retweet,
             "end" => {
-                let end: EndOfSource = decode(payload)?;
-                finite("t", end.t)?;
-                Ok(SourceRecord::End(end))
+                finite("t", record.t)?;
+                return Ok(SourceRecord::End(EndOfSource {
+                    kind: EndTag::End,
+                    t: record.t,
+                }));
             }
-            other => Err(Malformed::new(format!(
-                "unknown `type` {other:?} on the tweets topic (expected tweet, retweet or end)"
-            ))),
-        }
+            other => {
+                return Err(Malformed::new(format!(
+                    "unknown `type` {other:?} on the tweets topic (expected tweet, retweet or end)"
+                )))
+            }
+        };
+        let tweet = Tweet {
+            kind,
+            msg: record.msg,
+            t: record.t,
+            m: record.m.ok_or_else(|| missing("m"))?,
+            tweet_id: record.tweet_id.ok_or_else(|| missing("tweet_id"))?,
+            info: record.info,
+        };
+        non_negative("t", tweet.t)?;
+        non_negative("m", tweet.m)?;
+        Ok(SourceRecord::Tweet(tweet))
     }
 
     /// The JSON payload of this record.

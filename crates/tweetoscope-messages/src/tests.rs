@@ -16,9 +16,14 @@ fn tweet_round_trip_and_integer_ids() {
 
 #[test]
 fn tweets_topic_refuses_bad_input_with_a_reason() {
-    let cases: [(&[u8], &str); 6] = [
+    let cases: [(&[u8], &str); 8] = [
         (b"not json", "expected"),
         (br#"{"type":"tweet","t":1,"m":2}"#, "tweet_id"),
+        (
+            br#"{"type":"retweet","t":1,"tweet_id":1}"#,
+            "missing field `m`",
+        ),
+        (br#"{"type":"end"}"#, "missing field `t`"),
         (
             br#"{"type":"tweet","t":"1","m":2,"tweet_id":1}"#,
             "invalid type",

@@ -8,6 +8,7 @@
 //! each source's clock, put back when the processed mark is reached: with event times out of
 //! order, the re-read tweets alone could leave it behind and make due again what was already sent.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,11 +40,46 @@ fn outcome_label(outcome: Outcome) -> &'static str {
     }
 }
 
+/// The counter of each [`Outcome`] of a tweet, resolved once (not looked up by label per tweet).
+#[derive(Debug)]
+struct OutcomeCounters(Vec<(Outcome, prometheus::IntCounter)>);
+
+impl OutcomeCounters {
+    fn new(metrics: &Metrics) -> Self {
+        let outcomes = [
+            Outcome::Started,
+            Outcome::Recorded,
+            Outcome::RecordedLate,
+            Outcome::Duplicate,
+            Outcome::Orphan,
+            Outcome::BeforeStart,
+        ];
+        Self(
+            outcomes
+                .into_iter()
+                .map(|o| {
+                    let counter = metrics
+                        .collector_tweets
+                        .with_label_values(&[outcome_label(o)]);
+                    (o, counter)
+                })
+                .collect(),
+        )
+    }
+
+    fn inc(&self, outcome: Outcome) {
+        if let Some((_, counter)) = self.0.iter().find(|(o, _)| *o == outcome) {
+            counter.inc();
+        }
+    }
+}
+
 /// The collector wired to Kafka offsets.
 #[derive(Debug)]
 pub struct CollectorHandler {
     collector: Collector,
     metrics: Arc<Metrics>,
+    outcomes: OutcomeCounters,
     topics: TopicArgs,
     properties_partitions: i32,
     /// Partition of the tweets topic each source is read from.
@@ -92,6 +128,7 @@ impl CollectorHandler {
     ) -> Self {
         Self {
             collector: Collector::new(args.collector_config()),
+            outcomes: OutcomeCounters::new(&metrics),
             metrics,
             topics,
             properties_partitions,
@@ -175,7 +212,10 @@ impl CollectorHandler {
 
 impl Handler for CollectorHandler {
     fn handle(&mut self, message: &BorrowedMessage<'_>) -> Handled {
-        let source = key_text(message.key()).unwrap_or_else(|| "default".into());
+        // Borrowed from the message (no copy) unless the key is not UTF-8.
+        let source = message
+            .key()
+            .map_or(Cow::Borrowed("default"), String::from_utf8_lossy);
         let record = match SourceRecord::parse(message.payload().unwrap_or_default()) {
             Ok(r) => r,
             Err(m) => return Handled::Malformed(m),
@@ -193,7 +233,10 @@ impl Handler for CollectorHandler {
                 }
             }
         }
-        self.source_partition.insert(source.clone(), partition);
+        if self.source_partition.get(source.as_ref()) != Some(&partition) {
+            self.source_partition
+                .insert(source.clone().into_owned(), partition);
+        }
         let mut emitted = Vec::new();
         match record {
             SourceRecord::Tweet(tweet) => {
@@ -204,13 +247,10 @@ impl Handler for CollectorHandler {
                     &mut emitted,
                 );
                 if !replaying {
-                    self.metrics
-                        .collector_tweets
-                        .with_label_values(&[outcome_label(outcome)])
-                        .inc();
+                    self.outcomes.inc(outcome);
                 }
                 if !matches!(outcome, Outcome::Started | Outcome::Recorded) {
-                    tracing::debug!(source, cid = %tweet.tweet_id, t = tweet.t, outcome = outcome_label(outcome), "tweet not recorded as usual");
+                    tracing::debug!(source = %source, cid = %tweet.tweet_id, t = tweet.t, outcome = outcome_label(outcome), "tweet not recorded as usual");
                 }
             }
             SourceRecord::End(end) => {
@@ -219,7 +259,7 @@ impl Handler for CollectorHandler {
                 if !replaying {
                     // Counted once committed: `run` ends on it, and an aborted end is redone.
                     self.at_commit.inc(&self.metrics.sources_ended);
-                    tracing::info!(source, t = end.t, "source ended; its cascades are flushed");
+                    tracing::info!(source = %source, t = end.t, "source ended; its cascades are flushed");
                 }
             }
         }
@@ -356,7 +396,9 @@ mod tests {
     fn handler() -> CollectorHandler {
         let cli = crate::cli::parse(["tweetoscope", "collector"]).expect("defaults");
         let (kafka, _) = cli.command.kafka().expect("a Kafka command");
+        let metrics = Metrics::new();
         CollectorHandler {
+            outcomes: OutcomeCounters::new(&metrics),
             collector: Collector::new(CollectorConfig {
                 windows: vec![600, 1200],
                 terminated: 1800.0,
@@ -364,7 +406,7 @@ mod tests {
                 min_cascade_size: 1,
                 remembered_finished: 100,
             }),
-            metrics: Metrics::new(),
+            metrics,
             topics: kafka.topics.clone(),
             properties_partitions: 4,
             source_partition: HashMap::new(),
