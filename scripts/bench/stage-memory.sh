@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Resident memory of each stage, each its own process, over a long replay through a real Kafka.
+# Resident memory and CPU time of each stage, each its own process, over a long replay through a
+# real Kafka.
 #
 # Usage: scripts/bench/stage-memory.sh [CASCADES] [BINARY]
 #   CASCADES  synthetic cascades to replay (default 40000: about 5 M tweets)
@@ -15,8 +16,9 @@
 # is read), then the generator at full speed. Samples every process's VmRSS every 2 s into
 # $OUT/rss.tsv (seconds, stage, MiB) until the generator has finished and no stage has lag left
 # (the sum of tweetoscope_consumer_lag_messages on each stage's metrics endpoint is 0 twice in a
-# row), then prints each stage's RSS at 20, 40, 60, 80 and 100 % of the run and its peak, and
-# stops the stages. The dashboard and the logger are left out: they need Alertmanager and a
+# row), then prints each stage's RSS at 20, 40, 60, 80 and 100 % of the run and its peak, its CPU
+# time (user + system, from /proc) and the messages it read (tweetoscope_messages_consumed_total)
+# into $OUT/cpu.tsv and as CPU seconds per million messages, and stops the stages. The dashboard and the logger are left out: they need Alertmanager and a
 # terminal, and hold nothing per cascade.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -107,6 +109,14 @@ wait "$generator" || {
 }
 tail -n 3 "$out/generator.log" >&2
 echo "stage-memory: done after $((SECONDS - started)) s" >&2
+ticks=$(getconf CLK_TCK)
+printf 'stage\tcpu_seconds\tmessages\n' >"$out/cpu.tsv"
+for stage in "${stages[@]}"; do
+  cpu=$(awk -v hz="$ticks" '{printf "%.2f", ($14 + $15) / hz}' "/proc/${pids[$stage]}/stat")
+  messages=$(curl -sf "http://127.0.0.1:${ports[$stage]}/metrics" |
+    awk '/^tweetoscope_messages_consumed_total/ {s += $2} END {printf "%d", s}')
+  printf '%s\t%s\t%s\n' "$stage" "$cpu" "$messages" >>"$out/cpu.tsv"
+done
 python3 - "$out/rss.tsv" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
@@ -117,4 +127,12 @@ for stage in dict.fromkeys(r["stage"] for r in rows):
     at = [next(v for s, v in series if s >= share * end) for share in (0.2, 0.4, 0.6, 0.8, 1.0)]
     peak = max(v for _, v in series)
     print(f"{stage:<10} " + " ".join(f"{v:>8.1f}" for v in at) + f" {peak:>7.1f}")
+EOF
+python3 - "$out/cpu.tsv" <<'EOF'
+import csv, sys
+print(f"{'stage':<10} {'messages':>10} {'CPU s':>8} {'CPU s per 1M messages':>22}")
+for r in csv.DictReader(open(sys.argv[1]), delimiter="\t"):
+    n, cpu = int(r["messages"]), float(r["cpu_seconds"])
+    per = f"{cpu * 1e6 / n:.1f}" if n else "-"
+    print(f"{r['stage']:<10} {n:>10} {cpu:>8.2f} {per:>22}")
 EOF
