@@ -31,7 +31,7 @@ pub struct GeneratorReport {
     pub resumed: u64,
     /// End-of-source markers sent.
     pub sources_ended: u64,
-    /// Records whose delivery failed.
+    /// Records the producer refused or could not deliver.
     pub failed: u64,
     /// Wall time of the replay.
     pub seconds: f64,
