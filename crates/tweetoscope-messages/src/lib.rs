@@ -7,7 +7,6 @@
 //! accepted and ignored; a missing or mistyped required field, an unknown `type` or a value outside
 //! its domain (negative time, non-finite number, empty series) makes a message malformed.
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod partitioning;
@@ -57,7 +56,7 @@ impl Malformed {
     }
 }
 
-fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Malformed> {
+fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Malformed> {
     serde_json::from_slice(payload).map_err(|e| Malformed::new(e.to_string()))
 }
 
@@ -221,8 +220,7 @@ impl SourceRecord {
             info: String,
         }
         let missing = |field: &str| Malformed::new(format!("missing field `{field}`"));
-        let record: AnyRecord<'_> =
-            serde_json::from_slice(payload).map_err(|e| Malformed::new(e.to_string()))?;
+        let record: AnyRecord<'_> = decode(payload)?;
         let kind = match record.kind.as_ref() {
             "tweet" => TweetKind::Tweet,
             "retweet" => TweetKind::Retweet,

@@ -53,27 +53,6 @@ impl InternalEvent for MessageMalformed<'_> {
     }
 }
 
-/// Records of one topic a commit made visible: their transaction committed (or, without
-/// transactions, the offsets of the inputs that caused them).
-#[derive(Debug)]
-pub struct RecordsCommitted<'a> {
-    /// The stage that wrote them.
-    pub stage: &'a str,
-    /// Their topic.
-    pub topic: &'a str,
-    /// How many.
-    pub count: u64,
-}
-
-impl InternalEvent for RecordsCommitted<'_> {
-    fn emit(self, metrics: &Metrics) {
-        metrics
-            .committed
-            .with_label_values(&[self.stage, self.topic])
-            .inc_by(self.count);
-    }
-}
-
 /// A record Kafka did not take: refused when enqueued, or its delivery failed.
 #[derive(Debug)]
 pub struct RecordNotProduced<'a> {

@@ -20,7 +20,7 @@ use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tokio::sync::Notify;
 
-use crate::events::{InternalEvent as _, RecordNotProduced, RecordsCommitted};
+use crate::events::{InternalEvent as _, RecordNotProduced};
 use crate::metrics::Metrics;
 
 /// A producer of a stage: its delivery reports go to its [`DeliveryTally`].
@@ -131,6 +131,11 @@ impl DeliveryTally {
                 .emit(&self.metrics);
             }
         }
+        self.one_less_in_flight();
+    }
+
+    /// One record fewer in flight; wakes [`DeliveryTally::settled`] when none is left.
+    fn one_less_in_flight(&self) {
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.settled.notify_waiters();
         }
@@ -187,9 +192,7 @@ impl DeliveryTally {
 
     /// A record counted by [`DeliveryTally::enqueued`] did not reach the producer after all.
     pub(super) fn withdrawn(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.settled.notify_waiters();
-        }
+        self.one_less_in_flight();
     }
 
     /// A record was refused by the producer (its report will never come).
@@ -236,13 +239,8 @@ impl DeliveryTally {
         self.failures.store(0, Ordering::SeqCst);
         for topic in &mut open.topics {
             let count = std::mem::take(&mut topic.uncommitted);
-            if committed && count > 0 {
-                RecordsCommitted {
-                    stage: self.stage,
-                    topic: &topic.topic,
-                    count,
-                }
-                .emit(&self.metrics);
+            if committed {
+                topic.committed.inc_by(count);
             }
         }
     }
