@@ -623,6 +623,12 @@ pub struct FitArgs {
     /// Time kernel: `exponential` or `power-law`.
     #[arg(long, default_value = "exponential", value_parser = kernel_parser())]
     pub kernel: tweetoscope_hawkes::Kernel,
+    /// A model as the learner publishes it on `models` (e.g. `model-600.json` of `eval --out`):
+    /// also print the size the predictor serves with it and its 80 % interval (`n_served`,
+    /// `n_low`, `n_high`), observing the model's window (`--until` defaults to it). Fit with the
+    /// kernel and mark options the model's estimator used.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
     #[command(flatten)]
     /// Mark distribution and branching cap.
     pub marks: FitMarkArgs,

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                     anyhow::anyhow!("cannot write the report to {}: {e:#}", dir.display())
                 })?;
                 println!(
-                    "\nreport written to {}/report.json and report.svg",
+                    "\nreport written to {}/report.json, report.svg and model-<T_obs>.json",
                     dir.display()
                 );
             }

@@ -113,6 +113,103 @@ fn config_file_keys_are_checked_and_flags_win() {
 }
 
 #[test]
+fn fit_serves_with_a_model_written_by_eval() {
+    // A model as the learner would publish it, from a small synthetic evaluation.
+    let dir = std::env::temp_dir().join(format!("tweetoscope-cli-model-{}", std::process::id()));
+    let (code, out, err) = tweetoscope(
+        &[
+            "eval",
+            "--cascades",
+            "120",
+            "--seed",
+            "5",
+            "--windows",
+            "600",
+            "--trees",
+            "10",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("model-<T_obs>.json"), "{out}");
+    let written = std::fs::read_to_string(dir.join("model-600.json")).expect("model-600.json");
+    let mut model: serde_json::Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(model["type"], "model");
+    assert_eq!(model["T_obs"], 600);
+    assert!(model["growth"].is_object(), "no growth model in {written}");
+
+    // A growth model with a known answer: growth 3, served alone, log errors within ×0.5 … ×2.
+    model["growth"]["intercept"] = 3f64.ln().into();
+    model["growth"]["coefficients"] = serde_json::json!([0.0, 0.0, 0.0]);
+    model["growth"]["blend"] = false.into();
+    model["growth"]["log_error_bounds"] = serde_json::json!([0.5f64.ln(), 2f64.ln()]);
+    model["max_growth"] = 1000.0.into();
+    let known = temp_file("model-known.json", &model.to_string());
+    let csv = temp_file(
+        "served.csv",
+        "t,m\n0,1000\n5,20\n30,300\n70,15\n200,40\n410,80\n590,10\n900,50\n",
+    );
+    let (code, out, err) = tweetoscope(
+        &[
+            "fit",
+            csv.to_str().unwrap(),
+            "--model",
+            known.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    // Observed up to the model's window: the 7 tweets before 600 s.
+    assert_eq!(v["n_obs"], 7, "{out}");
+    assert_eq!(v["horizon"], 600.0, "{out}");
+    let close = |key: &str, want: f64| {
+        let got = v[key].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "{key}: {got} against {want} in {out}"
+        );
+    };
+    close("n_served", 21.0);
+    close("n_low", 10.5);
+    close("n_high", 42.0);
+    assert_eq!(v["model_version"], model["version"], "{out}");
+
+    // The model's window is the observation horizon: another --until is refused, as is a file
+    // that is not a model.
+    let (code, _, err) = tweetoscope(
+        &[
+            "fit",
+            csv.to_str().unwrap(),
+            "--model",
+            known.to_str().unwrap(),
+            "--until",
+            "300",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("--until 600"), "{err}");
+    let (code, _, err) = tweetoscope(
+        &[
+            "fit",
+            csv.to_str().unwrap(),
+            "--model",
+            csv.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--model") && err.contains("not a model"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn fit_prints_one_json_object_with_the_documented_keys() {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
     let marks = tweetoscope_hawkes::MarkDistribution::default();

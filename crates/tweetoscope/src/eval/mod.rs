@@ -81,7 +81,8 @@ pub struct EvalArgs {
         help_heading = "Evaluation"
     )]
     pub forest_seed: u64,
-    /// Directory for report.json and report.svg (none: text report only).
+    /// Directory for report.json, report.svg and, per window, model-<T_obs>.json: the model
+    /// the learner would publish, trained on every cascade of `--data` (none: text report only).
     #[arg(long, value_name = "DIR", help_heading = "Evaluation")]
     pub out: Option<PathBuf>,
 }
@@ -359,6 +360,10 @@ pub struct EvalReport {
     pub fits_per_second: f64,
     /// Per window.
     pub windows: Vec<WindowReport>,
+    /// With `--out`, per window, the model the learner would publish trained on every cascade
+    /// of `--data` (what to deploy, or to give to `fit --model`); not part of report.json.
+    #[serde(skip)]
+    pub models: Vec<tweetoscope_messages::ModelMessage>,
 }
 
 /// One (cascade, window) pair.
@@ -693,32 +698,12 @@ fn served_predictions(
     test: &[&Pair],
     params: &tweetoscope_forest::ForestParams,
 ) -> anyhow::Result<(Vec<SizeWithInterval>, Option<bool>)> {
-    // The training samples as the predictor makes them: a prediction from the parameters
-    // message, joined with the final size.
-    let no_model = tweetoscope_predict::ModelStore::default();
-    let samples: Vec<tweetoscope_messages::Sample> = train
-        .iter()
-        .filter_map(|p| {
-            let parameters = tweetoscope_predict::parameters_message(&p.series, p.fit());
-            let (_, prediction) =
-                tweetoscope_predict::predict(window, &parameters, &no_model).ok()?;
-            let sample = prediction.sample(&parameters.cid, window, p.n_tot);
-            (sample.w.is_finite() && sample.x.iter().all(|v| v.is_finite())).then_some(sample)
-        })
-        .collect();
     let mut store = tweetoscope_predict::ModelStore::default();
-    let mut blend = None;
-    if !samples.is_empty() {
-        let mut trainer = tweetoscope_predict::Trainer::new(samples.len() as u64, samples.len());
-        let job = samples
-            .iter()
-            .filter_map(|s| trainer.add(s))
-            .last()
-            .expect("a job after every sample");
-        let model = tweetoscope_predict::train(&job, params).map_err(anyhow::Error::msg)?;
-        store.install(&model).map_err(anyhow::Error::msg)?;
-        blend = model.growth.as_ref().map(|g| g.blend);
+    let model = served_model(window, train, params)?;
+    if let Some(model) = &model {
+        store.install(model).map_err(anyhow::Error::msg)?;
     }
+    let blend = model.and_then(|m| m.growth.map(|g| g.blend));
     // A prediction the predictor refuses (n* ≥ 1) counts as an infinite error, as in `hawkes`.
     let served = test
         .iter()
@@ -731,6 +716,39 @@ fn served_predictions(
         })
         .collect();
     Ok((served, blend))
+}
+
+/// The model the learner trains for `window` from the samples the predictor makes of the
+/// training pairs (a prediction from each pair's parameters message, joined with its final
+/// size); `None` without a usable sample.
+fn served_model(
+    window: u64,
+    train: &[&Pair],
+    params: &tweetoscope_forest::ForestParams,
+) -> anyhow::Result<Option<tweetoscope_messages::ModelMessage>> {
+    let no_model = tweetoscope_predict::ModelStore::default();
+    let samples: Vec<tweetoscope_messages::Sample> = train
+        .iter()
+        .filter_map(|p| {
+            let parameters = tweetoscope_predict::parameters_message(&p.series, p.fit());
+            let (_, prediction) =
+                tweetoscope_predict::predict(window, &parameters, &no_model).ok()?;
+            let sample = prediction.sample(&parameters.cid, window, p.n_tot);
+            (sample.w.is_finite() && sample.x.iter().all(|v| v.is_finite())).then_some(sample)
+        })
+        .collect();
+    if samples.is_empty() {
+        return Ok(None);
+    }
+    let mut trainer = tweetoscope_predict::Trainer::new(samples.len() as u64, samples.len());
+    let job = samples
+        .iter()
+        .filter_map(|s| trainer.add(s))
+        .last()
+        .expect("a job after every sample");
+    tweetoscope_predict::train(&job, params)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Every method's predictions on one window of one split.
@@ -1089,6 +1107,16 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             recovery: recovery(&main_ok, &main.truth),
         });
     }
+    let models = if args.out.is_some() {
+        let mut models = Vec::new();
+        for &window in &windows {
+            let usable: Vec<&Pair> = main.pairs.iter().filter(|p| usable(p, window)).collect();
+            models.extend(served_model(window, &usable, &params)?);
+        }
+        models
+    } else {
+        Vec::new()
+    };
     let seconds = started.elapsed().as_secs_f64();
     let fits = main.fits + other.as_ref().map_or(0, |o| o.fits);
     Ok(EvalReport {
@@ -1102,6 +1130,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         seconds,
         fits_per_second: fits as f64 / seconds,
         windows: reports,
+        models,
     })
 }
 
@@ -1113,12 +1142,18 @@ impl EvalReport {
             .filter_map(|w| w.methods.iter().find(|m| m.served).map(|m| (w.window, m)))
     }
 
-    /// Writes report.json and report.svg into `dir`.
+    /// Writes report.json, report.svg and each window's `model-<T_obs>.json` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(dir.join("report.svg"), self.to_svg())?;
+        for model in &self.models {
+            std::fs::write(
+                dir.join(format!("model-{}.json", model.t_obs)),
+                serde_json::to_string(model)?,
+            )?;
+        }
         Ok(())
     }
 }
