@@ -81,12 +81,25 @@ struct Row {
 pub struct WindowSamples {
     /// The newest samples, oldest first.
     rows: VecDeque<Row>,
-    /// Samples of this window ever received: the model version is `total / retrain_every`.
+    /// Samples of this window ever received.
     total: u64,
+    /// Trainings so far: the version of the last model asked for.
+    version: u64,
+    /// The `total` at which the next training is due.
+    next_training: u64,
 }
 
+/// One training per tenth of the samples a model learns from, at most: once a window holds
+/// more than `10 × retrain_every` samples, the next training waits for a tenth of them to be new
+/// (in steps of `retrain_every`), so a full training window of 5,000 samples retrains every 500
+/// instead of every 100. Each model then differs from the last by a tenth of its data at most,
+/// and training no longer takes a whole core at full speed.
+pub const RETRAIN_SHARE_DIVISOR: u64 = 10;
+
 /// Samples per window and when to retrain. Versions and training points depend only on how many
-/// samples a window has received, so a learner rebuilt after a crash continues the same sequence.
+/// samples a window has received, so a learner rebuilt after a crash continues the same sequence:
+/// the first training after `retrain_every` samples, each next one [`Trainer::training_gap`]
+/// samples later.
 #[derive(Debug)]
 pub struct Trainer {
     windows: HashMap<u64, WindowSamples>,
@@ -134,9 +147,31 @@ impl Trainer {
         }
     }
 
+    /// Samples from a training at `total` samples received to the next: `retrain_every`, or a
+    /// tenth of the samples held ([`RETRAIN_SHARE_DIVISOR`]) rounded down to a multiple of it.
+    pub fn training_gap(&self, total: u64) -> u64 {
+        let held = total.min(self.capacity as u64);
+        let every = self.retrain_every;
+        every * (held / (RETRAIN_SHARE_DIVISOR * every)).max(1)
+    }
+
+    /// The trainings due by `total` samples received and the total at which the next is due.
+    fn schedule(&self, total: u64) -> (u64, u64) {
+        let (mut version, mut next) = (0, self.retrain_every);
+        while next <= total {
+            version += 1;
+            next += self.training_gap(next);
+        }
+        (version, next)
+    }
+
     fn push(&mut self, window: u64, sample: &Sample) -> &mut WindowSamples {
         let capacity = self.capacity;
-        let samples = self.windows.entry(window).or_default();
+        let first_training = self.retrain_every;
+        let samples = self.windows.entry(window).or_insert_with(|| WindowSamples {
+            next_training: first_training,
+            ..WindowSamples::default()
+        });
         if samples.rows.len() == capacity {
             samples.rows.pop_front();
         }
@@ -153,15 +188,18 @@ impl Trainer {
     /// Adds a sample; returns a training job when the window is due.
     pub fn add(&mut self, sample: &Sample) -> Option<TrainingJob> {
         let window = sample.window();
-        let every = self.retrain_every;
-        let w = self.push(window, sample);
-        w.total += 1;
-        if !w.total.is_multiple_of(every) {
+        let total = self.push(window, sample).total + 1;
+        let gap = self.training_gap(total);
+        let w = self.windows.get_mut(&window)?;
+        w.total = total;
+        if total < w.next_training {
             return None;
         }
+        w.version += 1;
+        w.next_training = total + gap;
         Some(TrainingJob {
             window,
-            version: w.total / every,
+            version: w.version,
             rows: w.rows.iter().map(|r| r.x).collect(),
             targets: w.rows.iter().map(|r| r.w).collect(),
             growths: w.rows.iter().filter_map(|r| r.growth).collect(),
@@ -190,14 +228,19 @@ impl Trainer {
         for s in recent {
             self.push(window, s);
         }
+        let (version, next_training) = self.schedule(total);
         if let Some(w) = self.windows.get_mut(&window) {
             w.total = total;
+            w.version = version;
+            w.next_training = next_training;
         } else {
             self.windows.insert(
                 window,
                 WindowSamples {
                     rows: VecDeque::new(),
                     total,
+                    version,
+                    next_training,
                 },
             );
         }
@@ -393,6 +436,53 @@ mod tests {
             jobs.iter().all(|j| j.growth_rows.is_empty()),
             "no sizes, no growth rows"
         );
+    }
+
+    #[test]
+    fn a_full_training_window_retrains_once_a_tenth_of_it_is_new() {
+        let sample = |i: u64| Sample::new("c".into(), 600, [i as f64, 0.5, 1.0], 1.0);
+        let mut t = Trainer::new(10, 1000);
+        let mut trained_at = Vec::new();
+        for i in 1..=3000 {
+            if let Some(job) = t.add(&sample(i)) {
+                assert_eq!(job.version, trained_at.len() as u64 + 1);
+                trained_at.push(i);
+            }
+        }
+        let gaps: Vec<u64> = trained_at.windows(2).map(|w| w[1] - w[0]).collect();
+        // Every 10 samples while fewer than 200 are held, then a tenth of those held (rounded
+        // down to a multiple of 10), every 100 once the 1,000 of the training window are full.
+        assert_eq!(&trained_at[..3], &[10, 20, 30]);
+        assert!(gaps.iter().all(|g| g % 10 == 0), "{gaps:?}");
+        for (at, gap) in trained_at.iter().zip(&gaps) {
+            assert_eq!(
+                *gap,
+                10 * ((*at).min(1000) / 100).max(1),
+                "after {at}: {gaps:?}"
+            );
+        }
+        assert_eq!(gaps.last(), Some(&100));
+        assert!(
+            trained_at.len() < 3000 / 10 / 2,
+            "{} trainings",
+            trained_at.len()
+        );
+
+        // A trainer rebuilt from any total continues the same sequence of versions.
+        for restart in [5, 10, 199, 200, 201, 777, 1000, 2050] {
+            let mut rebuilt = Trainer::new(10, 1000);
+            rebuilt.restore(600, &[], restart);
+            let continued: Vec<(u64, u64)> = (restart + 1..=3000)
+                .filter_map(|i| rebuilt.add(&sample(i)).map(|j| (i, j.version)))
+                .collect();
+            let expected: Vec<(u64, u64)> = trained_at
+                .iter()
+                .enumerate()
+                .filter(|(_, &at)| at > restart)
+                .map(|(k, &at)| (at, k as u64 + 1))
+                .collect();
+            assert_eq!(continued, expected, "restarted after {restart} samples");
+        }
     }
 
     #[test]

@@ -441,7 +441,8 @@ pub struct PredictorArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Learner")]
 pub struct LearnerArgs {
-    /// Retrain a window's forest after this many new samples.
+    /// Retrain a window's forest after this many new samples (or a tenth of the samples it
+    /// holds, in multiples of this, once that is more).
     #[arg(long, env = "TWEETOSCOPE_RETRAIN_EVERY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub retrain_every: u64,
     /// Train on at most the newest this many samples per window.

@@ -1,5 +1,6 @@
 //! Learner stage: keeps a bounded window of samples per observation window and retrains that
-//! window's random forest every `retrain_every` new samples, publishing it on `models`.
+//! window's random forest every `retrain_every` new samples (a tenth of the samples held, once
+//! that is more: see [`tweetoscope_predict::Trainer`]), publishing it on `models`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
