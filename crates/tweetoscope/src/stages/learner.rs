@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tweetoscope_forest::ForestParams;
 use tweetoscope_messages::{to_payload, Sample};
 use tweetoscope_predict::{
-    learner_metadata, parse_learner_metadata, train, Trainer, MAX_MODEL_BYTES,
+    learner_metadata, parse_learner_metadata, train, Trainer, TrainingJob, MAX_MODEL_BYTES,
 };
 
 use super::StageEnv;
@@ -54,6 +54,78 @@ impl Supersession {
     }
 }
 
+/// What a training gives back: the model or the training's error, or the panic's message.
+type Trained = Result<Result<tweetoscope_messages::ModelMessage, String>, String>;
+
+/// The thread the learner trains on, at the lowest CPU priority (nice 19), as are the threads
+/// the forest grows its trees on (Linux threads inherit it). Training is background work whose
+/// newest job supersedes the queued ones: when the learner shares its cores with the stages that
+/// make predictions (`run`, `bench`, or a crowded node), it takes the CPU they leave idle instead of
+/// half of it. A learner alone in its container trains as fast as before.
+#[derive(Debug, Clone)]
+struct TrainingThread {
+    jobs: std::sync::mpsc::Sender<(TrainingJob, tokio::sync::oneshot::Sender<Trained>)>,
+}
+
+impl TrainingThread {
+    /// Starts the thread; it ends when the last handle is dropped.
+    fn start(params: Arc<ForestParams>) -> std::io::Result<Self> {
+        let (jobs, queue) =
+            std::sync::mpsc::channel::<(TrainingJob, tokio::sync::oneshot::Sender<Trained>)>();
+        std::thread::Builder::new()
+            .name("learner-training".into())
+            .spawn(move || {
+                if let Err(e) = lowest_cpu_priority() {
+                    tracing::warn!(error = %e, "the training thread keeps the default CPU priority");
+                }
+                for (job, reply) in queue {
+                    let trained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        train(&job, &params)
+                    }))
+                    .map_err(|panic| {
+                        panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "training panicked".into())
+                    });
+                    let _ = reply.send(trained);
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Trains `job` on the thread.
+    async fn train(&self, job: TrainingJob) -> Trained {
+        let (reply, trained) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((job, reply))
+            .map_err(|_| "the training thread has stopped".to_owned())?;
+        trained
+            .await
+            .map_err(|_| "the training thread has stopped".to_owned())?
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority, nice 19 (on Linux the nice value belongs to
+/// the thread, and threads it starts inherit it); nothing elsewhere.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lowest_cpu_priority() -> std::io::Result<()> {
+    // SAFETY: setpriority reads its three integer arguments only; `who` 0 is the calling thread.
+    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lowest_cpu_priority() -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The learner wired to Kafka.
 #[derive(Debug)]
 pub struct LearnerHandler {
@@ -61,7 +133,7 @@ pub struct LearnerHandler {
     capacity: usize,
     /// Input partition of each window.
     window_partition: HashMap<u64, i32>,
-    params: Arc<ForestParams>,
+    thread: TrainingThread,
     training: Arc<Semaphore>,
     /// The newest training asked for, by window (see [`Supersession`]).
     newest: Supersession,
@@ -87,7 +159,7 @@ impl Handler for LearnerHandler {
         let Some(job) = job else {
             return Handled::Now(Vec::new());
         };
-        let params = self.params.clone();
+        let thread = self.thread.clone();
         let metrics = self.metrics.clone();
         let topic = self.topics.models_topic.clone();
         let training = self.training.clone();
@@ -105,13 +177,13 @@ impl Handler for LearnerHandler {
                 .emit(&metrics);
                 return Vec::new();
             }
-            let trained = tokio::task::spawn_blocking(move || (train(&job, &params), job)).await;
-            match trained {
-                Ok((Ok(model), job)) => {
+            let (window_of_job, version, samples) = (job.window, job.version, job.rows.len());
+            match thread.train(job).await {
+                Ok(Ok(model)) => {
                     let payload = to_payload(&model);
                     if payload.len() > MAX_MODEL_BYTES {
                         TrainingFailed {
-                            window: Some(job.window),
+                            window: Some(window_of_job),
                             failure: TrainingFailure::TooLarge,
                             error: format!("{} bytes, at most {MAX_MODEL_BYTES}", payload.len()),
                         }
@@ -119,29 +191,29 @@ impl Handler for LearnerHandler {
                         return Vec::new();
                     }
                     ModelTrained {
-                        window: job.window,
-                        version: job.version,
-                        samples: job.rows.len(),
+                        window: window_of_job,
+                        version,
+                        samples,
                         bytes: payload.len(),
                         growth_blended: model.growth.as_ref().map(|g| g.blend),
                     }
                     .emit(&metrics);
                     vec![Outgoing::keyed(&topic, window, payload)]
                 }
-                Ok((Err(e), job)) => {
+                Ok(Err(e)) => {
                     TrainingFailed {
-                        window: Some(job.window),
+                        window: Some(window_of_job),
                         failure: TrainingFailure::Error,
-                        error: e.to_string(),
+                        error: e,
                     }
                     .emit(&metrics);
                     Vec::new()
                 }
                 Err(e) => {
                     TrainingFailed {
-                        window: None,
+                        window: Some(window_of_job),
                         failure: TrainingFailure::Panic,
-                        error: e.to_string(),
+                        error: e,
                     }
                     .emit(&metrics);
                     Vec::new()
@@ -230,7 +302,7 @@ pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
         trainer: Trainer::new(args.retrain_every, args.training_window as usize),
         capacity: args.training_window as usize,
         window_partition: HashMap::new(),
-        params,
+        thread: TrainingThread::start(params)?,
         // One training at a time, in the order they were asked for: versions go out in order.
         training: Arc::new(Semaphore::new(1)),
         newest: Supersession::default(),
@@ -244,7 +316,50 @@ pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Supersession;
+    use super::{Supersession, TrainingThread};
+    use std::sync::Arc;
+    use tweetoscope_messages::Sample;
+    use tweetoscope_predict::Trainer;
+
+    /// The nice value of the calling thread.
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: getpriority reads its two integer arguments only; `who` 0 is this thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[tokio::test]
+    async fn models_are_trained_on_a_thread_of_the_lowest_priority() {
+        let mut trainer = Trainer::new(40, 40);
+        let job = (0..40)
+            .filter_map(|i| {
+                let x = [
+                    0.001 * (1 + i % 7) as f64,
+                    0.1 + 0.01 * i as f64,
+                    5.0 + i as f64,
+                ];
+                let sample = Sample::new(format!("c{i}").as_str().into(), 600, x, 1.0 + x[1]);
+                trainer.add(&sample)
+            })
+            .last()
+            .expect("a job after 40 samples");
+        let thread = TrainingThread::start(Arc::new(tweetoscope_predict::forest_params(5, 1)))
+            .expect("the training thread starts");
+        let model = thread.train(job).await.expect("no panic").expect("a model");
+        assert_eq!((model.t_obs, model.version, model.n_samples), (600, 1, 40));
+        #[cfg(target_os = "linux")]
+        {
+            let nice = std::thread::spawn(|| {
+                super::lowest_cpu_priority().expect("setpriority");
+                nice_of_this_thread()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(nice, 19);
+            assert_ne!(nice_of_this_thread(), 19, "only the thread that asked");
+        }
+    }
 
     #[test]
     fn a_training_is_superseded_only_by_a_newer_one_of_its_own_window() {
