@@ -57,26 +57,68 @@ impl Supersession {
 /// What a training gives back: the model or the training's error, or the panic's message.
 type Trained = Result<Result<tweetoscope_messages::ModelMessage, String>, String>;
 
-/// The thread the learner trains on, at the lowest CPU priority (nice 19), as are the threads
-/// the forest grows its trees on (Linux threads inherit it). Training is background work whose
-/// newest job supersedes the queued ones: when the learner shares its cores with the stages that
-/// make predictions (`run`, `bench`, or a crowded node), it takes the CPU they leave idle instead of
-/// half of it. A learner alone in its container trains as fast as before.
+/// A thread the learner trains on. The first model of each window is trained at the default
+/// CPU priority: until it exists the window's predictions go uncorrected. Every later one, a
+/// refinement whose newest job supersedes the queued ones, is trained at the lowest priority
+/// (nice 19), as are the threads the forest grows its trees on (Linux threads inherit it): when
+/// the learner shares its cores with the stages that make predictions (`run`, `bench`, or a
+/// crowded node), it takes the CPU they leave idle instead of half of it. A learner alone in its
+/// container trains as fast as before.
 #[derive(Debug, Clone)]
 struct TrainingThread {
     jobs: std::sync::mpsc::Sender<(TrainingJob, tokio::sync::oneshot::Sender<Trained>)>,
 }
 
+/// The CPU priority of a [`TrainingThread`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrainingPriority {
+    /// The default, for each window's first model.
+    Default,
+    /// The lowest (nice 19), for the models that replace one.
+    Lowest,
+}
+
+/// The learner's two training threads (one training runs at a time: the learner's semaphore).
+#[derive(Debug, Clone)]
+struct TrainingThreads {
+    first_models: TrainingThread,
+    later_models: TrainingThread,
+}
+
+impl TrainingThreads {
+    fn start(params: &Arc<ForestParams>) -> std::io::Result<Self> {
+        Ok(Self {
+            first_models: TrainingThread::start(params.clone(), TrainingPriority::Default)?,
+            later_models: TrainingThread::start(params.clone(), TrainingPriority::Lowest)?,
+        })
+    }
+
+    /// The thread for a job: its window's first model or a later one.
+    fn for_job(&self, job: &TrainingJob) -> &TrainingThread {
+        if job.version <= 1 {
+            &self.first_models
+        } else {
+            &self.later_models
+        }
+    }
+}
+
 impl TrainingThread {
     /// Starts the thread; it ends when the last handle is dropped.
-    fn start(params: Arc<ForestParams>) -> std::io::Result<Self> {
+    fn start(params: Arc<ForestParams>, priority: TrainingPriority) -> std::io::Result<Self> {
         let (jobs, queue) =
             std::sync::mpsc::channel::<(TrainingJob, tokio::sync::oneshot::Sender<Trained>)>();
+        let name = match priority {
+            TrainingPriority::Default => "learner-first",
+            TrainingPriority::Lowest => "learner-later",
+        };
         std::thread::Builder::new()
-            .name("learner-training".into())
+            .name(name.into())
             .spawn(move || {
-                if let Err(e) = lowest_cpu_priority() {
-                    tracing::warn!(error = %e, "the training thread keeps the default CPU priority");
+                if priority == TrainingPriority::Lowest {
+                    if let Err(e) = lowest_cpu_priority() {
+                        tracing::warn!(error = %e, "the training thread keeps the default CPU priority");
+                    }
                 }
                 for (job, reply) in queue {
                     let trained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -133,7 +175,7 @@ pub struct LearnerHandler {
     capacity: usize,
     /// Input partition of each window.
     window_partition: HashMap<u64, i32>,
-    thread: TrainingThread,
+    threads: TrainingThreads,
     training: Arc<Semaphore>,
     /// The newest training asked for, by window (see [`Supersession`]).
     newest: Supersession,
@@ -159,7 +201,7 @@ impl Handler for LearnerHandler {
         let Some(job) = job else {
             return Handled::Now(Vec::new());
         };
-        let thread = self.thread.clone();
+        let thread = self.threads.for_job(&job).clone();
         let metrics = self.metrics.clone();
         let topic = self.topics.models_topic.clone();
         let training = self.training.clone();
@@ -302,7 +344,7 @@ pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
         trainer: Trainer::new(args.retrain_every, args.training_window as usize),
         capacity: args.training_window as usize,
         window_partition: HashMap::new(),
-        thread: TrainingThread::start(params)?,
+        threads: TrainingThreads::start(&params)?,
         // One training at a time, in the order they were asked for: versions go out in order.
         training: Arc::new(Semaphore::new(1)),
         newest: Supersession::default(),
@@ -316,48 +358,64 @@ pub async fn run(env: StageEnv, args: LearnerArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Supersession, TrainingThread};
+    use super::{Supersession, TrainingThreads};
     use std::sync::Arc;
     use tweetoscope_messages::Sample;
     use tweetoscope_predict::Trainer;
 
-    /// The nice value of the calling thread.
+    /// The nice value in a `/proc/…/stat` file.
     #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    fn nice_of_this_thread() -> i32 {
-        // SAFETY: getpriority reads its two integer arguments only; `who` 0 is this thread.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    fn nice_in(stat: &std::path::Path) -> Option<i32> {
+        let stat = std::fs::read_to_string(stat).ok()?;
+        // After "pid (comm) ", field 3 (state) comes first; nice is field 19.
+        let fields = stat.rsplit_once(") ")?.1;
+        fields.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    /// The nice value of this process's thread named `name` (Linux).
+    #[cfg(target_os = "linux")]
+    fn nice_of_thread(name: &str) -> Option<i32> {
+        std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+            let dir = task.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| nice_in(&dir.join("stat")))?
+        })
     }
 
     #[tokio::test]
-    async fn models_are_trained_on_a_thread_of_the_lowest_priority() {
+    async fn first_models_are_trained_at_the_default_priority_later_ones_at_the_lowest() {
         let mut trainer = Trainer::new(40, 40);
-        let job = (0..40)
+        let jobs: Vec<_> = (0..80)
             .filter_map(|i| {
                 let x = [
-                    0.001 * (1 + i % 7) as f64,
-                    0.1 + 0.01 * i as f64,
-                    5.0 + i as f64,
+                    0.001 * f64::from(1 + i % 7),
+                    0.1 + 0.01 * f64::from(i),
+                    5.0 + f64::from(i),
                 ];
                 let sample = Sample::new(format!("c{i}").as_str().into(), 600, x, 1.0 + x[1]);
                 trainer.add(&sample)
             })
-            .last()
-            .expect("a job after 40 samples");
-        let thread = TrainingThread::start(Arc::new(tweetoscope_predict::forest_params(5, 1)))
-            .expect("the training thread starts");
-        let model = thread.train(job).await.expect("no panic").expect("a model");
-        assert_eq!((model.t_obs, model.version, model.n_samples), (600, 1, 40));
+            .collect();
+        let threads = TrainingThreads::start(&Arc::new(tweetoscope_predict::forest_params(5, 1)))
+            .expect("the training threads start");
+        let mut trained = Vec::new();
+        for job in jobs {
+            let thread = threads.for_job(&job);
+            let first = std::ptr::eq(thread, &threads.first_models);
+            let model = thread.train(job).await.expect("no panic").expect("a model");
+            trained.push((model.version, model.n_samples, first));
+        }
+        assert_eq!(trained, vec![(1, 40, true), (2, 40, false)]);
         #[cfg(target_os = "linux")]
         {
-            let nice = std::thread::spawn(|| {
-                super::lowest_cpu_priority().expect("setpriority");
-                nice_of_this_thread()
-            })
-            .join()
-            .unwrap();
-            assert_eq!(nice, 19);
-            assert_ne!(nice_of_this_thread(), 19, "only the thread that asked");
+            let ours = nice_in(std::path::Path::new("/proc/thread-self/stat"));
+            assert!(ours.is_some(), "cannot read this thread's nice value");
+            assert_eq!(
+                nice_of_thread("learner-first"),
+                ours,
+                "the priority it started with"
+            );
+            assert_eq!(nice_of_thread("learner-later"), Some(19));
         }
     }
 
