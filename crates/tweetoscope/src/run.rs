@@ -186,6 +186,7 @@ pub async fn run_pipeline(
             until: warm_up_until,
         }
     });
+    let mut warming_up = warm_up.is_some();
     let generator_task = {
         let (env, generator_args) = (env.clone(), args.generator.clone());
         async move {
@@ -224,7 +225,7 @@ pub async fn run_pipeline(
     };
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if !*warm_up_over.borrow() {
+        if warming_up {
             let models = args.cascade.windows.iter().all(|w| {
                 metrics
                     .model_version
@@ -233,7 +234,10 @@ pub async fn run_pipeline(
                     > 0
             });
             if models || started.elapsed() > WARM_UP_LIMIT {
-                let _ = warm_up_over.send(true);
+                // send_replace: a generator that has stopped listening (or restarts later) must
+                // still see the warm-up over; `send` would leave the value as it was.
+                warm_up_over.send_replace(true);
+                warming_up = false;
                 tracing::info!(
                     seconds = started.elapsed().as_secs_f64(),
                     models,

@@ -113,6 +113,35 @@ fn config_file_keys_are_checked_and_flags_win() {
 }
 
 #[test]
+fn run_says_once_that_its_warm_up_is_over_and_never_without_one() {
+    let count = |extra: &[&str]| {
+        // Models come early (every 10 samples), so the warm-up ends on them, within the run.
+        let mut args = vec![
+            "run",
+            "--cascades",
+            "200",
+            "--retrain-every",
+            "10",
+            "--trees",
+            "10",
+            "--metrics-addr",
+            "off",
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, err) = tweetoscope(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+        err.matches("warm-up over").count()
+    };
+    // Paced by --speed-up: no warm-up, so nothing to announce (it used to be logged every 250 ms
+    // once the models came: 15 times in this run).
+    assert_eq!(count(&["--speed-up", "20000"]), 0);
+    // The default warm-up ends once.
+    assert_eq!(count(&[]), 1);
+}
+
+#[test]
 fn fit_serves_with_a_model_written_by_eval() {
     // A model as the learner would publish it, from a small synthetic evaluation.
     let dir = std::env::temp_dir().join(format!("tweetoscope-cli-model-{}", std::process::id()));
