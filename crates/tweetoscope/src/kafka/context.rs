@@ -22,6 +22,9 @@ pub struct StageContext {
     revoked_at: std::sync::Mutex<Option<Instant>>,
     /// librdkafka's consumer-group state and join state, as last reported in its statistics.
     group_state: std::sync::Mutex<(String, String)>,
+    /// When librdkafka last reported that it could not read the committed offsets of the
+    /// assignment, until the next assignment.
+    offsets_unread_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl StageContext {
@@ -33,6 +36,7 @@ impl StageContext {
             generation: Arc::new(AtomicU64::new(0)),
             revoked_at: std::sync::Mutex::new(None),
             group_state: std::sync::Mutex::new(Default::default()),
+            offsets_unread_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -50,9 +54,38 @@ impl StageContext {
             .expect("rebalance clock")
             .map(|at| at.elapsed())
     }
+
+    /// How long ago librdkafka reported that it could not read the committed offsets of the
+    /// current assignment (None: it has read them, or a new assignment came since). librdkafka
+    /// 2.12 does not query them again after such an error (a failed offset fetch leaves the
+    /// partitions on its "queried" list, which blocks any new query), so those partitions are
+    /// never fetched until the next assignment: seen after a frozen broker, a stage that never
+    /// read its input again.
+    pub(super) fn offsets_unread_for(&self) -> Option<Duration> {
+        self.offsets_unread_at
+            .lock()
+            .expect("offset fetch clock")
+            .map(|at| at.elapsed())
+    }
+}
+
+/// Whether a librdkafka error reason is its report of a failed committed-offset fetch for the
+/// assignment ("Failed to fetch committed offset(s) …").
+fn is_failed_offset_fetch(reason: &str) -> bool {
+    reason.starts_with("Failed to fetch committed offset")
 }
 
 impl ClientContext for StageContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::error!(stage = self.stage, "librdkafka: {error}: {reason}");
+        if is_failed_offset_fetch(reason) {
+            self.offsets_unread_at
+                .lock()
+                .expect("offset fetch clock")
+                .get_or_insert_with(Instant::now);
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         if let Some(group) = &statistics.cgrp {
             // Changes of the group membership as librdkafka sees it: after an outage, these
@@ -125,13 +158,23 @@ fn stable_offset(p: &Partition) -> Option<(i64, i64)> {
 
 impl ConsumerContext for StageContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalanced(rebalance);
+    }
+}
+
+impl StageContext {
+    /// Records a rebalance: the generation, the revocation clock, the offset-fetch clock.
+    fn rebalanced(&self, rebalance: &Rebalance<'_>) {
         tracing::info!(stage = self.stage, ?rebalance, "partitions rebalanced");
         let mut revoked_at = self.revoked_at.lock().expect("rebalance clock");
         match rebalance {
             Rebalance::Revoke(_) => {
                 revoked_at.get_or_insert_with(Instant::now);
             }
-            Rebalance::Assign(_) => *revoked_at = None,
+            Rebalance::Assign(_) => {
+                *revoked_at = None;
+                *self.offsets_unread_at.lock().expect("offset fetch clock") = None;
+            }
             Rebalance::Error(_) => {}
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -141,6 +184,50 @@ impl ConsumerContext for StageContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_offset_fetch_is_timed_until_the_next_assignment() {
+        let context = StageContext::new("learner", Metrics::new());
+        let error =
+            || rdkafka::error::KafkaError::Global(rdkafka::types::RDKafkaErrorCode::NotCoordinator);
+        context.error(error(), "Broker: Not coordinator");
+        assert_eq!(context.offsets_unread_for(), None, "another error");
+        // librdkafka 2.12's three wordings of it.
+        for reason in [
+            "Failed to fetch committed offsets for 0 partition(s) in group \"g\": Broker: Not coordinator",
+            "Failed to fetch committed offsets for partitions in group \"g\": Local: Timed out",
+            "Failed to fetch committed offset for group \"g\" topic t [0]: Broker: Not coordinator",
+        ] {
+            assert!(is_failed_offset_fetch(reason), "{reason}");
+        }
+        context.error(
+            error(),
+            "Failed to fetch committed offsets for 0 partition(s) in group \"g\": Broker: Not coordinator",
+        );
+        let first = context.offsets_unread_for().expect("timed");
+        std::thread::sleep(Duration::from_millis(20));
+        context.error(
+            error(),
+            "Failed to fetch committed offsets for partitions in group \"g\": x",
+        );
+        assert!(
+            context.offsets_unread_for().expect("timed") >= first + Duration::from_millis(20),
+            "timed from the first report"
+        );
+        let generation = context.generation();
+        context.rebalanced(&Rebalance::Revoke(&rdkafka::TopicPartitionList::new()));
+        assert!(
+            context.offsets_unread_for().is_some(),
+            "a revocation does not query them"
+        );
+        context.rebalanced(&Rebalance::Assign(&rdkafka::TopicPartitionList::new()));
+        assert_eq!(
+            context.offsets_unread_for(),
+            None,
+            "a new assignment queries them again"
+        );
+        assert_eq!(context.generation(), generation + 2);
+    }
 
     /// Partition statistics as librdkafka reports them when nothing is known (-1 everywhere).
     fn unknown() -> Partition {

@@ -141,6 +141,12 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
 /// loop then fails and its supervisor rebuilds the stage with new clients.
 pub const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
 
+/// Longest wait, after librdkafka reported that it could not read the committed offsets of the
+/// assignment, for a new assignment that would query them again (see
+/// `StageContext::offsets_unread_for`) before the processing loop gives up on its consumer: the
+/// loop then fails and its supervisor rebuilds the stage with new clients.
+pub const OFFSET_FETCH_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Commits that may fail in a row (undelivered outputs or a failed transaction, ~10 s each)
 /// before the loop gives up on its clients: seen after a frozen broker, a producer whose
 /// deliveries to one partition kept timing out for minutes while the loop redid its work. The
@@ -378,6 +384,14 @@ async fn run_loop<H: Handler>(
                     if waited > REJOIN_DEADLINE {
                         return Err(anyhow!(
                             "no partition assignment {} s after the last revocation: the consumer has not rejoined its group",
+                            waited.as_secs()
+                        ));
+                    }
+                }
+                if let Some(waited) = consumer.context().offsets_unread_for() {
+                    if waited > OFFSET_FETCH_DEADLINE {
+                        return Err(anyhow!(
+                            "the committed offsets of the assignment could not be read {} s ago and librdkafka does not read them again: its partitions are not fetched",
                             waited.as_secs()
                         ));
                     }
