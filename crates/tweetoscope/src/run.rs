@@ -179,14 +179,13 @@ pub async fn run_pipeline(
         .is_some()
         .then_some(stages::generator::Backpressure { max_ahead: 50_000 });
     // Paced until the predictor has a model for every window (see RunArgs::warm_up_speed_up).
-    let (warm_up_over, warm_up_until) = tokio::sync::watch::channel(false);
-    let warm_up = (args.warm_up_speed_up > 0.0 && args.generator.speed_up == 0.0).then(|| {
-        stages::generator::WarmUp {
-            speed_up: args.warm_up_speed_up,
-            until: warm_up_until,
-        }
+    // Without a warm-up (`--speed-up` paces the replay, or it is turned off), it starts over.
+    let warms_up = args.warm_up_speed_up > 0.0 && args.generator.speed_up == 0.0;
+    let (warm_up_over, warm_up_until) = tokio::sync::watch::channel(!warms_up);
+    let warm_up = warms_up.then(|| stages::generator::WarmUp {
+        speed_up: args.warm_up_speed_up,
+        until: warm_up_until,
     });
-    let mut warming_up = warm_up.is_some();
     let generator_task = {
         let (env, generator_args) = (env.clone(), args.generator.clone());
         async move {
@@ -225,7 +224,7 @@ pub async fn run_pipeline(
     };
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if warming_up {
+        if !*warm_up_over.borrow() {
             let models = args.cascade.windows.iter().all(|w| {
                 metrics
                     .model_version
@@ -235,9 +234,9 @@ pub async fn run_pipeline(
             });
             if models || started.elapsed() > WARM_UP_LIMIT {
                 // send_replace: a generator that has stopped listening (or restarts later) must
-                // still see the warm-up over; `send` would leave the value as it was.
+                // still see the warm-up over, and so must this loop; `send` would leave the value
+                // as it was when no receiver is left.
                 warm_up_over.send_replace(true);
-                warming_up = false;
                 tracing::info!(
                     seconds = started.elapsed().as_secs_f64(),
                     models,
