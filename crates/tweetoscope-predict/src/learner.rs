@@ -96,6 +96,12 @@ pub struct WindowSamples {
 /// and training no longer takes a whole core at full speed.
 pub const RETRAIN_SHARE_DIVISOR: u64 = 10;
 
+/// See [`Trainer::training_gap`].
+fn training_gap(retrain_every: u64, capacity: usize, total: u64) -> u64 {
+    let held = total.min(capacity as u64);
+    retrain_every * (held / (RETRAIN_SHARE_DIVISOR * retrain_every)).max(1)
+}
+
 /// Samples per window and when to retrain. Versions and training points depend only on how many
 /// samples a window has received, so a learner rebuilt after a crash continues the same sequence:
 /// the first training after `retrain_every` samples, each next one [`Trainer::training_gap`]
@@ -150,9 +156,7 @@ impl Trainer {
     /// Samples from a training at `total` samples received to the next: `retrain_every`, or a
     /// tenth of the samples held ([`RETRAIN_SHARE_DIVISOR`]) rounded down to a multiple of it.
     pub fn training_gap(&self, total: u64) -> u64 {
-        let held = total.min(self.capacity as u64);
-        let every = self.retrain_every;
-        every * (held / (RETRAIN_SHARE_DIVISOR * every)).max(1)
+        training_gap(self.retrain_every, self.capacity, total)
     }
 
     /// The trainings due by `total` samples received and the total at which the next is due.
@@ -188,15 +192,14 @@ impl Trainer {
     /// Adds a sample; returns a training job when the window is due.
     pub fn add(&mut self, sample: &Sample) -> Option<TrainingJob> {
         let window = sample.window();
-        let total = self.push(window, sample).total + 1;
-        let gap = self.training_gap(total);
-        let w = self.windows.get_mut(&window)?;
-        w.total = total;
-        if total < w.next_training {
+        let (every, capacity) = (self.retrain_every, self.capacity);
+        let w = self.push(window, sample);
+        w.total += 1;
+        if w.total < w.next_training {
             return None;
         }
         w.version += 1;
-        w.next_training = total + gap;
+        w.next_training = w.total + training_gap(every, capacity, w.total);
         Some(TrainingJob {
             window,
             version: w.version,
