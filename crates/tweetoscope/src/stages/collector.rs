@@ -42,35 +42,42 @@ fn outcome_label(outcome: Outcome) -> &'static str {
 
 /// The counter of each [`Outcome`] of a tweet, resolved once (not looked up by label per tweet).
 #[derive(Debug)]
-struct OutcomeCounters(Vec<(Outcome, prometheus::IntCounter)>);
+struct OutcomeCounters {
+    started: prometheus::IntCounter,
+    recorded: prometheus::IntCounter,
+    late: prometheus::IntCounter,
+    duplicate: prometheus::IntCounter,
+    orphan: prometheus::IntCounter,
+    before_start: prometheus::IntCounter,
+}
 
 impl OutcomeCounters {
     fn new(metrics: &Metrics) -> Self {
-        let outcomes = [
-            Outcome::Started,
-            Outcome::Recorded,
-            Outcome::RecordedLate,
-            Outcome::Duplicate,
-            Outcome::Orphan,
-            Outcome::BeforeStart,
-        ];
-        Self(
-            outcomes
-                .into_iter()
-                .map(|o| {
-                    let counter = metrics
-                        .collector_tweets
-                        .with_label_values(&[outcome_label(o)]);
-                    (o, counter)
-                })
-                .collect(),
-        )
+        let counter = |o| {
+            metrics
+                .collector_tweets
+                .with_label_values(&[outcome_label(o)])
+        };
+        Self {
+            started: counter(Outcome::Started),
+            recorded: counter(Outcome::Recorded),
+            late: counter(Outcome::RecordedLate),
+            duplicate: counter(Outcome::Duplicate),
+            orphan: counter(Outcome::Orphan),
+            before_start: counter(Outcome::BeforeStart),
+        }
     }
 
     fn inc(&self, outcome: Outcome) {
-        if let Some((_, counter)) = self.0.iter().find(|(o, _)| *o == outcome) {
-            counter.inc();
+        match outcome {
+            Outcome::Started => &self.started,
+            Outcome::Recorded => &self.recorded,
+            Outcome::RecordedLate => &self.late,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Orphan => &self.orphan,
+            Outcome::BeforeStart => &self.before_start,
         }
+        .inc();
     }
 }
 
