@@ -485,9 +485,10 @@ pub struct DashboardArgs {
     /// Alert on cascades predicted to reach at least this many tweets.
     #[arg(long, env = "TWEETOSCOPE_ALERT_THRESHOLD", default_value_t = 500)]
     pub alert_threshold: u64,
-    /// What must reach the threshold: the `predicted` size, or the `lower-bound` of its 80 %
-    /// interval ("very likely popular"; a prediction made without a forest has no interval and
-    /// is compared by its predicted size).
+    /// What must reach the threshold: the `predicted` size, the `lower-bound` of its 80 %
+    /// interval ("very likely popular"), or its `upper-bound` ("possibly popular": early
+    /// warnings, more of them false). A prediction made without a model has no interval and is
+    /// compared by its predicted size.
     #[arg(long, env = "TWEETOSCOPE_ALERT_ON", value_enum, default_value_t = AlertOn::Predicted)]
     pub alert_on: AlertOn,
     /// How many of the most popular predictions to keep for the summary.
@@ -524,6 +525,8 @@ pub enum AlertOn {
     Predicted,
     /// The lower bound of the prediction's 80 % interval, when it has one.
     LowerBound,
+    /// The upper bound of the prediction's 80 % interval, when it has one.
+    UpperBound,
 }
 
 /// Logger options.

@@ -79,6 +79,13 @@ fn synthetic_evaluation_recovers_parameters_and_the_forest_helps() {
         assert!(lower.alerts <= forest.alerts.alerts && lower.alerts > 0);
         assert!(lower.true_alerts <= forest.alerts.true_alerts);
         assert_eq!(lower.popular, forest.alerts.popular);
+        // The upper bound sits above the prediction (the held-out log errors' 90th percentile
+        // is positive): a superset of the alerts, missing no popular cascade the prediction
+        // catches.
+        let upper = interval.upper_bound_alerts;
+        assert!(upper.alerts >= forest.alerts.alerts);
+        assert!(upper.true_alerts >= forest.alerts.true_alerts);
+        assert_eq!(upper.popular, forest.alerts.popular);
         assert!(hawkes.interval.is_none());
         assert_eq!(hawkes.predictions, forest.predictions);
         assert!(

@@ -298,6 +298,9 @@ pub struct IntervalReport {
     /// Alerts raised when the interval's lower bound reaches the alert size (the dashboard's
     /// `--alert-on lower-bound`), against the cascades that reached it.
     pub lower_bound_alerts: AlertScores,
+    /// Alerts raised when the interval's upper bound reaches the alert size (the dashboard's
+    /// `--alert-on upper-bound`: "possibly popular"), against the cascades that reached it.
+    pub upper_bound_alerts: AlertScores,
 }
 
 /// Nominal coverage of the intervals `eval` checks: those the pipeline serves.
@@ -912,20 +915,25 @@ fn method_report(method: Method, index: usize, outcomes: &[SplitOutcome]) -> Met
         }
     });
     let q = |p: f64| tweetoscope_stats::quantile_sorted(&pooled.sorted, p);
-    let lower_bound_alerts = outcomes
-        .iter()
-        .map(|o| {
-            o.intervals[index].as_ref().map(|b| {
-                let pairs: Vec<(f64, f64)> = b
-                    .iter()
-                    .zip(&o.predictions[index])
-                    .map(|((lo, _), (_, truth))| (*lo, *truth))
-                    .collect();
-                AlertScores::of(&pairs, o.alert_size)
+    // Alerts judged by one bound of the interval (`pick` chooses it), pooled over the splits.
+    let bound_alerts = |pick: fn(&(f64, f64)) -> f64| {
+        outcomes
+            .iter()
+            .map(|o| {
+                o.intervals[index].as_ref().map(|b| {
+                    let pairs: Vec<(f64, f64)> = b
+                        .iter()
+                        .zip(&o.predictions[index])
+                        .map(|(bounds, (_, truth))| (pick(bounds), *truth))
+                        .collect();
+                    AlertScores::of(&pairs, o.alert_size)
+                })
             })
-        })
-        .collect::<Option<Vec<_>>>()
-        .map(|parts| AlertScores::combine(&parts));
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| AlertScores::combine(&parts))
+    };
+    let lower_bound_alerts = bound_alerts(|b| b.0);
+    let upper_bound_alerts = bound_alerts(|b| b.1);
     let interval = outcomes
         .iter()
         .map(|o| {
@@ -953,6 +961,7 @@ fn method_report(method: Method, index: usize, outcomes: &[SplitOutcome]) -> Met
                 },
                 median_relative_width: tweetoscope_stats::median(&widths),
                 lower_bound_alerts: lower_bound_alerts.expect("intervals in every split"),
+                upper_bound_alerts: upper_bound_alerts.expect("intervals in every split"),
             }
         });
     MethodReport {

@@ -96,13 +96,15 @@ impl EvalReport {
                         out,
                         "{:.0}% interval of {}: holds the truth for {} of the test pairs, median \
                          width {:.2} x the prediction; alerts on its lower bound: precision {}, \
-                         recall {}",
+                         recall {}; on its upper bound: precision {}, recall {}",
                         100.0 * i.level,
                         m.method,
                         percent(i.coverage),
                         i.median_relative_width,
                         percent(i.lower_bound_alerts.precision),
-                        percent(i.lower_bound_alerts.recall)
+                        percent(i.lower_bound_alerts.recall),
+                        percent(i.upper_bound_alerts.precision),
+                        percent(i.upper_bound_alerts.recall)
                     );
                 }
             }

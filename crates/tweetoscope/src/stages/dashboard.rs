@@ -60,13 +60,15 @@ pub fn severity(predicted: u64, threshold: u64) -> &'static str {
     }
 }
 
-/// The size an alert is judged by: its prediction, or with [`AlertOn::LowerBound`] the lower
-/// bound of its interval when it has one.
+/// The size an alert is judged by: its prediction, or the bound of its interval that `on`
+/// names when it has one.
 pub fn judged_size(alert: &Alert, on: AlertOn) -> f64 {
-    match (on, alert.n_low) {
-        (AlertOn::LowerBound, Some(low)) => low,
-        _ => alert.n_tot as f64,
-    }
+    let bound = match on {
+        AlertOn::Predicted => None,
+        AlertOn::LowerBound => alert.n_low,
+        AlertOn::UpperBound => alert.n_high,
+    };
+    bound.unwrap_or(alert.n_tot as f64)
 }
 
 /// Whether an alert is worth sending.
@@ -282,6 +284,22 @@ mod tests {
         let body = alertmanager_body(&a, 500);
         assert_eq!(body[0]["annotations"]["predicted_low"], "520");
         assert_eq!(body[0]["annotations"]["predicted_high"], "2000");
+    }
+
+    #[test]
+    fn alerts_on_the_upper_bound_include_possibly_popular_cascades() {
+        let mut a = alert("a", 600, 300);
+        // Without an interval the upper-bound rule falls back to the prediction too.
+        assert!(!is_popular(&a, 500, AlertOn::UpperBound));
+        a.n_low = Some(150.0);
+        a.n_high = Some(620.0);
+        assert!(!is_popular(&a, 500, AlertOn::Predicted));
+        assert!(is_popular(&a, 500, AlertOn::UpperBound), "possibly popular");
+        a.n_high = Some(480.0);
+        assert!(!is_popular(&a, 500, AlertOn::UpperBound));
+        assert_eq!(judged_size(&a, AlertOn::UpperBound), 480.0);
+        assert_eq!(judged_size(&a, AlertOn::LowerBound), 150.0);
+        assert_eq!(judged_size(&a, AlertOn::Predicted), 300.0);
     }
 
     #[test]
