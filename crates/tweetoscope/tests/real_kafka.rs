@@ -351,6 +351,16 @@ impl Drop for Pipeline {
     }
 }
 
+/// Removes the logs of a test that passed, unless `TWEETOSCOPE_TEST_KEEP_LOGS` is set (to study
+/// what a passing run went through, e.g. which stages were rebuilt).
+fn discard_logs(log_dir: &Path) {
+    if std::env::var_os("TWEETOSCOPE_TEST_KEEP_LOGS").is_some() {
+        eprintln!("logs kept in {}", log_dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(log_dir);
+    }
+}
+
 /// Prints the transactions the broker holds open on a partition for longer than the transaction
 /// timeout (Kafka's `find-hanging`): one left by a dead producer keeps every read_committed reader
 /// of that partition behind it (seen after a broker bounce, see the runbook).
@@ -636,7 +646,7 @@ fn replicated_stages_on_real_kafka_share_the_work_and_lose_or_duplicate_nothing(
             ),
         }
     }
-    let _ = std::fs::remove_dir_all(&log_dir);
+    discard_logs(&log_dir);
 }
 
 #[test]
@@ -739,7 +749,7 @@ fn killed_replicas_hand_their_partitions_over_and_no_prediction_is_lost() {
         assert!(n > 0.0, "the surviving {label} consumed nothing");
     }
     drop(pipeline);
-    let _ = std::fs::remove_dir_all(&log_dir);
+    discard_logs(&log_dir);
 }
 
 /// What goes wrong during a [`faulted_run`].
@@ -918,7 +928,7 @@ fn faulted_run(fault: Fault) {
     }
     eprintln!("{label}: {} pairs, each exactly once", expected.len());
     drop(pipeline);
-    let _ = std::fs::remove_dir_all(&log_dir);
+    discard_logs(&log_dir);
 }
 
 /// Waits until a quarter of the `expected` partial series are published: the moment to inject a
@@ -1108,7 +1118,7 @@ fn run_through(fault: Fault) {
         expected.len()
     );
     drop(pipeline);
-    let _ = std::fs::remove_dir_all(&log_dir);
+    discard_logs(&log_dir);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The consumer context of the processing loops: consumer lag from librdkafka's statistics,
 //! rebalances counted (the loop's generation) and timed, consumer-group state logged.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ pub struct StageContext {
     /// When librdkafka last reported that it could not read the committed offsets of the
     /// assignment, until the next assignment.
     offsets_unread_at: std::sync::Mutex<Option<Instant>>,
+    /// The assigned partitions librdkafka does not fetch, timed from its statistics.
+    unfetched: std::sync::Mutex<UnfetchedClock>,
 }
 
 impl StageContext {
@@ -37,6 +40,7 @@ impl StageContext {
             revoked_at: std::sync::Mutex::new(None),
             group_state: std::sync::Mutex::new(Default::default()),
             offsets_unread_at: std::sync::Mutex::new(None),
+            unfetched: std::sync::Mutex::new(UnfetchedClock::default()),
         }
     }
 
@@ -67,6 +71,88 @@ impl StageContext {
             .expect("offset fetch clock")
             .map(|at| at.elapsed())
     }
+
+    /// How long some partition of the assignment has gone unfetched while the consumer is a
+    /// steady member of its group, and which (None: every assigned partition is fetched, or the
+    /// group is not steady). The statistics-based form of [`Self::offsets_unread_for`], for the
+    /// same librdkafka state when it raises no error (seen after a broker restart: consumers
+    /// steady in their group with four partitions, none of them ever fetched again).
+    pub(super) fn unfetched_for(&self) -> Option<(Duration, String)> {
+        self.unfetched
+            .lock()
+            .expect("fetch clock")
+            .unfetched_for(Instant::now())
+    }
+}
+
+/// librdkafka's fetch state of a partition whose fetcher runs.
+const FETCH_ACTIVE: &str = "active";
+
+/// How long an assigned partition of a steady member may go unfetched before it is logged.
+const UNFETCHED_LOGGED_AFTER: Duration = Duration::from_secs(10);
+
+/// Times the assigned partitions that librdkafka's statistics show without a running fetcher
+/// while the consumer is a steady member of its group. A partition's fetcher starts once its
+/// committed offset is read, which takes milliseconds after an assignment; one that has not
+/// started long after means the assignment is stuck in librdkafka.
+#[derive(Debug, Default)]
+struct UnfetchedClock {
+    /// The current assignment, as `(topic, partition)`.
+    assigned: BTreeSet<(String, i32)>,
+    /// Since when some assigned partition has been unfetched, with the partitions and their
+    /// fetch states then.
+    since: Option<(Instant, String)>,
+    /// Whether the current episode has been logged.
+    logged: bool,
+}
+
+impl UnfetchedClock {
+    /// A new assignment (empty after a revocation): the clock starts over.
+    fn assign(&mut self, partitions: BTreeSet<(String, i32)>) {
+        self.assigned = partitions;
+        self.since = None;
+        self.logged = false;
+    }
+
+    /// Takes one statistics report: whether the member is steady, and the fetch state of each
+    /// partition the client knows. Returns the episode's description once it has lasted
+    /// [`UNFETCHED_LOGGED_AFTER`], to be logged once.
+    fn observe<'a>(
+        &mut self,
+        steady: bool,
+        states: impl IntoIterator<Item = (&'a str, i32, &'a str)>,
+        now: Instant,
+    ) -> Option<String> {
+        let unfetched: Vec<String> = if steady {
+            states
+                .into_iter()
+                .filter(|(topic, partition, state)| {
+                    *state != FETCH_ACTIVE
+                        && self.assigned.contains(&((*topic).to_owned(), *partition))
+                })
+                .map(|(topic, partition, state)| format!("{topic}/{partition} {state}"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if unfetched.is_empty() {
+            self.since = None;
+            self.logged = false;
+            return None;
+        }
+        let described = unfetched.join(", ");
+        let started = self.since.as_ref().map_or(now, |(at, _)| *at);
+        self.since = Some((started, described.clone()));
+        let due = !self.logged && now.saturating_duration_since(started) >= UNFETCHED_LOGGED_AFTER;
+        self.logged |= due;
+        due.then_some(described)
+    }
+
+    fn unfetched_for(&self, now: Instant) -> Option<(Duration, String)> {
+        self.since
+            .as_ref()
+            .map(|(at, described)| (now.saturating_duration_since(*at), described.clone()))
+    }
 }
 
 /// Whether a librdkafka error reason is its report of a failed committed-offset fetch for the
@@ -87,6 +173,29 @@ impl ClientContext for StageContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        let steady = statistics
+            .cgrp
+            .as_ref()
+            .is_some_and(|g| g.state == "up" && g.join_state == "steady");
+        let states = statistics.topics.iter().flat_map(|(topic, t)| {
+            t.partitions
+                .iter()
+                .filter(|(id, _)| **id >= 0)
+                .map(move |(id, p)| (topic.as_str(), *id, p.fetch_state.as_str()))
+        });
+        let episode =
+            self.unfetched
+                .lock()
+                .expect("fetch clock")
+                .observe(steady, states, Instant::now());
+        if let Some(partitions) = episode {
+            tracing::warn!(
+                stage = self.stage,
+                %partitions,
+                "assigned partitions not fetched for {} s although the consumer is steady in its group",
+                UNFETCHED_LOGGED_AFTER.as_secs()
+            );
+        }
         if let Some(group) = &statistics.cgrp {
             // Changes of the group membership as librdkafka sees it: after an outage, these
             // lines tell whether and when the consumer rejoined.
@@ -167,13 +276,22 @@ impl StageContext {
     fn rebalanced(&self, rebalance: &Rebalance<'_>) {
         tracing::info!(stage = self.stage, ?rebalance, "partitions rebalanced");
         let mut revoked_at = self.revoked_at.lock().expect("rebalance clock");
+        let mut unfetched = self.unfetched.lock().expect("fetch clock");
         match rebalance {
             Rebalance::Revoke(_) => {
                 revoked_at.get_or_insert_with(Instant::now);
+                unfetched.assign(BTreeSet::new());
             }
-            Rebalance::Assign(_) => {
+            Rebalance::Assign(partitions) => {
                 *revoked_at = None;
                 *self.offsets_unread_at.lock().expect("offset fetch clock") = None;
+                unfetched.assign(
+                    partitions
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition()))
+                        .collect(),
+                );
             }
             Rebalance::Error(_) => {}
         }
@@ -227,6 +345,53 @@ mod tests {
             "a new assignment queries them again"
         );
         assert_eq!(context.generation(), generation + 2);
+    }
+
+    #[test]
+    fn assigned_partitions_without_a_fetcher_are_timed_while_the_member_is_steady() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut clock = UnfetchedClock::default();
+        let assigned: BTreeSet<(String, i32)> =
+            [("samples".to_owned(), 0), ("samples".to_owned(), 1)].into();
+        clock.assign(assigned.clone());
+        let states = |p1: &'static str| {
+            [
+                ("samples", 0, "active"),
+                ("samples", 1, p1),
+                ("other", 0, "none"),
+            ]
+        };
+        // Every assigned partition fetched; an unassigned one without a fetcher does not count.
+        assert_eq!(clock.observe(true, states("active"), at(0)), None);
+        assert_eq!(clock.unfetched_for(at(0)), None);
+        // An assigned partition without a fetcher, timed from its first report, logged once.
+        assert_eq!(clock.observe(true, states("offset-query"), at(1)), None);
+        assert_eq!(clock.observe(true, states("none"), at(5)), None);
+        assert_eq!(
+            clock.unfetched_for(at(9)),
+            Some((Duration::from_secs(8), "samples/1 none".into()))
+        );
+        assert_eq!(
+            clock.observe(true, states("none"), at(11)),
+            Some("samples/1 none".into())
+        );
+        assert_eq!(
+            clock.observe(true, states("none"), at(12)),
+            None,
+            "logged once"
+        );
+        // Not steady (rejoining, or the broker away): not timed.
+        assert_eq!(clock.observe(false, states("none"), at(13)), None);
+        assert_eq!(clock.unfetched_for(at(13)), None);
+        // Fetched again, or a new assignment: the clock starts over.
+        clock.observe(true, states("none"), at(14));
+        assert!(clock.unfetched_for(at(20)).is_some());
+        clock.observe(true, states("active"), at(21));
+        assert_eq!(clock.unfetched_for(at(21)), None);
+        clock.observe(true, states("none"), at(22));
+        clock.assign(assigned);
+        assert_eq!(clock.unfetched_for(at(40)), None);
     }
 
     /// Partition statistics as librdkafka reports them when nothing is known (-1 everywhere).

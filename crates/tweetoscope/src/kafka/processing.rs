@@ -143,8 +143,10 @@ pub const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
 
 /// Longest wait, after librdkafka reported that it could not read the committed offsets of the
 /// assignment, for a new assignment that would query them again (see
-/// `StageContext::offsets_unread_for`) before the processing loop gives up on its consumer: the
-/// loop then fails and its supervisor rebuilds the stage with new clients.
+/// `StageContext::offsets_unread_for`), and longest time an assigned partition of a steady
+/// member may go without a fetcher (`StageContext::unfetched_for`), before the processing loop
+/// gives up on its consumer: the loop then fails and its supervisor rebuilds the stage with new
+/// clients.
 pub const OFFSET_FETCH_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Commits that may fail in a row (undelivered outputs or a failed transaction, ~10 s each)
@@ -392,6 +394,14 @@ async fn run_loop<H: Handler>(
                     if waited > OFFSET_FETCH_DEADLINE {
                         return Err(anyhow!(
                             "the committed offsets of the assignment could not be read {} s ago and librdkafka does not read them again: its partitions are not fetched",
+                            waited.as_secs()
+                        ));
+                    }
+                }
+                if let Some((waited, partitions)) = consumer.context().unfetched_for() {
+                    if waited > OFFSET_FETCH_DEADLINE {
+                        return Err(anyhow!(
+                            "assigned partitions not fetched for {} s although the consumer is steady in its group ({partitions}): librdkafka's assignment is stuck",
                             waited.as_secs()
                         ));
                     }
