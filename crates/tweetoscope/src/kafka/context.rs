@@ -19,8 +19,9 @@ pub struct StageContext {
     stage: &'static str,
     metrics: Arc<Metrics>,
     generation: Arc<AtomicU64>,
-    /// When the partitions were last revoked, until the next assignment (empty or not).
-    revoked_at: std::sync::Mutex<Option<Instant>>,
+    /// Since when the consumer has had no assignment: since it was created, then since its
+    /// partitions were last revoked, until the next assignment (empty or not).
+    unassigned_since: std::sync::Mutex<Option<Instant>>,
     /// librdkafka's consumer-group state and join state, as last reported in its statistics.
     group_state: std::sync::Mutex<(String, String)>,
     /// When librdkafka last reported that it could not read the committed offsets of the
@@ -37,7 +38,7 @@ impl StageContext {
             stage,
             metrics,
             generation: Arc::new(AtomicU64::new(0)),
-            revoked_at: std::sync::Mutex::new(None),
+            unassigned_since: std::sync::Mutex::new(Some(Instant::now())),
             group_state: std::sync::Mutex::new(Default::default()),
             offsets_unread_at: std::sync::Mutex::new(None),
             unfetched: std::sync::Mutex::new(UnfetchedClock::default()),
@@ -50,10 +51,12 @@ impl StageContext {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// How long the consumer has been waiting for an assignment since its partitions were
-    /// revoked (None: it has one, possibly empty).
+    /// How long the consumer has been waiting for an assignment, since it was created or since
+    /// its partitions were revoked (None: it has one, possibly empty). A new consumer waits too:
+    /// seen after a frozen broker, a rebuilt stage whose new consumer stayed in librdkafka's
+    /// `wait-metadata` join state and never joined its group.
     pub(super) fn unassigned_for(&self) -> Option<Duration> {
-        self.revoked_at
+        self.unassigned_since
             .lock()
             .expect("rebalance clock")
             .map(|at| at.elapsed())
@@ -275,15 +278,15 @@ impl StageContext {
     /// Records a rebalance: the generation, the revocation clock, the offset-fetch clock.
     fn rebalanced(&self, rebalance: &Rebalance<'_>) {
         tracing::info!(stage = self.stage, ?rebalance, "partitions rebalanced");
-        let mut revoked_at = self.revoked_at.lock().expect("rebalance clock");
+        let mut unassigned_since = self.unassigned_since.lock().expect("rebalance clock");
         let mut unfetched = self.unfetched.lock().expect("fetch clock");
         match rebalance {
             Rebalance::Revoke(_) => {
-                revoked_at.get_or_insert_with(Instant::now);
+                unassigned_since.get_or_insert_with(Instant::now);
                 unfetched.assign(BTreeSet::new());
             }
             Rebalance::Assign(partitions) => {
-                *revoked_at = None;
+                *unassigned_since = None;
                 *self.offsets_unread_at.lock().expect("offset fetch clock") = None;
                 unfetched.assign(
                     partitions
@@ -455,9 +458,16 @@ mod tests {
     }
 
     #[test]
-    fn a_new_context_has_seen_no_rebalance_and_waits_for_no_assignment() {
+    fn a_new_context_has_seen_no_rebalance_and_waits_for_its_first_assignment() {
         let context = StageContext::new("collector", Metrics::new());
         assert_eq!(context.generation(), 0);
-        assert_eq!(context.unassigned_for(), None);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            context.unassigned_for().expect("waiting since created") >= Duration::from_millis(20)
+        );
+        context.rebalanced(&Rebalance::Assign(&rdkafka::TopicPartitionList::new()));
+        assert_eq!(context.unassigned_for(), None, "an empty assignment is one");
+        context.rebalanced(&Rebalance::Revoke(&rdkafka::TopicPartitionList::new()));
+        assert!(context.unassigned_for().is_some());
     }
 }

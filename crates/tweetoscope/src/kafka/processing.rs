@@ -135,10 +135,11 @@ pub fn processed_mark(metadata: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Longest wait for an assignment after a revocation before the processing loop gives up on its
-/// consumer: a rebalance waits at most `max.poll.interval.ms` (120 s) for slow members, so a
-/// longer wait means this consumer has not rejoined its group (seen after broker outages). The
-/// loop then fails and its supervisor rebuilds the stage with new clients.
+/// Longest wait for an assignment, after a revocation or for a new consumer's first one, before
+/// the processing loop gives up on its consumer: a rebalance waits at most
+/// `max.poll.interval.ms` (120 s) for slow members, so a longer wait means this consumer has not
+/// (re)joined its group (seen after broker outages). The loop then fails and its supervisor
+/// rebuilds the stage with new clients.
 pub const REJOIN_DEADLINE: Duration = Duration::from_secs(150);
 
 /// Longest wait, after librdkafka reported that it could not read the committed offsets of the
@@ -385,7 +386,7 @@ async fn run_loop<H: Handler>(
                 if let Some(waited) = consumer.context().unassigned_for() {
                     if waited > REJOIN_DEADLINE {
                         return Err(anyhow!(
-                            "no partition assignment {} s after the last revocation: the consumer has not rejoined its group",
+                            "no partition assignment for {} s (since the consumer was created or its partitions were last revoked): the consumer has not joined its group",
                             waited.as_secs()
                         ));
                     }

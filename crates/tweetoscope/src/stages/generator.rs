@@ -120,8 +120,9 @@ pub struct WarmUp {
 
 /// Keeps the generator at most `max_ahead` tweets ahead of the collector of the same process.
 ///
-/// The embedded broker (librdkafka's mock cluster) keeps at most 100,000 messages or 5 MB per
-/// partition and silently drops the oldest: a replay that outruns the collector would lose tweets.
+/// The embedded broker (librdkafka's mock cluster) keeps at most 100,000 message sets (producer
+/// batches) or 5 MiB per partition and silently drops the oldest: a replay that outruns the
+/// collector would lose tweets.
 #[derive(Debug, Clone, Copy)]
 pub struct Backpressure {
     /// Largest number of tweets produced but not yet consumed by the collector.
