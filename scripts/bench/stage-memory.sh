@@ -11,15 +11,15 @@
 #             $KAFKA_STATE_DIR/bootstrap; start one with `scripts/kafka.sh start`)
 #   OUT       output directory (default: a new directory under /tmp)
 #
-# Starts the collector, the estimator, the predictor, the learner and the monitor as separate
-# processes on topics and groups of their own (a fresh suffix per run, so nothing of an earlier run
+# Starts the collector, the estimator, the predictor, the learner, the monitor, the dashboard
+# (no Alertmanager: it logs its alerts) and the logger (reading every stage's log records from the
+# logs topic, which the stages write to) as separate processes on topics and groups of their own (a fresh suffix per run, so nothing of an earlier run
 # is read), then the generator at full speed. Samples every process's VmRSS every 2 s into
 # $OUT/rss.tsv (seconds, stage, MiB) until the generator has finished and no stage has lag left
 # (the sum of tweetoscope_consumer_lag_messages on each stage's metrics endpoint is 0 twice in a
 # row), then prints each stage's RSS at 20, 40, 60, 80 and 100 % of the run and its peak, its CPU
 # time (user + system, from /proc) and the messages it read (tweetoscope_messages_consumed_total)
-# into $OUT/cpu.tsv and as CPU seconds per million messages, and stops the stages. The dashboard and the logger are left out: they need Alertmanager and a
-# terminal, and hold nothing per cascade.
+# into $OUT/cpu.tsv and as CPU seconds per million messages, and stops the stages.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cascades=${1:-40000}
@@ -39,7 +39,7 @@ out=${OUT:-$(mktemp -d "/tmp/tweetoscope-stage-memory.XXXXXX")}
 mkdir -p "$out"
 
 common=(--brokers "$brokers" --partitions 4 --group-prefix "tweetoscope-$suffix" --log info
-  --log-format text --no-log-topic)
+  --log-format text)
 for flag in tweets series properties samples models alerts stats logs predictor-state \
   generator-progress; do
   common+=("--$flag-topic" "$flag-$suffix")
@@ -47,7 +47,7 @@ done
 
 declare -A pids ports
 port=19300
-stages=(collector estimator predictor learner monitor)
+stages=(collector estimator predictor learner monitor dashboard logger)
 cleanup() {
   for stage in "${!pids[@]}"; do
     kill -TERM "${pids[$stage]}" 2>/dev/null || true
