@@ -13,8 +13,9 @@
 #
 # Starts the collector, the estimator, the predictor, the learner, the monitor, the dashboard
 # (no Alertmanager: it logs its alerts) and the logger (reading every stage's log records from the
-# logs topic, which the stages write to) as separate processes on topics and groups of their own (a fresh suffix per run, so nothing of an earlier run
-# is read), then the generator at full speed. Samples every process's VmRSS every 2 s into
+# logs topic, which the stages write to) as separate processes on topics and groups of their own
+# (a fresh suffix per run, so nothing of an earlier run is read), then the generator at full
+# speed. Samples every process's VmRSS every 2 s into
 # $OUT/rss.tsv (seconds, stage, MiB) until the generator has finished and no stage has lag left
 # (the sum of tweetoscope_consumer_lag_messages on each stage's metrics endpoint is 0 twice in a
 # row), then prints each stage's RSS at 20, 40, 60, 80 and 100 % of the run and its peak, its CPU

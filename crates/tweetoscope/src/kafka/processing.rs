@@ -307,6 +307,35 @@ pub async fn process<H: Handler>(
     result
 }
 
+/// Why the loop should give up on its consumer (to be rebuilt with new clients by the stage's
+/// supervisor), if it should: no assignment for [`REJOIN_DEADLINE`], or assigned partitions that
+/// librdkafka will not fetch for [`OFFSET_FETCH_DEADLINE`] (a failed offset fetch it does not
+/// retry, or partitions its statistics show without a fetcher).
+fn stuck_consumer(context: &StageContext) -> Option<anyhow::Error> {
+    if let Some(waited) = context.unassigned_for().filter(|w| *w > REJOIN_DEADLINE) {
+        return Some(anyhow!(
+            "no partition assignment for {} s (since the consumer was created or its partitions were last revoked): the consumer has not joined its group",
+            waited.as_secs()
+        ));
+    }
+    if let Some(waited) = context
+        .offsets_unread_for()
+        .filter(|w| *w > OFFSET_FETCH_DEADLINE)
+    {
+        return Some(anyhow!(
+            "the committed offsets of the assignment could not be read {} s ago and librdkafka does not read them again: its partitions are not fetched",
+            waited.as_secs()
+        ));
+    }
+    let (waited, partitions) = context
+        .unfetched_for()
+        .filter(|(w, _)| *w > OFFSET_FETCH_DEADLINE)?;
+    Some(anyhow!(
+        "assigned partitions not fetched for {} s although the consumer is steady in its group ({partitions}): librdkafka's assignment is stuck",
+        waited.as_secs()
+    ))
+}
+
 /// The body of [`process`], which closes the consumer however this ends.
 async fn run_loop<H: Handler>(
     settings: LoopSettings,
@@ -383,29 +412,8 @@ async fn run_loop<H: Handler>(
                 }
             }
             _ = commit_tick.tick() => {
-                if let Some(waited) = consumer.context().unassigned_for() {
-                    if waited > REJOIN_DEADLINE {
-                        return Err(anyhow!(
-                            "no partition assignment for {} s (since the consumer was created or its partitions were last revoked): the consumer has not joined its group",
-                            waited.as_secs()
-                        ));
-                    }
-                }
-                if let Some(waited) = consumer.context().offsets_unread_for() {
-                    if waited > OFFSET_FETCH_DEADLINE {
-                        return Err(anyhow!(
-                            "the committed offsets of the assignment could not be read {} s ago and librdkafka does not read them again: its partitions are not fetched",
-                            waited.as_secs()
-                        ));
-                    }
-                }
-                if let Some((waited, partitions)) = consumer.context().unfetched_for() {
-                    if waited > OFFSET_FETCH_DEADLINE {
-                        return Err(anyhow!(
-                            "assigned partitions not fetched for {} s although the consumer is steady in its group ({partitions}): librdkafka's assignment is stuck",
-                            waited.as_secs()
-                        ));
-                    }
+                if let Some(stuck) = stuck_consumer(consumer.context()) {
+                    return Err(stuck);
                 }
                 if work.dirty || !work.later.is_empty() || sink.in_flight() > 0 {
                     // Everything handled so far is committed together: wait for its outputs.
