@@ -122,6 +122,10 @@ struct OpenCascade {
     msg: String,
     start: f64,
     last: f64,
+    /// Its key in [`SourceState::idle`]: the end time it had when that entry was made. Its
+    /// retweets move its end later without moving the entry; [`SourceState::advance`] moves it
+    /// when the clock passes it.
+    idle_key: f64,
     /// Absolute event times and magnitudes, sorted by time.
     events: Vec<(f64, f64)>,
     windows: Vec<WindowState>,
@@ -136,7 +140,10 @@ struct SourceState {
     ids: HashMap<CascadeId, u64>,
     /// (start + T_obs, cascade, window index) of windows not handled yet.
     deadlines: BTreeSet<(Time, u64, usize)>,
-    /// (the event time after which it is over, cascade): the first one is the next to end.
+    /// (a time the cascade is not over before, cascade): its `idle_key`, the end time it had
+    /// when the entry was made (a retweet moves its end later, not the entry, so that a retweet
+    /// costs no tree operation). Every end time is at or after its entry's, so the first entry is
+    /// the next cascade that may end.
     idle: BTreeSet<(Time, u64)>,
     finished: HashSet<CascadeId>,
     /// Remembered finished cascades, oldest first, with the positions of their original tweets.
@@ -148,6 +155,17 @@ struct SourceState {
 pub struct Collector {
     config: CollectorConfig,
     sources: HashMap<String, SourceState>,
+}
+
+/// The state of `source`, made empty the first time it is seen; its name is copied only then.
+fn source_state<'a>(
+    sources: &'a mut HashMap<String, SourceState>,
+    source: &str,
+) -> &'a mut SourceState {
+    if !sources.contains_key(source) {
+        sources.insert(source.to_owned(), SourceState::default());
+    }
+    sources.get_mut(source).expect("inserted above")
 }
 
 impl Collector {
@@ -189,7 +207,7 @@ impl Collector {
         out: &mut Vec<Emission>,
     ) -> Outcome {
         let config = &self.config;
-        let state = self.sources.entry(source.to_owned()).or_default();
+        let state = source_state(&mut self.sources, source);
         if tweet.t > state.clock {
             state.clock = tweet.t;
             state.advance(config, out);
@@ -225,7 +243,7 @@ impl Collector {
     /// the re-read tweets alone can leave the clock behind, and what was already due would come
     /// due again later.
     pub fn advance_clock(&mut self, source: &str, t: f64, out: &mut Vec<Emission>) {
-        let state = self.sources.entry(source.to_owned()).or_default();
+        let state = source_state(&mut self.sources, source);
         if t > state.clock {
             state.clock = t;
             state.advance(&self.config, out);
@@ -260,7 +278,7 @@ impl Collector {
     /// remembered (or nothing is remembered: `remembered_finished` 0).
     pub fn remember_finished(&mut self, source: &str, cid: &CascadeId, position: u64) -> bool {
         let config = &self.config;
-        let state = self.sources.entry(source.to_owned()).or_default();
+        let state = source_state(&mut self.sources, source);
         if state.ids.contains_key(cid) || state.finished.contains(cid) {
             return false;
         }
@@ -296,16 +314,18 @@ impl SourceState {
             self.deadlines
                 .insert((Time(tweet.t + window as f64), seq, k));
         }
+        let idle_key = tweet.t + config.quiet_limit(tweet.t, tweet.t);
         let cascade = OpenCascade {
             cid: tweet.tweet_id.clone(),
             position,
             msg: tweet.msg.clone(),
             start: tweet.t,
             last: tweet.t,
+            idle_key,
             events: vec![(tweet.t, tweet.m)],
             windows: vec![WindowState::Pending; config.windows.len()],
         };
-        self.idle.insert((Time(config.end_after(&cascade)), seq));
+        self.idle.insert((Time(idle_key), seq));
         self.ids.insert(tweet.tweet_id.clone(), seq);
         self.cascades.insert(seq, cascade);
         Outcome::Started
@@ -329,9 +349,8 @@ impl SourceState {
         }
         cascade.events.insert(at, (tweet.t, tweet.m));
         if tweet.t > cascade.last {
-            self.idle.remove(&(Time(config.end_after(cascade)), seq));
+            // Its end moves later; its `idle` entry stays (see `SourceState::idle`).
             cascade.last = tweet.t;
-            self.idle.insert((Time(config.end_after(cascade)), seq));
         }
         let late = config
             .windows
@@ -358,9 +377,19 @@ impl SourceState {
                 .expect("deadlines of open cascades");
             close_window(cascade, config, k, out);
         }
-        while let Some(&(end_after, seq)) = self.idle.first() {
-            if self.clock <= end_after.0 {
+        while let Some(&(idle_key, seq)) = self.idle.first() {
+            if self.clock <= idle_key.0 {
                 break;
+            }
+            let cascade = self.cascades.get_mut(&seq).expect("idle open cascades");
+            let end_after = config.end_after(cascade);
+            if end_after != idle_key.0 {
+                // Retweeted since its entry was made: its entry moves to its end, and cascades
+                // still end in the order of their ends.
+                self.idle.pop_first();
+                cascade.idle_key = end_after;
+                self.idle.insert((Time(end_after), seq));
+                continue;
             }
             self.finish(config, seq, out);
         }
@@ -369,7 +398,7 @@ impl SourceState {
     /// Ends cascade `seq`: pending windows first, then the sizes; forgets it.
     fn finish(&mut self, config: &CollectorConfig, seq: u64, out: &mut Vec<Emission>) {
         let mut cascade = self.cascades.remove(&seq).expect("open cascade");
-        self.idle.remove(&(Time(config.end_after(&cascade)), seq));
+        self.idle.remove(&(Time(cascade.idle_key), seq));
         self.ids.remove(&cascade.cid);
         for (k, &window) in config.windows.iter().enumerate() {
             if cascade.windows[k] == WindowState::Pending {

@@ -515,3 +515,42 @@ fn advancing_the_clock_emits_what_is_due_and_never_goes_back() {
     c.advance_clock("new", 5.0, &mut out);
     assert_eq!(c.clock("new"), Some(5.0));
 }
+
+#[test]
+fn cascades_end_in_the_order_of_their_last_retweets_not_of_their_starts() {
+    let mut c = Collector::new(config(1));
+    // Quiet limit 1800 s: `a` ends after 500 + 1800, `b` after 100 + 1800, `c` after 300 + 1800.
+    let events = [
+        tweet("a", 0.0, 1.0),
+        tweet("b", 100.0, 1.0),
+        tweet("c", 200.0, 1.0),
+        retweet("c", 300.0, 1.0),
+        retweet("a", 500.0, 1.0),
+    ];
+    feed(&mut c, "s", &events);
+    // At 2,000 s only `b` is over: `a` and `c` started earlier but were retweeted since.
+    let out = feed(&mut c, "s", &[tweet("d", 2_000.0, 1.0)]);
+    let ended = |out: &[Emission]| {
+        let mut ids: Vec<String> = sizes(out).iter().map(|s| s.0.to_owned()).collect();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(ended(&out), ["b"]);
+    assert_eq!(c.open_cascades(), 3);
+    // One clock jump past both: `c` (2,100) ends before `a` (2,300), whatever their starts.
+    let out = feed(&mut c, "s", &[tweet("e", 2_200.0, 1.0)]);
+    assert_eq!(ended(&out), ["c"]);
+    let out = feed(&mut c, "s", &[tweet("f", 9_000.0, 1.0)]);
+    assert_eq!(ended(&out), ["a", "d", "e"]);
+    // Their sizes count every retweet.
+    assert!(sizes(&out)
+        .iter()
+        .any(|s| s.0 == "a" && s.2 == 2 && s.3 == 500.0));
+
+    // The same when one jump of the clock ends both: `b` (1,900) before `a` (2,300).
+    let mut c = Collector::new(config(1));
+    feed(&mut c, "s", &[tweet("a", 0.0, 1.0), tweet("b", 100.0, 1.0)]);
+    feed(&mut c, "s", &[retweet("a", 500.0, 1.0)]);
+    let out = feed(&mut c, "s", &[tweet("z", 9_000.0, 1.0)]);
+    assert_eq!(ended(&out), ["b", "a"]);
+}

@@ -113,9 +113,11 @@ impl Ord for Pending {
 
 #[derive(Debug)]
 struct LiveCascade {
-    id: u64,
     start: f64,
     cascade: CascadeEvents,
+    /// The `tweet_id` and `msg` of its tweets, made once for all of them.
+    tweet_id: CascadeId,
+    msg: String,
 }
 
 #[derive(Debug)]
@@ -226,10 +228,10 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
             } else {
                 TweetKind::Retweet
             },
-            msg: format!("cascade {}", live.id),
+            msg: live.msg.clone(),
             t,
             m,
-            tweet_id: CascadeId(live.id.to_string()),
+            tweet_id: live.tweet_id.clone(),
             info: live.cascade.origin.clone(),
         });
         self.sources[source].last_t = t;
@@ -264,9 +266,10 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
         };
         let n = cascade.events.len();
         self.slots[slot] = Some(LiveCascade {
-            id,
             start: now,
             cascade,
+            tweet_id: CascadeId(id.to_string()),
+            msg: format!("cascade {id}"),
         });
         let clock = &mut self.sources[source];
         clock.live_ends.push(Reverse(OrderedF64(now + duration)));

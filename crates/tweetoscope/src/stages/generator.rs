@@ -21,6 +21,11 @@ pub const EVENTS_PER_TRANSACTION: u64 = 20_000;
 /// Tweets whose delivery the generator waits for at most before it sends more.
 const MAX_DELIVERIES_IN_FLIGHT: u64 = 100_000;
 
+/// Events the replay thread may prepare ahead of the generator.
+const REPLAY_EVENTS_AHEAD: usize = 8_192;
+/// Events handed from the replay thread to the generator at a time.
+const REPLAY_CHUNK: usize = 256;
+
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GeneratorReport {
@@ -168,12 +173,17 @@ pub async fn run_paced(
     if transactional {
         sink.begin_transaction()?;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<ReplayEvent>(8_192);
+    // The replay runs on a thread of its own and hands its events over in chunks: one channel
+    // operation (and at most one wake-up) per chunk, not per tweet.
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Vec<ReplayEvent>>(REPLAY_EVENTS_AHEAD / REPLAY_CHUNK);
     let producer_thread = std::thread::Builder::new()
         .name("replay".into())
         .spawn(move || {
-            for event in Replay::new(config, cascades) {
-                if tx.blocking_send(event).is_err() {
+            let mut events = Replay::new(config, cascades).peekable();
+            while events.peek().is_some() {
+                let chunk: Vec<ReplayEvent> = events.by_ref().take(REPLAY_CHUNK).collect();
+                if tx.blocking_send(chunk).is_err() {
                     break;
                 }
             }
@@ -196,7 +206,17 @@ pub async fn run_paced(
     let mut index: u64 = 0;
     let mut last_commit = Instant::now();
     let mut finished = true;
-    while let Some(event) = rx.recv().await {
+    let mut chunk = Vec::new().into_iter();
+    loop {
+        let Some(event) = chunk.next() else {
+            match rx.recv().await {
+                Some(next) => {
+                    chunk = next.into_iter();
+                    continue;
+                }
+                None => break,
+            }
+        };
         if *shutdown.borrow() {
             finished = false;
             break;
