@@ -120,17 +120,30 @@ pub struct CascadeId(pub String);
 
 impl<'de> Deserialize<'de> for CascadeId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Number(u64),
+        /// Reads the id straight from the text or number (no buffering of the value, as an
+        /// untagged enum would do).
+        struct IdVisitor;
+
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = CascadeId;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a cascade id: a non-empty string or a non-negative integer")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CascadeId, E> {
+                if s.is_empty() {
+                    return Err(E::custom("cascade id must not be empty"));
+                }
+                Ok(CascadeId(s.to_owned()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CascadeId, E> {
+                Ok(CascadeId(n.to_string()))
+            }
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Text(s) if !s.is_empty() => Ok(CascadeId(s)),
-            Raw::Text(_) => Err(serde::de::Error::custom("cascade id must not be empty")),
-            Raw::Number(n) => Ok(CascadeId(n.to_string())),
-        }
+
+        deserializer.deserialize_any(IdVisitor)
     }
 }
 

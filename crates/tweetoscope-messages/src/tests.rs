@@ -16,7 +16,7 @@ fn tweet_round_trip_and_integer_ids() {
 
 #[test]
 fn tweets_topic_refuses_bad_input_with_a_reason() {
-    let cases: [(&[u8], &str); 8] = [
+    let cases: [(&[u8], &str); 10] = [
         (b"not json", "expected"),
         (br#"{"type":"tweet","t":1,"m":2}"#, "tweet_id"),
         (
@@ -37,6 +37,14 @@ fn tweets_topic_refuses_bad_input_with_a_reason() {
             "`t` must be >= 0",
         ),
         (br#"{"type":"tweet","t":1,"m":2,"tweet_id":""}"#, "empty"),
+        (
+            br#"{"type":"tweet","t":1,"m":2,"tweet_id":-3}"#,
+            "expected a cascade id",
+        ),
+        (
+            br#"{"type":"tweet","t":1,"m":2,"tweet_id":[1]}"#,
+            "expected a cascade id",
+        ),
     ];
     for (payload, expected) in cases {
         let err = SourceRecord::parse(payload).unwrap_err();

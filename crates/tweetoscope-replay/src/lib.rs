@@ -70,6 +70,11 @@ pub struct ReplayEvent {
     pub record: SourceRecord,
 }
 
+/// The `msg` of every tweet of the replay's cascade number `id`.
+pub fn cascade_text(id: u64) -> String {
+    format!("cascade {id}")
+}
+
 /// Name of source `index` (the record key on the `tweets` topic).
 pub fn source_name(index: usize) -> String {
     format!("source-{index}")
@@ -269,7 +274,7 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
             start: now,
             cascade,
             tweet_id: CascadeId(id.to_string()),
-            msg: format!("cascade {id}"),
+            msg: cascade_text(id),
         });
         let clock = &mut self.sources[source];
         clock.live_ends.push(Reverse(OrderedF64(now + duration)));

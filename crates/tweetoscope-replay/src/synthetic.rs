@@ -123,16 +123,19 @@ impl SyntheticCascades {
     }
 }
 
+/// The `info` of the tweets of a synthetic cascade drawn with `p`, `beta` and branching factor
+/// `n_star`.
+pub fn origin_label(p: f64, beta: f64, n_star: f64) -> String {
+    format!("synthetic p={p:.6} beta={beta:.6} n_star={n_star:.4}")
+}
+
 impl Iterator for SyntheticCascades {
     type Item = CascadeEvents;
 
     fn next(&mut self) -> Option<CascadeEvents> {
         let c = self.next_with_truth()?;
         Some(CascadeEvents {
-            origin: format!(
-                "synthetic p={:.6} beta={:.6} n_star={:.4}",
-                c.p, c.beta, c.n_star
-            ),
+            origin: origin_label(c.p, c.beta, c.n_star),
             events: c.events,
             day_phase: None,
         })

@@ -160,15 +160,19 @@ const PASS_THROUGH_SOURCES: u64 = 3;
 /// How far the input may run ahead of the loop on the embedded broker, as the generator's.
 const PASS_THROUGH_MAX_AHEAD: u64 = 50_000;
 
-/// A retweet as the generator writes it.
+/// A retweet as the generator writes it for a synthetic cascade (150 retweets a cascade here):
+/// the same fields with texts of the same form and size, so that the ceiling moves messages of
+/// the pipeline's size.
 fn tweet_payload(index: u64) -> Vec<u8> {
+    let cascade = index / 150;
     tweetoscope_messages::to_payload(&Tweet {
         kind: TweetKind::Retweet,
-        msg: String::new(),
-        t: index as f64 * 0.37,
+        msg: tweetoscope_replay::cascade_text(cascade),
+        // Event times on a source clock of the synthetic replay's magnitude (its origin).
+        t: 500_000_000.0 + index as f64 * 0.371_9,
         m: 1_000.0 + (index % 9_000) as f64,
-        tweet_id: CascadeId::from(format!("{}", index / 150).as_str()),
-        info: String::new(),
+        tweet_id: CascadeId(cascade.to_string()),
+        info: tweetoscope_replay::synthetic::origin_label(0.021_309, 0.000_889, 0.745_8),
     })
 }
 
@@ -584,11 +588,29 @@ mod tests {
     }
 
     #[test]
-    fn a_tweet_of_the_pass_through_is_a_retweet_the_collector_reads() {
+    fn a_tweet_of_the_pass_through_is_a_retweet_the_collector_reads_of_the_generators_size() {
         let payload = tweet_payload(301);
         let tweet: Tweet = serde_json::from_slice(&payload).expect("a tweet");
         assert_eq!(tweet.kind, TweetKind::Retweet);
         assert_eq!(tweet.tweet_id, CascadeId::from("2"));
+        // A retweet of the synthetic replay `bench` runs, with an id of as many digits.
+        let cascades = tweetoscope_replay::synthetic::SyntheticCascades::new(Default::default());
+        let generated = tweetoscope_replay::Replay::new(Default::default(), cascades)
+            .find_map(|e| match e.record {
+                tweetoscope_messages::SourceRecord::Tweet(t)
+                    if t.kind == TweetKind::Retweet && t.tweet_id.0.len() == 1 =>
+                {
+                    Some(tweetoscope_messages::to_payload(&t))
+                }
+                _ => None,
+            })
+            .expect("a retweet of a cascade with a one-digit id");
+        let (ours, theirs) = (payload.len() as i64, generated.len() as i64);
+        assert!(
+            (ours - theirs).abs() <= 8,
+            "pass-through {ours} bytes, generator {theirs} bytes: {}",
+            String::from_utf8_lossy(&generated)
+        );
     }
 
     #[test]

@@ -182,7 +182,8 @@ pub async fn run_paced(
         .spawn(move || {
             let mut events = Replay::new(config, cascades).peekable();
             while events.peek().is_some() {
-                let chunk: Vec<ReplayEvent> = events.by_ref().take(REPLAY_CHUNK).collect();
+                let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
+                chunk.extend(events.by_ref().take(REPLAY_CHUNK));
                 if tx.blocking_send(chunk).is_err() {
                     break;
                 }

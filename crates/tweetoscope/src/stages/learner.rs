@@ -60,7 +60,8 @@ type Trained = Result<Result<tweetoscope_messages::ModelMessage, String>, String
 /// A thread the learner trains on. The first model of each window is trained at the default
 /// CPU priority: until it exists the window's predictions go uncorrected. Every later one, a
 /// refinement whose newest job supersedes the queued ones, is trained at the lowest priority
-/// (nice 19), as are the threads the forest grows its trees on (Linux threads inherit it): when
+/// (Linux's `SCHED_IDLE`, and nice 19), as are the threads the forest grows its trees on (Linux
+/// threads inherit both): when
 /// the learner shares its cores with the stages that make predictions (`run`, `bench`, or a
 /// crowded node), it takes the CPU they leave idle instead of half of it. A learner alone in its
 /// container trains as fast as before.
@@ -74,7 +75,7 @@ struct TrainingThread {
 enum TrainingPriority {
     /// The default, for each window's first model.
     Default,
-    /// The lowest (nice 19), for the models that replace one.
+    /// The lowest (`SCHED_IDLE`, nice 19), for the models that replace one.
     Lowest,
 }
 
@@ -149,18 +150,24 @@ impl TrainingThread {
     }
 }
 
-/// Gives the calling thread the lowest CPU priority, nice 19 (on Linux the nice value belongs to
-/// the thread, and threads it starts inherit it); nothing elsewhere.
+/// Gives the calling thread the lowest CPU priority: Linux's `SCHED_IDLE` policy (it runs when
+/// nothing else of the machine wants the CPU, and any other thread that wakes up takes the CPU
+/// from it at once), with nice 19 for the record (on Linux both belong to the thread, and threads
+/// it starts inherit them); nothing elsewhere.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn lowest_cpu_priority() -> std::io::Result<()> {
     // SAFETY: setpriority reads its three integer arguments only; `who` 0 is the calling thread.
-    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads it; pid 0
+    // is the calling thread. SCHED_IDLE needs no privilege.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -363,27 +370,45 @@ mod tests {
     use tweetoscope_messages::Sample;
     use tweetoscope_predict::Trainer;
 
-    /// The nice value in a `/proc/…/stat` file.
+    /// Field `n` (numbered as in proc(5)) of a `/proc/…/stat` file, from field 3 on.
+    #[cfg(target_os = "linux")]
+    fn stat_field(stat: &std::path::Path, n: usize) -> Option<i32> {
+        let stat = std::fs::read_to_string(stat).ok()?;
+        // After "pid (comm) ", field 3 (state) comes first.
+        let fields = stat.rsplit_once(") ")?.1;
+        fields.split_whitespace().nth(n - 3)?.parse().ok()
+    }
+
+    /// The nice value in a `/proc/…/stat` file (field 19).
     #[cfg(target_os = "linux")]
     fn nice_in(stat: &std::path::Path) -> Option<i32> {
-        let stat = std::fs::read_to_string(stat).ok()?;
-        // After "pid (comm) ", field 3 (state) comes first; nice is field 19.
-        let fields = stat.rsplit_once(") ")?.1;
-        fields.split_whitespace().nth(16)?.parse().ok()
+        stat_field(stat, 19)
+    }
+
+    /// The `stat` file of this process's thread named `name` (Linux).
+    #[cfg(target_os = "linux")]
+    fn stat_of_thread(name: &str) -> Option<std::path::PathBuf> {
+        std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+            let dir = task.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| dir.join("stat"))
+        })
     }
 
     /// The nice value of this process's thread named `name` (Linux).
     #[cfg(target_os = "linux")]
     fn nice_of_thread(name: &str) -> Option<i32> {
-        std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
-            let dir = task.ok()?.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            (comm.trim_end() == name).then(|| nice_in(&dir.join("stat")))?
-        })
+        nice_in(&stat_of_thread(name)?)
+    }
+
+    /// The scheduling policy (field 41) of this process's thread named `name` (Linux).
+    #[cfg(target_os = "linux")]
+    fn policy_of_thread(name: &str) -> Option<i32> {
+        stat_field(&stat_of_thread(name)?, 41)
     }
 
     #[tokio::test]
-    async fn first_models_are_trained_at_the_default_priority_later_ones_at_the_lowest() {
+    async fn first_models_are_trained_at_the_default_priority_later_ones_when_the_cpu_is_idle() {
         let mut trainer = Trainer::new(40, 40);
         let jobs: Vec<_> = (0..80)
             .filter_map(|i| {
@@ -416,6 +441,12 @@ mod tests {
                 "the priority it started with"
             );
             assert_eq!(nice_of_thread("learner-later"), Some(19));
+            assert_eq!(
+                policy_of_thread("learner-first"),
+                Some(libc::SCHED_OTHER),
+                "first models at the normal policy"
+            );
+            assert_eq!(policy_of_thread("learner-later"), Some(libc::SCHED_IDLE));
         }
     }
 
