@@ -37,11 +37,12 @@ pub struct BenchArgs {
     pub run: RunArgs,
 }
 
-/// The ceiling of the pipeline on the same kind of broker: as many tweet-sized messages as the
-/// pipeline's tweets, produced as the generator produces them (keyed by source, in transactions
-/// of [`EVENTS_PER_TRANSACTION`](crate::stages::generator::EVENTS_PER_TRANSACTION) unless
-/// `--no-transactions`), then read and written again by one processing loop that
-/// does nothing else, with the pipeline's commit interval and guarantees.
+/// The ceiling of the pipeline on the same kind of broker: as many retweets of the generator's
+/// form and size as the pipeline's tweets, produced as the generator produces them (keyed by
+/// source, in transactions of
+/// [`EVENTS_PER_TRANSACTION`](crate::stages::generator::EVENTS_PER_TRANSACTION) unless
+/// `--no-transactions`), then read and written again by one processing loop that does nothing
+/// else, with the pipeline's commit interval and guarantees.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PassThroughReport {
     /// Messages produced, re-produced and committed.
