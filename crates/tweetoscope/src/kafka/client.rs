@@ -481,6 +481,25 @@ impl KafkaSettings {
         to: Option<i64>,
         mut each: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>),
     ) -> anyhow::Result<()> {
+        // The range is found by a client outside any group: a client with a group id takes about
+        // 100 ms to close (rust-rdkafka polls its queue in 100 ms steps until the group is left),
+        // a cost every empty range would pay (a predictor resuming its four partitions at start).
+        let probe: BaseConsumer = self
+            .consumer_base()
+            .set_all(&self.client_options)
+            .create()
+            .context("cannot create a reader")?;
+        let what = format!("reading the end of {topic}/{partition}");
+        let (low, end) = retry_transient(&what, TRANSIENT_RETRY_FOR, || {
+            probe.fetch_watermarks(topic, partition, Duration::from_secs(30))
+        })
+        .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
+        drop(probe);
+        let (start, high) = clamp_range(low, end, from, to);
+        if high <= start {
+            return Ok(());
+        }
+        // Assigning partitions needs a group id (never joined: nothing is committed).
         let consumer: BaseConsumer = self
             .consumer_base()
             .set(
@@ -490,15 +509,6 @@ impl KafkaSettings {
             .set_all(&self.client_options)
             .create()
             .context("cannot create a reader")?;
-        let what = format!("reading the end of {topic}/{partition}");
-        let (low, end) = retry_transient(&what, TRANSIENT_RETRY_FOR, || {
-            consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))
-        })
-        .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
-        let (start, high) = clamp_range(low, end, from, to);
-        if high <= start {
-            return Ok(());
-        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
         consumer.assign(&tpl)?;
