@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, FromClientConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -411,17 +411,23 @@ impl KafkaSettings {
         c
     }
 
+    /// A consumer that assigns itself partitions and never joins its group nor commits: librdkafka
+    /// needs a group id (`{prefix}-{role}-{pid}`) to assign.
+    fn assigning_consumer<C: FromClientConfig>(&self, role: &str) -> KafkaResult<C> {
+        self.consumer_base()
+            .set(
+                "group.id",
+                format!("{}-{role}-{}", self.group_prefix, std::process::id()),
+            )
+            .set_all(&self.client_options)
+            .create()
+    }
+
     /// A consumer outside any group that reads every partition of `topic` from the beginning
     /// (for broadcast topics such as `models`).
     pub fn broadcast_consumer(&self, topic: &str) -> anyhow::Result<StreamConsumer> {
         let consumer: StreamConsumer = self
-            .consumer_base()
-            .set(
-                "group.id",
-                format!("{}-broadcast-{}", self.group_prefix, std::process::id()),
-            )
-            .set_all(&self.client_options)
-            .create()
+            .assigning_consumer("broadcast")
             .context("cannot create a broadcast consumer")?;
         // The topic may not exist yet when this stage starts before the topic job: wait for it.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -499,15 +505,8 @@ impl KafkaSettings {
         if high <= start {
             return Ok(());
         }
-        // Assigning partitions needs a group id (never joined: nothing is committed).
         let consumer: BaseConsumer = self
-            .consumer_base()
-            .set(
-                "group.id",
-                format!("{}-reader-{}", self.group_prefix, std::process::id()),
-            )
-            .set_all(&self.client_options)
-            .create()
+            .assigning_consumer("reader")
             .context("cannot create a reader")?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
