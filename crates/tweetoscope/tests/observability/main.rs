@@ -499,11 +499,13 @@ scrape_configs:
     }
 
     // Prometheus forwards the alerts the run fired to Alertmanager, which also holds the
-    // dashboard stage's PopularTweet alerts.
+    // dashboard stage's PopularTweet alerts. The popular-tweets rule must hold for a minute
+    // (`for: 1m`) from the dashboard's first alert, which may come near the end of a short run,
+    // and the queries above may all have answered within a second: wait that minute and more.
     let am = alertmanager.url();
     let am = am.as_str();
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         "the dead-letter, popular-tweets and PopularTweet alerts in Alertmanager",
         move || async move {
             let alerts = get_json(c, &format!("{am}/api/v2/alerts")).await?;
