@@ -61,10 +61,9 @@ type Trained = Result<Result<tweetoscope_messages::ModelMessage, String>, String
 /// CPU priority: until it exists the window's predictions go uncorrected. Every later one, a
 /// refinement whose newest job supersedes the queued ones, is trained at the lowest priority
 /// (Linux's `SCHED_IDLE`, and nice 19), as are the threads the forest grows its trees on (Linux
-/// threads inherit both): when
-/// the learner shares its cores with the stages that make predictions (`run`, `bench`, or a
-/// crowded node), it takes the CPU they leave idle instead of half of it. A learner alone in its
-/// container trains as fast as before.
+/// threads inherit both): when the learner shares its cores with the stages that make
+/// predictions (`run`, `bench`, or a crowded node), it takes the CPU they leave idle instead of
+/// half of it. A learner alone in its container trains as fast as before.
 #[derive(Debug, Clone)]
 struct TrainingThread {
     jobs: std::sync::mpsc::Sender<(TrainingJob, tokio::sync::oneshot::Sender<Trained>)>,
