@@ -16,7 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
-use tweetoscope_messages::{CascadeId, CascadeSeries, CascadeSize, Tweet, TweetKind};
+use tweetoscope_messages::{CascadeId, CascadeSeries, CascadeSize, TweetKind, TweetRef};
 
 /// Settings of the collector.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,20 +192,27 @@ impl Collector {
         self.sources.len()
     }
 
-    /// Feeds one tweet of `source`; what it triggers is appended to `out`.
-    pub fn on_tweet(&mut self, source: &str, tweet: &Tweet, out: &mut Vec<Emission>) -> Outcome {
+    /// Feeds one tweet of `source` (a [`tweetoscope_messages::Tweet`] or a [`TweetRef`]); what it
+    /// triggers is appended to `out`.
+    pub fn on_tweet<'t>(
+        &mut self,
+        source: &str,
+        tweet: impl Into<TweetRef<'t>>,
+        out: &mut Vec<Emission>,
+    ) -> Outcome {
         self.on_tweet_at(source, tweet, 0, out)
     }
 
     /// Like [`Collector::on_tweet`], recording `position` (e.g. the Kafka offset) as where the
     /// cascade starts if this tweet starts one: see [`Collector::oldest_open_position`].
-    pub fn on_tweet_at(
+    pub fn on_tweet_at<'t>(
         &mut self,
         source: &str,
-        tweet: &Tweet,
+        tweet: impl Into<TweetRef<'t>>,
         position: u64,
         out: &mut Vec<Emission>,
     ) -> Outcome {
+        let tweet = &tweet.into();
         let config = &self.config;
         let state = source_state(&mut self.sources, source);
         if tweet.t > state.clock {
@@ -304,8 +311,9 @@ impl Collector {
 }
 
 impl SourceState {
-    fn start(&mut self, config: &CollectorConfig, tweet: &Tweet, position: u64) -> Outcome {
-        if self.ids.contains_key(&tweet.tweet_id) || self.finished.contains(&tweet.tweet_id) {
+    fn start(&mut self, config: &CollectorConfig, tweet: &TweetRef<'_>, position: u64) -> Outcome {
+        let id: &str = &tweet.tweet_id;
+        if self.ids.contains_key(id) || self.finished.contains(id) {
             return Outcome::Duplicate;
         }
         let seq = self.next_seq;
@@ -316,9 +324,9 @@ impl SourceState {
         }
         let idle_key = tweet.t + config.quiet_limit(tweet.t, tweet.t);
         let cascade = OpenCascade {
-            cid: tweet.tweet_id.clone(),
+            cid: CascadeId::from(id),
             position,
-            msg: tweet.msg.clone(),
+            msg: tweet.msg.as_ref().to_owned(),
             start: tweet.t,
             last: tweet.t,
             idle_key,
@@ -326,13 +334,13 @@ impl SourceState {
             windows: vec![WindowState::Pending; config.windows.len()],
         };
         self.idle.insert((Time(idle_key), seq));
-        self.ids.insert(tweet.tweet_id.clone(), seq);
+        self.ids.insert(CascadeId::from(id), seq);
         self.cascades.insert(seq, cascade);
         Outcome::Started
     }
 
-    fn record(&mut self, config: &CollectorConfig, tweet: &Tweet) -> Outcome {
-        let Some(&seq) = self.ids.get(&tweet.tweet_id) else {
+    fn record(&mut self, config: &CollectorConfig, tweet: &TweetRef<'_>) -> Outcome {
+        let Some(&seq) = self.ids.get(tweet.tweet_id.as_ref()) else {
             return Outcome::Orphan;
         };
         let cascade = self.cascades.get_mut(&seq).expect("ids and cascades agree");

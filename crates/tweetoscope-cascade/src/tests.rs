@@ -1,4 +1,5 @@
 use super::*;
+use tweetoscope_messages::Tweet;
 
 fn tweet(id: &str, t: f64, m: f64) -> Tweet {
     Tweet {

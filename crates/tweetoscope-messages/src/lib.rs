@@ -7,6 +7,8 @@
 //! accepted and ignored; a missing or mistyped required field, an unknown `type` or a value outside
 //! its domain (negative time, non-finite number, empty series) makes a message malformed.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 mod partitioning;
@@ -120,30 +122,58 @@ pub struct CascadeId(pub String);
 
 impl<'de> Deserialize<'de> for CascadeId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        CascadeIdText::deserialize(deserializer).map(|id| CascadeId(id.0.into_owned()))
+    }
+}
+
+/// The text of a cascade id as read from a payload: borrowed from it when it is a JSON string
+/// without escapes, else made (an escaped string, an integer).
+struct CascadeIdText<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CascadeIdText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         /// Reads the id straight from the text or number (no buffering of the value, as an
         /// untagged enum would do).
-        struct IdVisitor;
+        struct IdVisitor<'a>(std::marker::PhantomData<&'a ()>);
 
-        impl serde::de::Visitor<'_> for IdVisitor {
-            type Value = CascadeId;
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for IdVisitor<'a> {
+            type Value = CascadeIdText<'a>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a cascade id: a non-empty string or a non-negative integer")
             }
 
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CascadeId, E> {
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                s: &'de str,
+            ) -> Result<CascadeIdText<'a>, E> {
                 if s.is_empty() {
                     return Err(E::custom("cascade id must not be empty"));
                 }
-                Ok(CascadeId(s.to_owned()))
+                Ok(CascadeIdText(Cow::Borrowed(s)))
             }
 
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CascadeId, E> {
-                Ok(CascadeId(n.to_string()))
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CascadeIdText<'a>, E> {
+                if s.is_empty() {
+                    return Err(E::custom("cascade id must not be empty"));
+                }
+                Ok(CascadeIdText(Cow::Owned(s.to_owned())))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CascadeIdText<'a>, E> {
+                Ok(CascadeIdText(Cow::Owned(n.to_string())))
             }
         }
 
-        deserializer.deserialize_any(IdVisitor)
+        deserializer.deserialize_any(IdVisitor(std::marker::PhantomData))
+    }
+}
+
+impl std::borrow::Borrow<str> for CascadeId {
+    /// A map keyed by cascade ids is searched with a borrowed id (a [`TweetRef`]'s): the id
+    /// hashes and compares as its text.
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -217,29 +247,124 @@ pub enum SourceRecord {
 }
 
 impl SourceRecord {
-    /// Parses a `tweets` payload, in one pass whatever its `type`.
+    /// Parses a `tweets` payload, in one pass whatever its `type` (see [`SourceRecordRef::parse`]).
     pub fn parse(payload: &[u8]) -> Result<Self, Malformed> {
+        SourceRecordRef::parse(payload).map(SourceRecordRef::into_owned)
+    }
+
+    /// The JSON payload of this record.
+    pub fn to_payload(&self) -> Vec<u8> {
+        match self {
+            SourceRecord::Tweet(t) => to_payload(t),
+            SourceRecord::End(e) => to_payload(e),
+        }
+    }
+
+    /// This record, borrowed.
+    pub fn as_ref(&self) -> SourceRecordRef<'_> {
+        match self {
+            SourceRecord::Tweet(t) => SourceRecordRef::Tweet(t.into()),
+            SourceRecord::End(e) => SourceRecordRef::End(e.clone()),
+        }
+    }
+}
+
+/// A [`Tweet`] whose texts are borrowed, from a payload or from their owner: the form in which
+/// the collector reads every retweet and the generator writes it, with no copy of its texts.
+/// Serializes to the same JSON as the [`Tweet`] it views.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TweetRef<'a> {
+    /// Tweet or retweet.
+    #[serde(rename = "type")]
+    pub kind: TweetKind,
+    /// Free text.
+    pub msg: Cow<'a, str>,
+    /// Event time on the source's clock, in seconds.
+    pub t: f64,
+    /// Magnitude: the follower count of the author.
+    pub m: f64,
+    /// Id of the original tweet (the cascade id), never empty.
+    pub tweet_id: Cow<'a, str>,
+    /// Free information.
+    pub info: Cow<'a, str>,
+}
+
+impl<'a> From<&'a Tweet> for TweetRef<'a> {
+    fn from(tweet: &'a Tweet) -> Self {
+        TweetRef {
+            kind: tweet.kind,
+            msg: Cow::Borrowed(&tweet.msg),
+            t: tweet.t,
+            m: tweet.m,
+            tweet_id: Cow::Borrowed(&tweet.tweet_id.0),
+            info: Cow::Borrowed(&tweet.info),
+        }
+    }
+}
+
+impl<'a> From<&'a TweetRef<'_>> for TweetRef<'a> {
+    /// The same tweet, borrowing from `tweet` (no copy of its texts).
+    fn from(tweet: &'a TweetRef<'_>) -> Self {
+        TweetRef {
+            kind: tweet.kind,
+            msg: Cow::Borrowed(&tweet.msg),
+            t: tweet.t,
+            m: tweet.m,
+            tweet_id: Cow::Borrowed(&tweet.tweet_id),
+            info: Cow::Borrowed(&tweet.info),
+        }
+    }
+}
+
+impl TweetRef<'_> {
+    /// The owned tweet.
+    pub fn into_owned(self) -> Tweet {
+        Tweet {
+            kind: self.kind,
+            msg: self.msg.into_owned(),
+            t: self.t,
+            m: self.m,
+            tweet_id: CascadeId(self.tweet_id.into_owned()),
+            info: self.info.into_owned(),
+        }
+    }
+}
+
+/// A record of the `tweets` topic, borrowed (see [`TweetRef`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceRecordRef<'a> {
+    /// A tweet or a retweet.
+    Tweet(TweetRef<'a>),
+    /// The source has nothing more to send.
+    End(EndOfSource),
+}
+
+impl<'a> SourceRecordRef<'a> {
+    /// Parses a `tweets` payload, in one pass whatever its `type`, borrowing the texts of a tweet
+    /// from `payload` (those without JSON escapes).
+    pub fn parse(payload: &'a [u8]) -> Result<Self, Malformed> {
         /// Every field a `tweets` record may have; which are required depends on `type`.
         #[derive(Deserialize)]
         struct AnyRecord<'a> {
             #[serde(rename = "type", borrow)]
-            kind: std::borrow::Cow<'a, str>,
-            #[serde(default)]
-            msg: String,
+            kind: Cow<'a, str>,
+            #[serde(default, borrow)]
+            msg: Cow<'a, str>,
             t: f64,
             m: Option<f64>,
-            tweet_id: Option<CascadeId>,
-            #[serde(default)]
-            info: String,
+            #[serde(borrow)]
+            tweet_id: Option<CascadeIdText<'a>>,
+            #[serde(default, borrow)]
+            info: Cow<'a, str>,
         }
         let missing = |field: &str| Malformed::new(format!("missing field `{field}`"));
-        let record: AnyRecord<'_> = decode(payload)?;
+        let record: AnyRecord<'a> = decode(payload)?;
         let kind = match record.kind.as_ref() {
             "tweet" => TweetKind::Tweet,
             "retweet" => TweetKind::Retweet,
             "end" => {
                 finite("t", record.t)?;
-                return Ok(SourceRecord::End(EndOfSource {
+                return Ok(SourceRecordRef::End(EndOfSource {
                     kind: EndTag::End,
                     t: record.t,
                 }));
@@ -250,25 +375,35 @@ impl SourceRecord {
                 )))
             }
         };
-        let tweet = Tweet {
+        let tweet = TweetRef {
             kind,
             msg: record.msg,
             t: record.t,
             m: record.m.ok_or_else(|| missing("m"))?,
-            tweet_id: record.tweet_id.ok_or_else(|| missing("tweet_id"))?,
+            tweet_id: record.tweet_id.ok_or_else(|| missing("tweet_id"))?.0,
             info: record.info,
         };
         non_negative("t", tweet.t)?;
         non_negative("m", tweet.m)?;
-        Ok(SourceRecord::Tweet(tweet))
+        Ok(SourceRecordRef::Tweet(tweet))
     }
 
-    /// The JSON payload of this record.
-    pub fn to_payload(&self) -> Vec<u8> {
+    /// The owned record.
+    pub fn into_owned(self) -> SourceRecord {
         match self {
-            SourceRecord::Tweet(t) => to_payload(t),
-            SourceRecord::End(e) => to_payload(e),
+            SourceRecordRef::Tweet(t) => SourceRecord::Tweet(t.into_owned()),
+            SourceRecordRef::End(e) => SourceRecord::End(e),
         }
+    }
+
+    /// Appends the JSON payload of this record to `out` (the same bytes as
+    /// [`SourceRecord::to_payload`]).
+    pub fn write_payload(&self, out: &mut Vec<u8>) {
+        let written = match self {
+            SourceRecordRef::Tweet(t) => serde_json::to_writer(&mut *out, t),
+            SourceRecordRef::End(e) => serde_json::to_writer(&mut *out, e),
+        };
+        written.expect("contract types always serialize");
     }
 }
 

@@ -58,6 +58,66 @@ fn tweets_topic_refuses_bad_input_with_a_reason() {
 }
 
 #[test]
+fn a_tweet_is_read_borrowing_its_texts_unless_they_must_be_made() {
+    let plain = br#"{"type":"retweet","msg":"cascade 7","t":1,"m":2,"tweet_id":"7","info":"i"}"#;
+    let SourceRecordRef::Tweet(t) = SourceRecordRef::parse(plain).unwrap() else {
+        panic!("expected a tweet")
+    };
+    for (field, text) in [
+        ("msg", &t.msg),
+        ("tweet_id", &t.tweet_id),
+        ("info", &t.info),
+    ] {
+        assert!(matches!(text, Cow::Borrowed(_)), "{field} copied: {text:?}");
+    }
+    // An escaped text and an integer id cannot be borrowed: they are made, with the same value
+    // the owned parse gives.
+    let escaped = br#"{"type":"tweet","msg":"a\"b","t":1,"m":2,"tweet_id":8,"info":"\u00e9"}"#;
+    let SourceRecordRef::Tweet(t) = SourceRecordRef::parse(escaped).unwrap() else {
+        panic!("expected a tweet")
+    };
+    assert_eq!(
+        (t.msg.as_ref(), t.tweet_id.as_ref(), t.info.as_ref()),
+        ("a\"b", "8", "é")
+    );
+    assert!(matches!(t.tweet_id, Cow::Owned(_)));
+    let SourceRecord::Tweet(owned) = SourceRecord::parse(escaped).unwrap() else {
+        panic!("expected a tweet")
+    };
+    assert_eq!(t.into_owned(), owned);
+}
+
+#[test]
+fn a_borrowed_record_writes_the_payload_of_the_owned_one() {
+    let tweet = Tweet {
+        kind: TweetKind::Retweet,
+        msg: "cascade \"12\"".into(),
+        t: 500_000_000.371_9,
+        m: 1_234.5,
+        tweet_id: CascadeId::from("12"),
+        info: "origin".into(),
+    };
+    let end = EndOfSource {
+        kind: EndTag::End,
+        t: 77.25,
+    };
+    for record in [SourceRecord::Tweet(tweet), SourceRecord::End(end)] {
+        let mut written = b"before".to_vec();
+        record.as_ref().write_payload(&mut written);
+        assert_eq!(&written[..6], b"before", "appended, not replaced");
+        assert_eq!(&written[6..], record.to_payload().as_slice());
+        assert_eq!(SourceRecord::parse(&written[6..]).unwrap(), record);
+    }
+}
+
+#[test]
+fn a_map_of_cascade_ids_is_searched_with_a_borrowed_id() {
+    let ids: std::collections::HashMap<CascadeId, u32> = [(CascadeId::from("42"), 1)].into();
+    assert_eq!(ids.get("42"), Some(&1));
+    assert_eq!(ids.get("4"), None);
+}
+
+#[test]
 fn end_of_source_parses() {
     let r = SourceRecord::parse(br#"{"type":"end","t":99}"#).unwrap();
     assert!(matches!(r, SourceRecord::End(EndOfSource { t, .. }) if t == 99.0));

@@ -18,7 +18,11 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use rand::{Rng, SeedableRng};
-use tweetoscope_messages::{CascadeId, EndOfSource, EndTag, SourceRecord, Tweet, TweetKind};
+use std::borrow::Cow;
+
+use tweetoscope_messages::{
+    CascadeId, EndOfSource, EndTag, SourceRecord, SourceRecordRef, TweetKind, TweetRef,
+};
 
 /// One cascade to replay: times relative to its first tweet (sorted, first is 0) and magnitudes.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +72,28 @@ pub struct ReplayEvent {
     pub elapsed: f64,
     /// The tweet, retweet or end-of-source marker; `t` is on the source's own clock.
     pub record: SourceRecord,
+}
+
+/// A [`ReplayEvent`] whose texts are borrowed from the replay (see [`Replay::next_record`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayRecord<'r> {
+    /// Index of the source, `0..sources`.
+    pub source: usize,
+    /// Time since the replay began, shared by every source: what pacing uses.
+    pub elapsed: f64,
+    /// The tweet, retweet or end-of-source marker; `t` is on the source's own clock.
+    pub record: SourceRecordRef<'r>,
+}
+
+impl ReplayRecord<'_> {
+    /// The owned event.
+    pub fn into_owned(self) -> ReplayEvent {
+        ReplayEvent {
+            source: self.source,
+            elapsed: self.elapsed,
+            record: self.record.into_owned(),
+        }
+    }
 }
 
 /// The `msg` of every tweet of the replay's cascade number `id`.
@@ -164,7 +190,11 @@ pub struct Replay<I> {
     free_slots: Vec<usize>,
     next_id: u64,
     seq: u64,
-    ends: Vec<ReplayEvent>,
+    /// End-of-source markers due: source, elapsed time, marker.
+    ends: Vec<(usize, f64, EndOfSource)>,
+    /// The slot of a cascade whose last tweet was the last record given: freed at the next one
+    /// (that record borrows its texts).
+    retiring: Option<usize>,
 }
 
 impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
@@ -209,6 +239,7 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
             free_slots: Vec::new(),
             seq,
             ends: Vec::new(),
+            retiring: None,
         }
     }
 
@@ -223,32 +254,50 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
         }));
     }
 
-    fn tweet(&mut self, source: usize, elapsed: f64, slot: usize, index: usize) -> ReplayEvent {
+    /// Tweet `index` of the cascade in `slot`, sent by `source` at `elapsed`, borrowing the
+    /// cascade's texts.
+    fn record_of(
+        &self,
+        source: usize,
+        elapsed: f64,
+        slot: usize,
+        index: usize,
+    ) -> ReplayRecord<'_> {
         let live = self.slots[slot].as_ref().expect("live slot");
         let (_, m) = live.cascade.events[index];
-        let t = self.sources[source].origin + elapsed;
-        let record = SourceRecord::Tweet(Tweet {
-            kind: if index == 0 {
-                TweetKind::Tweet
-            } else {
-                TweetKind::Retweet
-            },
-            msg: live.msg.clone(),
-            t,
-            m,
-            tweet_id: live.tweet_id.clone(),
-            info: live.cascade.origin.clone(),
-        });
-        self.sources[source].last_t = t;
-        ReplayEvent {
+        ReplayRecord {
             source,
             elapsed,
-            record,
+            record: SourceRecordRef::Tweet(TweetRef {
+                kind: if index == 0 {
+                    TweetKind::Tweet
+                } else {
+                    TweetKind::Retweet
+                },
+                msg: Cow::Borrowed(&live.msg),
+                t: self.sources[source].origin + elapsed,
+                m,
+                tweet_id: Cow::Borrowed(&live.tweet_id.0),
+                info: Cow::Borrowed(&live.cascade.origin),
+            }),
         }
     }
 
-    /// Starts the source's next cascade (if any is left) and schedules the one after.
-    fn start_next(&mut self, source: usize, now: f64) -> Option<ReplayEvent> {
+    /// Tweet `index` of the cascade in `slot` is sent at `elapsed`: the source's clock moves
+    /// there and the cascade's next tweet is scheduled.
+    fn send(&mut self, source: usize, elapsed: f64, slot: usize, index: usize) {
+        let n = self.slots[slot]
+            .as_ref()
+            .expect("live slot")
+            .cascade
+            .events
+            .len();
+        self.sources[source].last_t = self.sources[source].origin + elapsed;
+        self.after_event(source, slot, index, n);
+    }
+
+    /// Starts the source's next cascade (its slot: its first tweet is sent now), if any is left.
+    fn start_next(&mut self, source: usize, now: f64) -> Option<usize> {
         if self.exhausted {
             return None;
         }
@@ -269,7 +318,6 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
                 self.slots.len() - 1
             }
         };
-        let n = cascade.events.len();
         self.slots[slot] = Some(LiveCascade {
             start: now,
             cascade,
@@ -292,9 +340,8 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
             }
         }
         self.push(next, source, PendingKind::NextStart);
-        let event = self.tweet(source, now, slot, 0);
-        self.after_event(source, slot, 0, n);
-        Some(event)
+        self.send(source, now, slot, 0);
+        Some(slot)
     }
 
     fn after_event(&mut self, source: usize, slot: usize, index: usize, n: usize) {
@@ -310,8 +357,9 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
                 },
             );
         } else {
-            self.slots[slot] = None;
-            self.free_slots.push(slot);
+            // Freed once the record of this last tweet is no longer borrowed.
+            debug_assert!(self.retiring.is_none());
+            self.retiring = Some(slot);
         }
     }
 
@@ -319,14 +367,47 @@ impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
         let clock = &mut self.sources[source];
         if clock.queued == 0 && !clock.ended {
             clock.ended = true;
-            self.ends.push(ReplayEvent {
-                source,
-                elapsed,
-                record: SourceRecord::End(EndOfSource {
-                    kind: EndTag::End,
-                    t: clock.last_t,
-                }),
-            });
+            let end = EndOfSource {
+                kind: EndTag::End,
+                t: clock.last_t,
+            };
+            self.ends.push((source, elapsed, end));
+        }
+    }
+}
+
+impl<I: Iterator<Item = CascadeEvents>> Replay<I> {
+    /// The next record, its texts borrowed from the replay (the generator writes it without a
+    /// copy of them); the [`Iterator`] gives the same records owned.
+    pub fn next_record(&mut self) -> Option<ReplayRecord<'_>> {
+        if let Some(slot) = self.retiring.take() {
+            self.slots[slot] = None;
+            self.free_slots.push(slot);
+        }
+        loop {
+            if let Some((source, elapsed, end)) = self.ends.pop() {
+                return Some(ReplayRecord {
+                    source,
+                    elapsed,
+                    record: SourceRecordRef::End(end),
+                });
+            }
+            let Reverse(pending) = self.queue.pop()?;
+            let source = pending.source;
+            self.sources[source].queued -= 1;
+            let sent = match pending.kind {
+                PendingKind::NextStart => self
+                    .start_next(source, pending.elapsed)
+                    .map(|slot| (slot, 0)),
+                PendingKind::Event { slot, index } => {
+                    self.send(source, pending.elapsed, slot, index);
+                    Some((slot, index))
+                }
+            };
+            self.end_source_if_done(source, pending.elapsed);
+            if let Some((slot, index)) = sent {
+                return Some(self.record_of(source, pending.elapsed, slot, index));
+            }
         }
     }
 }
@@ -335,32 +416,7 @@ impl<I: Iterator<Item = CascadeEvents>> Iterator for Replay<I> {
     type Item = ReplayEvent;
 
     fn next(&mut self) -> Option<ReplayEvent> {
-        loop {
-            if let Some(end) = self.ends.pop() {
-                return Some(end);
-            }
-            let Reverse(pending) = self.queue.pop()?;
-            let source = pending.source;
-            self.sources[source].queued -= 1;
-            let event = match pending.kind {
-                PendingKind::NextStart => self.start_next(source, pending.elapsed),
-                PendingKind::Event { slot, index } => {
-                    let n = self.slots[slot]
-                        .as_ref()
-                        .expect("live")
-                        .cascade
-                        .events
-                        .len();
-                    let event = self.tweet(source, pending.elapsed, slot, index);
-                    self.after_event(source, slot, index, n);
-                    Some(event)
-                }
-            };
-            self.end_source_if_done(source, pending.elapsed);
-            if let Some(event) = event {
-                return Some(event);
-            }
-        }
+        self.next_record().map(ReplayRecord::into_owned)
     }
 }
 

@@ -4,6 +4,7 @@
 //! then the same number of messages through a processing loop that does nothing (the
 //! [pass-through ceiling](PassThroughReport)), and the pipeline's rate as a share of it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use clap::Args;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::Message as _;
 use serde::Serialize;
-use tweetoscope_messages::{CascadeId, Tweet, TweetKind};
+use tweetoscope_messages::{SourceRecordRef, TweetKind, TweetRef};
 
 use crate::config::{ConfigError, KafkaArgs, RunArgs};
 use crate::kafka::{
@@ -161,20 +162,48 @@ const PASS_THROUGH_SOURCES: u64 = 3;
 /// How far the input may run ahead of the loop on the embedded broker, as the generator's.
 const PASS_THROUGH_MAX_AHEAD: u64 = 50_000;
 
-/// A retweet as the generator writes it for a synthetic cascade (150 retweets a cascade here):
-/// the same fields with texts of the same form and size, so that the ceiling moves messages of
-/// the pipeline's size.
-fn tweet_payload(index: u64) -> Vec<u8> {
-    let cascade = index / 150;
-    tweetoscope_messages::to_payload(&Tweet {
-        kind: TweetKind::Retweet,
-        msg: tweetoscope_replay::cascade_text(cascade),
-        // Event times on a source clock of the synthetic replay's magnitude (its origin).
-        t: 500_000_000.0 + index as f64 * 0.371_9,
-        m: 1_000.0 + (index % 9_000) as f64,
-        tweet_id: CascadeId(cascade.to_string()),
-        info: tweetoscope_replay::synthetic::origin_label(0.021_309, 0.000_889, 0.745_8),
-    })
+/// The pass-through's input: retweets as the generator writes them for a synthetic cascade (150
+/// retweets a cascade here), the same fields with texts of the same form and size, so that the
+/// ceiling moves messages of the pipeline's size; written as the generator writes its own, into
+/// a buffer, from texts made once per cascade.
+#[derive(Debug)]
+struct PassThroughTweets {
+    /// The `info` of every tweet (a synthetic cascade's parameters).
+    info: String,
+    /// The cascade whose texts are made, its `msg` and its id.
+    cascade: Option<(u64, String, String)>,
+}
+
+impl PassThroughTweets {
+    fn new() -> Self {
+        Self {
+            info: tweetoscope_replay::synthetic::origin_label(0.021_309, 0.000_889, 0.745_8),
+            cascade: None,
+        }
+    }
+
+    /// Appends the payload of input message `index` to `out`.
+    fn write(&mut self, index: u64, out: &mut Vec<u8>) {
+        let cascade = index / 150;
+        if self.cascade.as_ref().is_none_or(|(c, _, _)| *c != cascade) {
+            self.cascade = Some((
+                cascade,
+                tweetoscope_replay::cascade_text(cascade),
+                cascade.to_string(),
+            ));
+        }
+        let (_, msg, id) = self.cascade.as_ref().expect("made above");
+        SourceRecordRef::Tweet(TweetRef {
+            kind: TweetKind::Retweet,
+            msg: Cow::Borrowed(msg),
+            // Event times on a source clock of the synthetic replay's magnitude (its origin).
+            t: 500_000_000.0 + index as f64 * 0.371_9,
+            m: 1_000.0 + (index % 9_000) as f64,
+            tweet_id: Cow::Borrowed(id),
+            info: Cow::Borrowed(&self.info),
+        })
+        .write_payload(out);
+    }
 }
 
 /// Runs the pass-through ceiling with `messages` messages (see [`PassThroughReport`]) on a broker
@@ -261,24 +290,25 @@ pub async fn pass_through(
     if transactional {
         source.begin_transaction()?;
     }
+    let mut tweets = PassThroughTweets::new();
+    let mut payload = Vec::with_capacity(256);
     for index in 0..messages {
         if embedded.is_some() {
             while index > consumed() + PASS_THROUGH_MAX_AHEAD {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        let record = Outgoing::keyed(
-            &input,
-            keys[(index % PASS_THROUGH_SOURCES) as usize].clone(),
-            tweet_payload(index),
-        );
+        payload.clear();
+        tweets.write(index, &mut payload);
+        let key = &keys[(index % PASS_THROUGH_SOURCES) as usize];
         let last = index + 1 == messages;
         if transactional
             && (last || (index + 1) % crate::stages::generator::EVENTS_PER_TRANSACTION == 0)
         {
+            let record = Outgoing::keyed(&input, key.as_str(), payload.clone());
             source.commit_transaction_with(record, !last).await?;
         } else {
-            source.enqueue(record).await;
+            source.enqueue_keyed(&input, key, &payload).await;
         }
     }
     source.settled().await;
@@ -512,6 +542,7 @@ impl BenchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tweetoscope_messages::{CascadeId, Tweet};
 
     #[test]
     fn stage_figures_sum_each_stage_over_its_topics_in_the_pipeline_order() {
@@ -590,7 +621,12 @@ mod tests {
 
     #[test]
     fn a_tweet_of_the_pass_through_is_a_retweet_the_collector_reads_of_the_generators_size() {
-        let payload = tweet_payload(301);
+        let mut tweets = PassThroughTweets::new();
+        let mut payload = Vec::new();
+        for index in 0..=301 {
+            payload.clear();
+            tweets.write(index, &mut payload);
+        }
         let tweet: Tweet = serde_json::from_slice(&payload).expect("a tweet");
         assert_eq!(tweet.kind, TweetKind::Retweet);
         assert_eq!(tweet.tweet_id, CascadeId::from("2"));

@@ -213,7 +213,6 @@ impl Sink {
     /// refused it (counted and logged, and a failure of the open transaction). Its delivery is
     /// tallied when reported.
     pub async fn enqueue(&self, record: Outgoing) -> bool {
-        let tally = self.tally();
         let headers = (!record.headers.is_empty()).then(|| {
             record
                 .headers
@@ -225,21 +224,46 @@ impl Sink {
                     })
                 })
         });
+        self.send(
+            &record.topic,
+            record.key.as_deref(),
+            record.partition,
+            record.payload.as_deref(),
+            headers.as_ref(),
+        )
+        .await
+    }
+
+    /// Like [`Sink::enqueue`] for a keyed record without headers whose parts are borrowed: the
+    /// producer copies them, so a stage that writes many (the generator) makes no record of its
+    /// own per message.
+    pub async fn enqueue_keyed(&self, topic: &str, key: &str, payload: &[u8]) -> bool {
+        self.send(topic, Some(key), None, Some(payload), None).await
+    }
+
+    /// What [`Sink::enqueue`] and [`Sink::enqueue_keyed`] do.
+    async fn send(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        partition: Option<i32>,
+        payload: Option<&[u8]>,
+        headers: Option<&OwnedHeaders>,
+    ) -> bool {
+        let tally = self.tally();
         loop {
-            let mut r = BaseRecord::<str, [u8], usize>::with_opaque_to(
-                &record.topic,
-                tally.current_epoch(),
-            );
-            if let Some(h) = &headers {
+            let mut r =
+                BaseRecord::<str, [u8], usize>::with_opaque_to(topic, tally.current_epoch());
+            if let Some(h) = headers {
                 r = r.headers(h.clone());
             }
-            if let Some(p) = &record.payload {
-                r = r.payload(p.as_slice());
+            if let Some(p) = payload {
+                r = r.payload(p);
             }
-            if let Some(k) = &record.key {
-                r = r.key(k.as_str());
+            if let Some(k) = key {
+                r = r.key(k);
             }
-            if let Some(p) = record.partition {
+            if let Some(p) = partition {
                 r = r.partition(p);
             }
             // Counted before the send: its report may be tallied before `send` returns.
@@ -255,7 +279,7 @@ impl Sink {
                     tally.refused();
                     RecordNotProduced {
                         stage: tally.stage(),
-                        topic: &record.topic,
+                        topic,
                         error: Some(&e),
                         refused: true,
                     }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tweetoscope_cascade::{Collector, Emission, Outcome};
-use tweetoscope_messages::{partition_for, to_payload, CascadeProperty, SourceRecord};
+use tweetoscope_messages::{
+    partition_for, to_payload, CascadeProperty, SourceRecord, SourceRecordRef,
+};
 
 use super::{key_text, StageEnv};
 use crate::config::{CascadeArgs, TopicArgs};
@@ -223,7 +225,8 @@ impl Handler for CollectorHandler {
         let source = message
             .key()
             .map_or(Cow::Borrowed("default"), String::from_utf8_lossy);
-        let record = match SourceRecord::parse(message.payload().unwrap_or_default()) {
+        // Its texts borrowed from the payload: a retweet is read without a copy.
+        let record = match SourceRecordRef::parse(message.payload().unwrap_or_default()) {
             Ok(r) => r,
             Err(m) => return Handled::Malformed(m),
         };
@@ -246,7 +249,7 @@ impl Handler for CollectorHandler {
         }
         let mut emitted = Vec::new();
         match record {
-            SourceRecord::Tweet(tweet) => {
+            SourceRecordRef::Tweet(tweet) => {
                 let outcome = self.collector.on_tweet_at(
                     &source,
                     &tweet,
@@ -260,7 +263,7 @@ impl Handler for CollectorHandler {
                     tracing::debug!(source = %source, cid = %tweet.tweet_id, t = tweet.t, outcome = outcome_label(outcome), "tweet not recorded as usual");
                 }
             }
-            SourceRecord::End(end) => {
+            SourceRecordRef::End(end) => {
                 self.collector
                     .on_end_of_source(&source, end.t, &mut emitted);
                 if !replaying {

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tweetoscope_replay::{source_name, Replay, ReplayEvent};
+use tweetoscope_messages::SourceRecordRef;
+use tweetoscope_replay::{source_name, Replay};
 
 use super::StageEnv;
 use crate::config::GeneratorArgs;
@@ -25,6 +26,50 @@ const MAX_DELIVERIES_IN_FLIGHT: u64 = 100_000;
 const REPLAY_EVENTS_AHEAD: usize = 8_192;
 /// Events handed from the replay thread to the generator at a time.
 const REPLAY_CHUNK: usize = 256;
+
+/// Replay events as the replay thread hands them to the generator: written as payloads already,
+/// one after another in one buffer (one allocation per chunk, not a record and its texts per
+/// tweet).
+#[derive(Debug, Default)]
+struct EncodedChunk {
+    payloads: Vec<u8>,
+    events: Vec<EncodedEvent>,
+}
+
+/// One event of an [`EncodedChunk`]; its payload ends at `end` in the chunk's buffer, where the
+/// previous one's ends.
+#[derive(Debug, Clone, Copy)]
+struct EncodedEvent {
+    source: usize,
+    elapsed: f64,
+    tweet: bool,
+    end: usize,
+}
+
+impl EncodedChunk {
+    /// The next `REPLAY_CHUNK` events of `replay` (fewer at its end; none once it is over).
+    fn next_of<I: Iterator<Item = tweetoscope_replay::CascadeEvents>>(
+        replay: &mut Replay<I>,
+    ) -> Self {
+        let mut chunk = EncodedChunk {
+            payloads: Vec::with_capacity(REPLAY_CHUNK * 160),
+            events: Vec::with_capacity(REPLAY_CHUNK),
+        };
+        while chunk.events.len() < REPLAY_CHUNK {
+            let Some(event) = replay.next_record() else {
+                break;
+            };
+            event.record.write_payload(&mut chunk.payloads);
+            chunk.events.push(EncodedEvent {
+                source: event.source,
+                elapsed: event.elapsed,
+                tweet: matches!(event.record, SourceRecordRef::Tweet(_)),
+                end: chunk.payloads.len(),
+            });
+        }
+        chunk
+    }
+}
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -173,18 +218,17 @@ pub async fn run_paced(
     if transactional {
         sink.begin_transaction()?;
     }
-    // The replay runs on a thread of its own and hands its events over in chunks: one channel
-    // operation (and at most one wake-up) per chunk, not per tweet.
+    // The replay runs on a thread of its own, writes the payloads and hands them over in chunks:
+    // one channel operation (and at most one wake-up) per chunk, not per tweet.
     let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<Vec<ReplayEvent>>(REPLAY_EVENTS_AHEAD / REPLAY_CHUNK);
+        tokio::sync::mpsc::channel::<EncodedChunk>(REPLAY_EVENTS_AHEAD / REPLAY_CHUNK);
     let producer_thread = std::thread::Builder::new()
         .name("replay".into())
         .spawn(move || {
-            let mut events = Replay::new(config, cascades).peekable();
-            while events.peek().is_some() {
-                let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
-                chunk.extend(events.by_ref().take(REPLAY_CHUNK));
-                if tx.blocking_send(chunk).is_err() {
+            let mut replay = Replay::new(config, cascades);
+            loop {
+                let chunk = EncodedChunk::next_of(&mut replay);
+                if chunk.events.is_empty() || tx.blocking_send(chunk).is_err() {
                     break;
                 }
             }
@@ -207,24 +251,28 @@ pub async fn run_paced(
     let mut index: u64 = 0;
     let mut last_commit = Instant::now();
     let mut finished = true;
-    let mut chunk = Vec::new().into_iter();
+    let mut chunk = EncodedChunk::default();
+    let (mut next_in_chunk, mut payload_start) = (0, 0);
     loop {
-        let Some(event) = chunk.next() else {
+        if next_in_chunk == chunk.events.len() {
             match rx.recv().await {
                 Some(next) => {
-                    chunk = next.into_iter();
+                    (chunk, next_in_chunk, payload_start) = (next, 0, 0);
                     continue;
                 }
                 None => break,
             }
-        };
+        }
+        let event = chunk.events[next_in_chunk];
+        let payload = &chunk.payloads[payload_start..event.end];
+        (next_in_chunk, payload_start) = (next_in_chunk + 1, event.end);
         if *shutdown.borrow() {
             finished = false;
             break;
         }
         index += 1;
         if index <= resume_from {
-            if let tweetoscope_messages::SourceRecord::Tweet(_) = &event.record {
+            if event.tweet {
                 report.resumed += 1;
             }
             continue;
@@ -239,12 +287,11 @@ pub async fn run_paced(
                 }
             }
         }
-        match &event.record {
-            tweetoscope_messages::SourceRecord::Tweet(_) => {
-                report.tweets += 1;
-                tweets_sent[event.source].inc();
-            }
-            tweetoscope_messages::SourceRecord::End(_) => report.sources_ended += 1,
+        if event.tweet {
+            report.tweets += 1;
+            tweets_sent[event.source].inc();
+        } else {
+            report.sources_ended += 1;
         }
         if let Some(b) = backpressure {
             while index.saturating_sub(resume_from) > collector_consumed.get() + b.max_ahead {
@@ -254,12 +301,8 @@ pub async fn run_paced(
                 }
             }
         }
-        let record = Outgoing::keyed(
-            &topic,
-            names[event.source].clone(),
-            event.record.to_payload(),
-        );
-        sink.enqueue(record).await;
+        sink.enqueue_keyed(&topic, &names[event.source], payload)
+            .await;
         while sink.in_flight() > MAX_DELIVERIES_IN_FLIGHT {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
