@@ -132,7 +132,7 @@ fn small_cases() -> Vec<Case> {
 
 /// Partial TiDeH cascades: events with `t < T` of `RT{i}.txt`, horizon `T`, marks = followers.
 fn tideh_cases() -> Vec<Case> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tideh");
+    let dir = &format!("{}/../../../shared/data/tideh", manifest_dir());
     assert!(
         Path::new(dir).is_dir(),
         "the TiDeH data folder {dir} is missing (it holds RT1.txt … RT50.txt)"
@@ -487,4 +487,11 @@ fn map_reaches_the_reference_optimum_on_small_cascades() {
         .count();
     println!("MAP, small: the L-BFGS solver missed the mode on {wrong_mode} cascades");
     assert!(wrong_mode >= 2, "{wrong_mode}");
+}
+
+/// This package's directory, as cargo gives it to the running test: a test binary built in a
+/// target directory that several checkouts share reads the files of the checkout it runs for
+/// (the path compiled in is the fallback).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

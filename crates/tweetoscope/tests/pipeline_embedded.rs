@@ -289,7 +289,7 @@ async fn the_power_law_kernel_runs_through_every_stage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_tideh_cascades_run_through_every_stage() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tideh");
+    let dir = &format!("{}/../../../shared/data/tideh", common::manifest_dir());
     let (topics, broker, expected, _) = run_embedded(&[
         "--data",
         "tideh",

@@ -125,7 +125,7 @@ pub(crate) mod real_kafka {
 
     /// The project's script that starts, stops and bounces the test broker and runs Kafka's tools.
     pub(crate) fn kafka_script() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh")
+        std::path::Path::new(&super::manifest_dir()).join("../../scripts/kafka.sh")
     }
 
     /// Sends `signal` (e.g. "STOP", "CONT") to the broker under test, found by the pid file in
@@ -365,3 +365,10 @@ pub(crate) mod real_kafka {
 }
 
 // ---- END real-Kafka helpers ---------------------------------------------------------------------
+
+/// This package's directory, as cargo gives it to the running test: a test binary built in a
+/// target directory that several checkouts share reads the files of the checkout it runs for
+/// (the path compiled in is the fallback).
+pub(crate) fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
+}

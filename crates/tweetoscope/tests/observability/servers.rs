@@ -28,7 +28,7 @@ pub(crate) fn free_port() -> u16 {
 
 /// The repository root.
 pub(crate) fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(&crate::common::manifest_dir())
         .join("../..")
         .canonicalize()
         .expect("repository root")
