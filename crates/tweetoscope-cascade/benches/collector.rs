@@ -1,11 +1,13 @@
-//! Per-tweet cost of the collector on a synthetic multi-source replay (windows 600 and 1200 s).
+//! Per-tweet cost of the collector on a synthetic multi-source replay (windows 600 and 1200 s):
+//! its logic alone, then with each `tweets` payload parsed first, into an owned record (as the
+//! collector stage did) and into one that borrows its texts from the payload (as it does now).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
 use tweetoscope_cascade::{Collector, CollectorConfig};
-use tweetoscope_messages::SourceRecord;
+use tweetoscope_messages::{SourceRecord, SourceRecordRef};
 use tweetoscope_replay::synthetic::{SyntheticCascades, SyntheticConfig};
 use tweetoscope_replay::{source_name, Replay, ReplayConfig};
 
@@ -40,6 +42,50 @@ fn collector(c: &mut Criterion) {
                             collector.on_tweet(source, t, &mut out);
                         }
                         SourceRecord::End(e) => collector.on_end_of_source(source, e.t, &mut out),
+                    }
+                    out.clear();
+                }
+                black_box(collector.open_cascades())
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    let payloads: Vec<(&str, Vec<u8>)> = events
+        .iter()
+        .map(|(source, record)| (source.as_str(), record.to_payload()))
+        .collect();
+    group.bench_function(format!("{tweets} payloads parsed owned"), |b| {
+        b.iter_batched(
+            || Collector::new(CollectorConfig::default()),
+            |mut collector| {
+                let mut out = Vec::new();
+                for (source, payload) in &payloads {
+                    match SourceRecord::parse(payload).expect("a valid payload") {
+                        SourceRecord::Tweet(t) => {
+                            collector.on_tweet(source, &t, &mut out);
+                        }
+                        SourceRecord::End(e) => collector.on_end_of_source(source, e.t, &mut out),
+                    }
+                    out.clear();
+                }
+                black_box(collector.open_cascades())
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function(format!("{tweets} payloads parsed borrowed"), |b| {
+        b.iter_batched(
+            || Collector::new(CollectorConfig::default()),
+            |mut collector| {
+                let mut out = Vec::new();
+                for (source, payload) in &payloads {
+                    match SourceRecordRef::parse(payload).expect("a valid payload") {
+                        SourceRecordRef::Tweet(t) => {
+                            collector.on_tweet(source, t, &mut out);
+                        }
+                        SourceRecordRef::End(e) => {
+                            collector.on_end_of_source(source, e.t, &mut out)
+                        }
                     }
                     out.clear();
                 }
