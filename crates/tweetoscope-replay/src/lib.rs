@@ -14,12 +14,11 @@ pub mod synthetic;
 
 pub use files::DataError;
 
+use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use rand::{Rng, SeedableRng};
-use std::borrow::Cow;
-
 use tweetoscope_messages::{
     CascadeId, EndOfSource, EndTag, SourceRecord, SourceRecordRef, TweetKind, TweetRef,
 };
