@@ -356,6 +356,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_replay_thread_hands_over_every_event_with_the_payload_of_its_record() {
+        let replay = || {
+            let cascades = tweetoscope_replay::synthetic::SyntheticCascades::new(
+                tweetoscope_replay::synthetic::SyntheticConfig {
+                    cascades: 200,
+                    ..Default::default()
+                },
+            );
+            Replay::new(Default::default(), cascades)
+        };
+        let expected: Vec<_> = replay().collect();
+        let mut lending = replay();
+        let mut handed = Vec::new();
+        loop {
+            let chunk = EncodedChunk::next_of(&mut lending);
+            if chunk.events.is_empty() {
+                break;
+            }
+            assert!(chunk.events.len() <= REPLAY_CHUNK);
+            let mut start = 0;
+            for e in &chunk.events {
+                handed.push((
+                    e.source,
+                    e.elapsed,
+                    e.tweet,
+                    chunk.payloads[start..e.end].to_vec(),
+                ));
+                start = e.end;
+            }
+        }
+        assert!(expected.len() > REPLAY_CHUNK, "several chunks");
+        assert_eq!(handed.len(), expected.len());
+        for (e, (source, elapsed, tweet, payload)) in expected.iter().zip(handed) {
+            assert_eq!((e.source, e.elapsed), (source, elapsed));
+            assert_eq!(
+                matches!(e.record, tweetoscope_messages::SourceRecord::Tweet(_)),
+                tweet
+            );
+            assert_eq!(e.record.to_payload(), payload);
+        }
+    }
+
+    #[test]
     fn a_warm_up_paces_the_replay_until_it_is_over_and_speed_up_wins() {
         let (over, until) = tokio::sync::watch::channel(false);
         let warm_up = WarmUp {
