@@ -453,8 +453,7 @@ async fn run_loop<H: Handler>(
                     }
                 }
             }
-            received = stream.next(), if work.later.len() < settings.max_in_flight
-                && sink.in_flight() < MAX_RECORDS_IN_FLIGHT => {
+            received = stream.next(), if room_to_read(&work, &sink, settings.max_in_flight) => {
                 // The message that woke the loop, then those already fetched, up to a batch: one
                 // pass through this `select!` (its timers, the shutdown watch, the stream's waker)
                 // per batch instead of per message.
@@ -538,9 +537,11 @@ async fn run_loop<H: Handler>(
                         }
                     }
                     read += 1;
-                    let room = work.later.len() < settings.max_in_flight
-                        && sink.in_flight() < MAX_RECORDS_IN_FLIGHT;
-                    if read == READ_BATCH || !room || sink.failures() > 0 || *shutdown.borrow() {
+                    if read == READ_BATCH
+                        || !room_to_read(&work, &sink, settings.max_in_flight)
+                        || sink.failures() > 0
+                        || *shutdown.borrow()
+                    {
                         break;
                     }
                     // Only a message already fetched: waiting is the `select!`'s job.
@@ -579,6 +580,12 @@ async fn run_loop<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// Whether the loop may read another message: fewer than `max_in_flight` messages wait for work
+/// on other threads, and fewer than [`MAX_RECORDS_IN_FLIGHT`] outputs for their delivery.
+fn room_to_read(work: &Uncommitted, sink: &Sink, max_in_flight: usize) -> bool {
+    work.later.len() < max_in_flight && sink.in_flight() < MAX_RECORDS_IN_FLIGHT
 }
 
 /// The committed offset and metadata of one partition, if any.
