@@ -252,12 +252,11 @@ impl SourceRecord {
         SourceRecordRef::parse(payload).map(SourceRecordRef::into_owned)
     }
 
-    /// The JSON payload of this record.
+    /// The JSON payload of this record (written by [`SourceRecordRef::write_payload`]).
     pub fn to_payload(&self) -> Vec<u8> {
-        match self {
-            SourceRecord::Tweet(t) => to_payload(t),
-            SourceRecord::End(e) => to_payload(e),
-        }
+        let mut payload = Vec::new();
+        self.as_ref().write_payload(&mut payload);
+        payload
     }
 
     /// This record, borrowed.
@@ -396,8 +395,8 @@ impl<'a> SourceRecordRef<'a> {
         }
     }
 
-    /// Appends the JSON payload of this record to `out` (the same bytes as
-    /// [`SourceRecord::to_payload`]).
+    /// Appends the JSON payload of this record to `out`: a [`TweetRef`] writes the JSON of the
+    /// [`Tweet`] it views.
     pub fn write_payload(&self, out: &mut Vec<u8>) {
         let written = match self {
             SourceRecordRef::Tweet(t) => serde_json::to_writer(&mut *out, t),
