@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn the_shared_tideh_cascades_read_whole() {
-        let dir = Path::new(&manifest_dir()).join("../../../shared/data/tideh");
+        let dir = Path::new(&crate::manifest_dir()).join("../../../shared/data/tideh");
         let cascades = tideh::read_dir(&dir).unwrap();
         assert_eq!(cascades.len(), 50);
         assert_eq!(cascades[0].origin, "tideh RT1.txt");
@@ -475,13 +475,5 @@ mod tests {
                 c.events.len()
             );
         }
-    }
-
-    /// This package's directory, as cargo gives it to the running test: a test binary built in a
-    /// target directory that several checkouts share reads the files of the checkout it runs for
-    /// (the path compiled in is the fallback).
-    fn manifest_dir() -> String {
-        std::env::var("CARGO_MANIFEST_DIR")
-            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
     }
 }

@@ -430,3 +430,11 @@ fn exponential<R: Rng>(rng: &mut R, mean: f64) -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+/// This package's directory, as cargo gives it to the running test: a test binary built in a
+/// target directory that several checkouts share reads the files of the checkout it runs for
+/// (the path compiled in is the fallback).
+#[cfg(test)]
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
+}

@@ -198,10 +198,3 @@ fn the_real_news_index_gives_the_documented_sizes() {
     assert_eq!(sizes.iter().min(), Some(&50));
     assert_eq!(sizes.iter().max(), Some(&35_999));
 }
-
-/// This package's directory, as cargo gives it to the running test: a test binary built in a
-/// target directory that several checkouts share reads the files of the checkout it runs for
-/// (the path compiled in is the fallback).
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
-}

@@ -1,6 +1,8 @@
 //! The binary crate's modules form layers: no module reaches, through `crate::` paths, a module
 //! that reaches back to it (tests excluded, doc comments ignored).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +19,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Top-level module → the top-level modules its code names with `crate::`.
 fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(&manifest_dir()).join("src");
+    let src = Path::new(&common::manifest_dir()).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -97,11 +99,4 @@ fn the_circle_check_finds_a_circle() {
     );
     graph.get_mut("c").expect("c").clear();
     assert_eq!(cycle_from(&graph, "a"), None);
-}
-
-/// This package's directory, as cargo gives it to the running test: a test binary built in a
-/// target directory that several checkouts share reads the files of the checkout it runs for
-/// (the path compiled in is the fallback).
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

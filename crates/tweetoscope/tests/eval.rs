@@ -3,6 +3,8 @@
 //! Hawkes prediction alone; on hand-made cascades the baselines, alert scores, folds and test
 //! data sets give known answers; the real TiDeH cascades go through cross-validation.
 
+mod common;
+
 use clap::Parser;
 use tweetoscope::cli::{Cli, Command};
 use tweetoscope::eval::{evaluate, EvalArgs, MethodReport};
@@ -297,7 +299,7 @@ fn a_separate_test_data_set_is_predicted_by_models_of_the_training_one() {
 
 #[test]
 fn real_tideh_cascades_are_evaluated_with_cross_validation() {
-    let dir = &format!("{}/../../../shared/data/tideh", manifest_dir());
+    let dir = &format!("{}/../../../shared/data/tideh", common::manifest_dir());
     let args = eval_args(&[
         "--data",
         "tideh",
@@ -378,7 +380,7 @@ fn real_tideh_cascades_are_evaluated_with_cross_validation() {
 
 /// Final size of every cascade (window 600 s) the collector gives with `extra` options.
 fn tideh_sizes(extra: &[&str]) -> std::collections::HashMap<String, u64> {
-    let dir = &format!("{}/../../../shared/data/tideh", manifest_dir());
+    let dir = &format!("{}/../../../shared/data/tideh", common::manifest_dir());
     let mut argv = vec!["--data", "tideh", "--data-dir", dir, "--windows", "600"];
     argv.extend_from_slice(extra);
     let args = eval_args(&argv);
@@ -478,11 +480,4 @@ fn the_power_law_kernel_is_selectable_and_corrected_by_the_forest() {
         );
         assert!(recovery.median_rel_error_n_star.is_finite());
     }
-}
-
-/// This package's directory, as cargo gives it to the running test: a test binary built in a
-/// target directory that several checkouts share reads the files of the checkout it runs for
-/// (the path compiled in is the fallback).
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }
