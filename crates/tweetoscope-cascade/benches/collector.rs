@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
-use tweetoscope_cascade::{Collector, CollectorConfig};
+use tweetoscope_cascade::{Collector, CollectorConfig, Emission};
 use tweetoscope_messages::{SourceRecord, SourceRecordRef};
 use tweetoscope_replay::synthetic::{SyntheticCascades, SyntheticConfig};
 use tweetoscope_replay::{source_name, Replay, ReplayConfig};
@@ -54,46 +54,45 @@ fn collector(c: &mut Criterion) {
         .iter()
         .map(|(source, record)| (source.as_str(), record.to_payload()))
         .collect();
-    group.bench_function(format!("{tweets} payloads parsed owned"), |b| {
-        b.iter_batched(
-            || Collector::new(CollectorConfig::default()),
-            |mut collector| {
-                let mut out = Vec::new();
-                for (source, payload) in &payloads {
-                    match SourceRecord::parse(payload).expect("a valid payload") {
-                        SourceRecord::Tweet(t) => {
-                            collector.on_tweet(source, &t, &mut out);
+    let mut parsed_then_fed =
+        |how: &str, feed: fn(&mut Collector, &str, &[u8], &mut Vec<Emission>)| {
+            group.bench_function(format!("{tweets} payloads parsed {how}"), |b| {
+                b.iter_batched(
+                    || Collector::new(CollectorConfig::default()),
+                    |mut collector| {
+                        let mut out = Vec::new();
+                        for (source, payload) in &payloads {
+                            feed(&mut collector, source, payload, &mut out);
+                            out.clear();
                         }
-                        SourceRecord::End(e) => collector.on_end_of_source(source, e.t, &mut out),
-                    }
-                    out.clear();
-                }
-                black_box(collector.open_cascades())
-            },
-            BatchSize::LargeInput,
-        );
-    });
-    group.bench_function(format!("{tweets} payloads parsed borrowed"), |b| {
-        b.iter_batched(
-            || Collector::new(CollectorConfig::default()),
-            |mut collector| {
-                let mut out = Vec::new();
-                for (source, payload) in &payloads {
-                    match SourceRecordRef::parse(payload).expect("a valid payload") {
-                        SourceRecordRef::Tweet(t) => {
-                            collector.on_tweet(source, t, &mut out);
-                        }
-                        SourceRecordRef::End(e) => {
-                            collector.on_end_of_source(source, e.t, &mut out)
-                        }
-                    }
-                    out.clear();
-                }
-                black_box(collector.open_cascades())
-            },
-            BatchSize::LargeInput,
-        );
-    });
+                        black_box(collector.open_cascades())
+                    },
+                    BatchSize::LargeInput,
+                );
+            });
+        };
+    parsed_then_fed(
+        "owned",
+        |collector, source, payload, out| match SourceRecord::parse(payload)
+            .expect("a valid payload")
+        {
+            SourceRecord::Tweet(t) => {
+                collector.on_tweet(source, &t, out);
+            }
+            SourceRecord::End(e) => collector.on_end_of_source(source, e.t, out),
+        },
+    );
+    parsed_then_fed(
+        "borrowed",
+        |collector, source, payload, out| match SourceRecordRef::parse(payload)
+            .expect("a valid payload")
+        {
+            SourceRecordRef::Tweet(t) => {
+                collector.on_tweet(source, t, out);
+            }
+            SourceRecordRef::End(e) => collector.on_end_of_source(source, e.t, out),
+        },
+    );
     group.finish();
 }
 
