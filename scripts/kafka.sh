@@ -39,7 +39,9 @@
 #   KAFKA_CONTROLLER_PORT  controller port (default: the next free port after the client port)
 #   KAFKA_SASL_SSL         1: add the SASL_SSL listener described above (default: none)
 #   KAFKA_SASL_SSL_PORT    its port (default: the next free port after the controller port)
-#   KAFKA_STATE_DIR        where the pid, bootstrap, config and logs go (default .cache/kafka/state)
+#   KAFKA_STATE_DIR        where the pid, bootstrap, config and logs go (default .cache/kafka/state);
+#                          logs/server.log is the running broker's, server.before-*.log those of
+#                          the five starts before it (bounces)
 #   KAFKA_HEAP             JVM heap options (default "-Xms256m -Xmx512m")
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 120)
 #   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 30)
@@ -285,6 +287,13 @@ launch() {
   local address=$1 controller=$2
   local jvm
   jvm_command
+  # The log of the previous start (a bounce) is kept beside the new one, the five newest of them:
+  # a fault test that fails after a bounce needs the broker's side of the outage.
+  if [[ -s "$state/logs/server.log" ]]; then
+    mv "$state/logs/server.log" "$state/logs/server.before-$(date -u +%Y%m%dT%H%M%S.%NZ).log"
+    # shellcheck disable=SC2012 # names made above: no spaces or newlines
+    ls -1t "$state/logs"/server.before-*.log | tail -n +6 | xargs -r rm -f
+  fi
   : >"$state/logs/server.log"
   # setsid: the broker has its own session, so a Ctrl-C in the caller's terminal does not reach it
   # before `stop` does; the pid written is the JVM's (bash execs it).

@@ -343,7 +343,7 @@ impl Drop for Pipeline {
                 eprintln!("{}", s.log_tail(25));
             }
             eprintln!("full logs in {}", self.log_dir.display());
-            print_hanging_transactions();
+            print_transactions();
         }
         for s in &mut self.stages {
             s.terminate(Duration::from_secs(10));
@@ -361,26 +361,66 @@ fn discard_logs(log_dir: &Path) {
     }
 }
 
-/// Prints the transactions the broker holds open on a partition for longer than the transaction
-/// timeout (Kafka's `find-hanging`): one left by a dead producer keeps every read_committed reader
-/// of that partition behind it (seen after a broker bounce, see the runbook).
-fn print_hanging_transactions() {
+/// Prints what the broker knows of transactions, for a test that failed: the ones it holds open
+/// on a partition for more than a minute (Kafka's `find-hanging`: one left by a
+/// dead producer keeps every read_committed reader of that partition behind it, seen after a
+/// broker bounce, see the runbook), every transactional id with its state, and the producers with
+/// a transaction open on the partitions of committed offsets (a pending transactional offset
+/// commit keeps a group's consumers from reading their committed offsets, so from fetching: the
+/// suspect when, once after a bounce, a collector's rebuilt consumers fetched nothing for minutes).
+/// Also where the broker's logs are, those of the starts before each bounce included.
+fn print_transactions() {
     // Not `brokers()`: it panics when the variable is unset, and this runs while panicking.
     let Ok(brokers) = std::env::var("TWEETOSCOPE_TEST_KAFKA") else {
         return;
     };
-    let output = Command::new("bash")
-        .arg(kafka_script())
-        .args(["transactions", "--bootstrap-server", &brokers])
-        .args(["find-hanging", "--broker-id", "1"])
-        .output();
-    match output {
-        Ok(o) => eprintln!(
-            "---- hanging transactions (kafka-transactions find-hanging) ----\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => eprintln!("cannot run kafka-transactions find-hanging: {e}"),
+    let tool = |what: &str, args: &[&str]| {
+        let output = Command::new("bash")
+            .arg(kafka_script())
+            .args(["transactions", "--bootstrap-server", &brokers])
+            .args(args)
+            .output();
+        match output {
+            Ok(o) => eprintln!(
+                "---- {what} (kafka-transactions {}) ----\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("cannot run kafka-transactions {}: {e}", args.join(" ")),
+        }
+    };
+    // The stages' transaction timeout is 10 s: one still open after a minute is hanging.
+    tool(
+        "hanging transactions",
+        &[
+            "find-hanging",
+            "--broker-id",
+            "1",
+            "--max-transaction-timeout",
+            "1",
+        ],
+    );
+    tool("transactional ids", &["list"]);
+    // scripts/kafka.sh gives the offsets topic 8 partitions.
+    for partition in 0..8 {
+        let partition = partition.to_string();
+        tool(
+            "producers of the committed offsets",
+            &[
+                "describe-producers",
+                "--topic",
+                "__consumer_offsets",
+                "--partition",
+                &partition,
+            ],
+        );
+    }
+    if let Some(state) = std::env::var_os("KAFKA_STATE_DIR") {
+        eprintln!(
+            "broker logs in {}/logs (server.before-*.log: before each bounce)",
+            Path::new(&state).display()
+        );
     }
 }
 
