@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 mod partitioning;
+mod written_tweet;
 pub use partitioning::{partition_for, stable_hash};
 
 /// Default topic names.
@@ -340,8 +341,19 @@ pub enum SourceRecordRef<'a> {
 
 impl<'a> SourceRecordRef<'a> {
     /// Parses a `tweets` payload, in one pass whatever its `type`, borrowing the texts of a tweet
-    /// from `payload` (those without JSON escapes).
+    /// from `payload` (those without JSON escapes). A tweet written as
+    /// [`SourceRecordRef::write_payload`] writes one is read by a scan for its fixed keys (a
+    /// fast path that takes a payload only if serde would read the same tweet from it); any
+    /// other payload, valid or not, by serde.
     pub fn parse(payload: &'a [u8]) -> Result<Self, Malformed> {
+        match written_tweet::read(payload) {
+            Some(tweet) => Ok(SourceRecordRef::Tweet(tweet)),
+            None => Self::parse_with_serde(payload),
+        }
+    }
+
+    /// [`SourceRecordRef::parse`] without its fast path.
+    pub(crate) fn parse_with_serde(payload: &'a [u8]) -> Result<Self, Malformed> {
         /// Every field a `tweets` record may have; which are required depends on `type`.
         #[derive(Deserialize)]
         struct AnyRecord<'a> {
