@@ -1,8 +1,9 @@
 //! `tweetoscope bench`: a seeded synthetic replay of at least `--tweets` tweets through every
 //! stage (embedded broker, or real Kafka with `--brokers`), reporting end-to-end throughput, fits
 //! per second, the latency from a cascade's window closing to its prediction, and peak memory;
-//! then the same number of messages through a processing loop that does nothing (the
-//! [pass-through ceiling](PassThroughReport)), and the pipeline's rate as a share of it.
+//! and, before and after the pipeline, the same number of messages through a processing loop
+//! that does nothing (the [pass-through ceiling](PassThroughReport)), with the pipeline's rate as
+//! a share of each and of their mean.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000, help_heading = "Bench")]
     pub tweets: u64,
     /// Skip the pass-through ceiling (the same number of messages through a processing loop that
-    /// does nothing, timed after the pipeline).
+    /// does nothing, timed before and after the pipeline).
     #[arg(long, help_heading = "Bench")]
     pub no_pass_through: bool,
     /// Every option of `run` (its --cascades is replaced).
@@ -56,6 +57,16 @@ pub struct PassThroughReport {
     pub pipeline_share: f64,
 }
 
+impl PassThroughReport {
+    /// The same report, its [`Self::pipeline_share`] that of `pipeline_tweets_per_second`.
+    fn with_pipeline_rate(self, pipeline_tweets_per_second: f64) -> Self {
+        Self {
+            pipeline_share: pipeline_tweets_per_second / self.messages_per_second,
+            ..self
+        }
+    }
+}
+
 /// Benchmark figures.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BenchReport {
@@ -69,7 +80,9 @@ pub struct BenchReport {
     pub latency_p50_ms: f64,
     /// Window close → prediction latency, 99th percentile, in milliseconds.
     pub latency_p99_ms: f64,
-    /// Peak resident memory of the process (VmHWM), in MiB.
+    /// Peak resident memory of the process (VmHWM) during the pipeline, in MiB (on Linux the
+    /// peak is reset after the pass-through run before the pipeline; elsewhere it may include
+    /// that run).
     pub peak_rss_mib: f64,
     /// Resident memory (VmRSS, MiB) when the collector had read 20, 40, 60, 80 and 100 % of the
     /// tweets: flat once the pipeline is warm if every stage's memory is bounded.
@@ -78,8 +91,15 @@ pub struct BenchReport {
     pub rss_growth_after_40_percent_mib: f64,
     /// Cores available.
     pub cores: usize,
-    /// The pass-through ceiling, unless `--no-pass-through`.
+    /// The pass-through ceiling timed after the pipeline, unless `--no-pass-through`.
     pub pass_through: Option<PassThroughReport>,
+    /// The pass-through ceiling timed before the pipeline (`--tweets` messages), unless
+    /// `--no-pass-through`. The machine's speed can drift between the runs (other loads on its
+    /// host): the two ceilings show by how much.
+    pub pass_through_before: Option<PassThroughReport>,
+    /// The pipeline's tweets/s as a share of the mean of the two ceilings, unless
+    /// `--no-pass-through`.
+    pub pipeline_share_of_mean_ceiling: Option<f64>,
     /// Each stage's share of the work, by stage name.
     pub stages: Vec<StageFigures>,
 }
@@ -207,11 +227,11 @@ impl PassThroughTweets {
 }
 
 /// Runs the pass-through ceiling with `messages` messages (see [`PassThroughReport`]) on a broker
-/// of its own when the pipeline's is embedded, else on new topics of `kafka_args`' brokers.
+/// of its own when the pipeline's is embedded, else on new topics of `kafka_args`' brokers; its
+/// [`PassThroughReport::pipeline_share`] is NaN until the pipeline's rate is known.
 pub async fn pass_through(
     kafka_args: &KafkaArgs,
     messages: u64,
-    pipeline_tweets_per_second: f64,
 ) -> anyhow::Result<PassThroughReport> {
     let suffix = format!("{}-{}", std::process::id(), crate::kafka::now_ms());
     let input = format!("pass-through-in-{suffix}");
@@ -351,7 +371,7 @@ pub async fn pass_through(
         messages,
         seconds,
         messages_per_second,
-        pipeline_share: pipeline_tweets_per_second / messages_per_second,
+        pipeline_share: f64::NAN,
     })
 }
 
@@ -383,6 +403,12 @@ pub fn rss_mib() -> f64 {
     status_mib("VmRSS")
 }
 
+/// Resets the peak resident set size of this process (`VmHWM`) to the current one (Linux ≥ 4.0:
+/// `5` written to /proc/self/clear_refs); false where that cannot be done.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// The resident memory at the first sample taken once `share` of `total` tweets were read, for
 /// each share; samples are (tweets read, MiB) in time order. NaN for a share never reached.
 fn rss_at_shares(samples: &[(u64, f64)], total: u64, shares: &[f64]) -> Vec<f64> {
@@ -412,6 +438,17 @@ pub async fn bench(
     // A benchmark replays as fast as possible from the start.
     run.warm_up_speed_up = 0.0;
     run.validate()?;
+    let ceiling_before = if args.no_pass_through {
+        None
+    } else {
+        let report = pass_through(kafka_args, args.tweets).await?;
+        if !reset_peak_rss() {
+            tracing::warn!(
+                "cannot reset the peak resident size: the pipeline's peak includes the pass-through run before it"
+            );
+        }
+        Some(report)
+    };
     // Resident memory against the collector's progress, twice a second.
     let (stop_sampling, mut stopped) = tokio::sync::watch::channel(false);
     let sampler = {
@@ -442,11 +479,16 @@ pub async fn bench(
     let latencies = metrics.latencies.snapshot();
     // The pipeline's peak, before the pass-through's own broker and clients.
     let peak_rss = peak_rss_mib();
-    let pass_through = if args.no_pass_through {
+    let pipeline_rate = summary.tweets_per_second;
+    let ceiling_after = if args.no_pass_through {
         None
     } else {
-        Some(pass_through(kafka_args, summary.tweets, summary.tweets_per_second).await?)
+        Some(pass_through(kafka_args, summary.tweets).await?)
     };
+    let pipeline_share_of_mean_ceiling = ceiling_before
+        .as_ref()
+        .zip(ceiling_after.as_ref())
+        .map(|(b, a)| pipeline_rate / ((b.messages_per_second + a.messages_per_second) / 2.0));
     let stages = stage_figures(
         &metrics,
         summary
@@ -455,7 +497,9 @@ pub async fn bench(
     );
     Ok(BenchReport {
         stages,
-        pass_through,
+        pass_through: ceiling_after.map(|c| c.with_pipeline_rate(pipeline_rate)),
+        pass_through_before: ceiling_before.map(|c| c.with_pipeline_rate(pipeline_rate)),
+        pipeline_share_of_mean_ceiling,
         fits_per_second: fits as f64 / summary.seconds,
         mean_fit_micros: if fits == 0 {
             f64::NAN
@@ -525,18 +569,44 @@ impl BenchReport {
             self.rss_growth_after_40_percent_mib,
             self.run.complete,
             self.stages_text(),
-            self.pass_through
-                .as_ref()
-                .map_or(String::new(), |p| format!(
-                "pass-through ceiling   {:>10.0} messages/s ({} messages, {:.1} s): the pipeline \
-                 runs at {:.0} % of it\n",
+            ceilings_text(
+                self.pass_through_before.as_ref(),
+                self.pass_through.as_ref(),
+                self.pipeline_share_of_mean_ceiling
+            )
+        )
+    }
+}
+
+/// The lines of the text on the pass-through ceilings timed `before` and `after` the pipeline
+/// and the pipeline's `share` of their mean (none without them).
+fn ceilings_text(
+    before: Option<&PassThroughReport>,
+    after: Option<&PassThroughReport>,
+    share: Option<f64>,
+) -> String {
+    let mut text = String::new();
+    for (when, ceiling) in [("before", before), ("after", after)] {
+        if let Some(p) = ceiling {
+            text.push_str(&format!(
+                "pass-through ceiling {when:<6} the pipeline {:>10.0} messages/s ({} messages, \
+                 {:.1} s): the pipeline runs at {:.0} % of it\n",
                 p.messages_per_second,
                 p.messages,
                 p.seconds,
                 100.0 * p.pipeline_share
-            ))
-        )
+            ));
+        }
     }
+    if let (Some(share), Some(before), Some(after)) = (share, before, after) {
+        text.push_str(&format!(
+            "pipeline share         {:>10.0} % of the two ceilings' mean (they differ by {:+.0} %: \
+             a share read against either one is that uncertain)\n",
+            100.0 * share,
+            100.0 * (after.messages_per_second / before.messages_per_second - 1.0)
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -608,13 +678,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_pass_through_writes_every_message_again_once_with_and_without_transactions() {
         for extra in [&[][..], &["--no-transactions"][..]] {
-            let report = pass_through(&kafka_args(extra), 12_000, 1_000.0)
+            let report = pass_through(&kafka_args(extra), 12_000)
                 .await
                 .unwrap_or_else(|e| panic!("pass-through {extra:?}: {e:#}"));
             assert_eq!(report.messages, 12_000, "{extra:?}");
             assert!(report.seconds > 0.0, "{extra:?}");
             let rate = 12_000.0 / report.seconds;
             assert!((report.messages_per_second - rate).abs() < 1e-6 * rate);
+            assert!(report.pipeline_share.is_nan(), "no pipeline rate yet");
+            let report = report.with_pipeline_rate(1_000.0);
             assert!((report.pipeline_share - 1_000.0 / rate).abs() < 1e-9);
         }
     }
@@ -648,6 +720,52 @@ mod tests {
             "pass-through {ours} bytes, generator {theirs} bytes: {}",
             String::from_utf8_lossy(&generated)
         );
+    }
+
+    #[test]
+    fn the_peak_resident_size_is_reset_to_the_current_one() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        // 256 MiB touched then freed (an allocation this large is a mapping of its own, given
+        // back to the system when freed) stay in the peak until it is reset. Other tests of this
+        // binary run meanwhile: the margins leave them 128 MiB.
+        let block = vec![1u8; 256 << 20];
+        assert_eq!(std::hint::black_box(&block)[(128 << 20) + 7], 1);
+        drop(block);
+        let spiked = peak_rss_mib();
+        assert!(reset_peak_rss(), "clear_refs refused");
+        let reset = peak_rss_mib();
+        assert!(
+            reset <= spiked - 128.0,
+            "peak {spiked} MiB before the reset, {reset} MiB after"
+        );
+    }
+
+    #[test]
+    fn the_text_gives_both_ceilings_and_the_share_of_their_mean() {
+        let ceiling = |rate: f64| PassThroughReport {
+            messages: 1_000,
+            seconds: 1_000.0 / rate,
+            messages_per_second: rate,
+            pipeline_share: f64::NAN,
+        };
+        let (before, after) = (
+            ceiling(400.0).with_pipeline_rate(300.0),
+            ceiling(500.0).with_pipeline_rate(300.0),
+        );
+        let text = ceilings_text(Some(&before), Some(&after), Some(300.0 / 450.0));
+        assert!(
+            text.contains("before the pipeline        400 messages/s"),
+            "{text}"
+        );
+        assert!(text.contains("runs at 75 % of it"), "{text}");
+        assert!(text.contains("runs at 60 % of it"), "{text}");
+        assert!(
+            text.contains("67 % of the two ceilings' mean (they differ by +25 %"),
+            "{text}"
+        );
+        assert_eq!(ceilings_text(None, None, None), "");
     }
 
     #[test]
