@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::{TweetKind, TweetRef};
+use crate::{non_negative, TweetKind, TweetRef};
 
 /// The tweet of `payload` if it is written exactly as this crate writes one: the fields in the
 /// order of [`TweetRef`], no whitespace, texts without escapes or control characters, a textual
@@ -31,10 +31,12 @@ pub(crate) fn read(payload: &[u8]) -> Option<TweetRef<'_>> {
     rest.expect(b",\"info\":\"")?;
     let info = rest.text()?;
     rest.expect(b"}")?;
-    let admissible = |v: f64| v.is_finite() && v >= 0.0;
-    if !rest.0.is_empty() || tweet_id.is_empty() || !admissible(t) || !admissible(m) {
+    if !rest.0.is_empty() || tweet_id.is_empty() {
         return None;
     }
+    // The checks of the serde path: a time or magnitude it refuses is left to it.
+    non_negative("t", t).ok()?;
+    non_negative("m", m).ok()?;
     Some(TweetRef {
         kind,
         msg: Cow::Borrowed(msg),
